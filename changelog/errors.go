@@ -1,0 +1,37 @@
+package changelog
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrNotCompacted is returned (wrapped) by EnsureTopic when the topic
+	// exists and its cleanup.policy does not include compact.
+	ErrNotCompacted = errors.New("changelog: topic is not compacted")
+
+	// ErrTopicMissing is returned (wrapped) when the topic does not exist and
+	// creating it was not allowed or it vanished while in use.
+	ErrTopicMissing = errors.New("changelog: topic does not exist")
+
+	// ErrClosed is returned by a Writer or Reader used after Close.
+	ErrClosed = errors.New("changelog: closed")
+)
+
+// PartitionError says which topic, partition and offset an error belongs to.
+type PartitionError struct {
+	Topic     string
+	Partition int32
+	Offset    int64 // -1 if unknown
+	Err       error
+}
+
+func (e *PartitionError) Error() string {
+	if e.Offset < 0 {
+		return fmt.Sprintf("changelog: topic %q partition %d: %v", e.Topic, e.Partition, e.Err)
+	}
+	return fmt.Sprintf("changelog: topic %q partition %d offset %d: %v", e.Topic, e.Partition, e.Offset, e.Err)
+}
+
+// Unwrap returns the underlying error.
+func (e *PartitionError) Unwrap() error { return e.Err }

@@ -1,0 +1,124 @@
+package changelog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// Batch is what one poll returned for one partition: the data records in
+// offset order (control records left out) and Next, the offset after the last
+// record the broker returned, control records included. Resume from Next.
+type Batch struct {
+	Partition int32
+	Records   []*kgo.Record
+	Next      int64
+	Bytes     int // key and value bytes of Records
+}
+
+// Reader reads every partition of one topic from given start offsets with
+// read_committed isolation. It is not safe for concurrent use.
+type Reader struct {
+	topic string
+	cl    *kgo.Client
+	byP   map[int32]int // reused: partition -> index in the returned batches
+}
+
+// NewReader returns a Reader of topic that starts partition p at from[p].
+// opts carry the connection; fetch sizes may be overridden with them.
+func NewReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, error) {
+	offs := make(map[int32]kgo.Offset, len(from))
+	for p, o := range from {
+		offs[p] = kgo.NewOffset().At(o)
+	}
+	all := append([]kgo.Opt{
+		kgo.FetchMaxBytes(64 << 20),
+		kgo.FetchMaxPartitionBytes(16 << 20),
+		kgo.FetchMaxWait(500 * time.Millisecond),
+	}, opts...)
+	all = append(all,
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}),
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
+		kgo.KeepControlRecords(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+	)
+	cl, err := kgo.NewClient(all...)
+	if err != nil {
+		return nil, fmt.Errorf("changelog: new consumer for topic %q: %w", topic, err)
+	}
+	return &Reader{topic: topic, cl: cl, byP: make(map[int32]int)}, nil
+}
+
+// Poll blocks until records arrive or ctx ends and returns one Batch per
+// partition that had any. A partition whose start offset is gone (deleted or
+// expired records) returns a *PartitionError wrapping *kgo.ErrDataLoss:
+// the caller must not carry on past the gap. ctx's error is returned when it
+// ends; ErrClosed after Close.
+func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
+	fs := r.cl.PollFetches(ctx)
+	if fs.IsClientClosed() {
+		return nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil && fs.Empty() {
+		return nil, err
+	}
+	for _, fe := range fs.Errors() {
+		if errors.Is(fe.Err, context.Canceled) || errors.Is(fe.Err, context.DeadlineExceeded) {
+			return nil, fe.Err
+		}
+		return nil, &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fe.Err}
+	}
+	clear(r.byP)
+	var out []Batch
+	fs.EachPartition(func(ftp kgo.FetchTopicPartition) {
+		if len(ftp.Records) == 0 {
+			return
+		}
+		i, ok := r.byP[ftp.Partition]
+		if !ok {
+			i = len(out)
+			r.byP[ftp.Partition] = i
+			out = append(out, Batch{Partition: ftp.Partition})
+		}
+		b := &out[i]
+		for _, rec := range ftp.Records {
+			b.Next = rec.Offset + 1
+			if rec.Attrs.IsControl() {
+				continue
+			}
+			b.Records = append(b.Records, rec)
+			b.Bytes += len(rec.Key) + len(rec.Value)
+		}
+	})
+	return out, nil
+}
+
+// Close closes the Reader's connection. It is idempotent.
+func (r *Reader) Close() { r.cl.Close() }
+
+// Offsets returns, per partition, the log start offset and the end offset a
+// read_committed reader reaches (the last stable offset).
+func Offsets(ctx context.Context, adm *kadm.Client, topic string) (start, end map[int32]int64, err error) {
+	so, err := adm.ListStartOffsets(ctx, topic)
+	if err == nil {
+		err = so.Error()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("changelog: list start offsets of topic %q: %w", topic, err)
+	}
+	eo, err := adm.ListCommittedOffsets(ctx, topic)
+	if err == nil {
+		err = eo.Error()
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("changelog: list end offsets of topic %q: %w", topic, err)
+	}
+	start, end = make(map[int32]int64), make(map[int32]int64)
+	so.Each(func(o kadm.ListedOffset) { start[o.Partition] = o.Offset })
+	eo.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
+	return start, end, nil
+}

@@ -1,0 +1,135 @@
+// Package embedded starts an in-process Kafka broker (kfake) and a schema
+// registry (srfake's handler served over HTTP) on loopback, in the spirit of
+// net/http/httptest. Tests, examples and profilesvc's embedded mode use it.
+//
+// # Basics
+//
+// Start returns a running Cluster; Brokers and RegistryURL say where to
+// connect; Close stops both. With no options both listen on random free ports
+// of 127.0.0.1.
+//
+// # Durability
+//
+// With DataDir the broker persists its log under that directory and reloads
+// it on the next Start. The registry keeps its schemas in memory only.
+//
+// # Caveats
+//
+// kfake is a test broker: it compacts on demand (Kafka().Compact()) and when
+// its cleaner timer fires, but that timer does not restart after the broker
+// reloads its data from disk.
+package embedded
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+)
+
+// Option configures Start.
+type Option interface{ apply(*config) }
+
+type optFn func(*config)
+
+func (f optFn) apply(c *config) { f(c) }
+
+type config struct {
+	kafkaAddr, registryAddr string
+	dataDir                 string
+	kfakeOpts               []kfake.Opt
+}
+
+// KafkaAddr sets the broker's listen address. Default "127.0.0.1:0" (a free port).
+func KafkaAddr(addr string) Option { return optFn(func(c *config) { c.kafkaAddr = addr }) }
+
+// RegistryAddr sets the registry's listen address. Default "127.0.0.1:0" (a free port).
+func RegistryAddr(addr string) Option { return optFn(func(c *config) { c.registryAddr = addr }) }
+
+// DataDir makes the broker persist its log under dir and reload it on start.
+// Default: in memory only.
+func DataDir(dir string) Option { return optFn(func(c *config) { c.dataDir = dir }) }
+
+// WithKfakeOpts passes extra options to kfake.NewCluster (SASL users, broker
+// configs, ...). They are applied after this package's own.
+func WithKfakeOpts(opts ...kfake.Opt) Option {
+	return optFn(func(c *config) { c.kfakeOpts = append(c.kfakeOpts, opts...) })
+}
+
+// Cluster is a running in-process broker and registry.
+type Cluster struct {
+	kafka    *kfake.Cluster
+	registry *srfake.Registry
+	srv      *http.Server
+	regURL   string
+	done     chan struct{}
+}
+
+// Start starts a one-broker kfake cluster and an srfake registry.
+func Start(opts ...Option) (*Cluster, error) {
+	cfg := config{kafkaAddr: "127.0.0.1:0", registryAddr: "127.0.0.1:0"}
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	kafkaAddr := cfg.kafkaAddr
+	kopts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.DefaultNumPartitions(1),
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			return net.Listen(network, kafkaAddr)
+		}),
+	}
+	if cfg.dataDir != "" {
+		kopts = append(kopts, kfake.DataDir(cfg.dataDir))
+	}
+	kopts = append(kopts, cfg.kfakeOpts...)
+	kc, err := kfake.NewCluster(kopts...)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: start kafka on %s: %w", kafkaAddr, err)
+	}
+
+	ln, err := net.Listen("tcp", cfg.registryAddr)
+	if err != nil {
+		kc.Close()
+		return nil, fmt.Errorf("embedded: start schema registry on %s: %w", cfg.registryAddr, err)
+	}
+	reg := srfake.NewRegistry()
+	c := &Cluster{
+		kafka:    kc,
+		registry: reg,
+		srv:      &http.Server{Handler: reg.Handler(), ReadHeaderTimeout: 10 * time.Second},
+		regURL:   "http://" + ln.Addr().String(),
+		done:     make(chan struct{}),
+	}
+	go func() {
+		defer close(c.done)
+		if err := c.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			_ = err // the listener failed; Close still works
+		}
+	}()
+	return c, nil
+}
+
+// Brokers returns the broker's address(es), for kgo.SeedBrokers.
+func (c *Cluster) Brokers() []string { return c.kafka.ListenAddrs() }
+
+// RegistryURL returns the registry's base URL, "http://127.0.0.1:PORT".
+func (c *Cluster) RegistryURL() string { return c.regURL }
+
+// Kafka returns the kfake cluster for test controls: Compact, DeleteRecords,
+// DeleteTopic, Fault, ControlKey.
+func (c *Cluster) Kafka() *kfake.Cluster { return c.kafka }
+
+// Registry returns the srfake registry for seeding and inspection.
+func (c *Cluster) Registry() *srfake.Registry { return c.registry }
+
+// Close stops the registry and the broker. It is safe to call more than once.
+func (c *Cluster) Close() {
+	_ = c.srv.Close()
+	<-c.done
+	c.kafka.Close()
+}

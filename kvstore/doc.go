@@ -1,0 +1,56 @@
+// Package kvstore is an embedded key-value store whose source of truth is a
+// compacted Kafka topic: Put produces an Avro record (Confluent wire format,
+// schema in a schema registry), Delete produces a tombstone, and Get and Scan
+// read a local bbolt cache that a changelog consumer restores and keeps
+// current.
+//
+// # Basics
+//
+//	store, err := kvstore.Open[User](ctx, "user-profiles",
+//		kvstore.Brokers("localhost:19092"),
+//		kvstore.Registry("http://localhost:18081"),
+//		kvstore.ValueSchema(userAvsc),
+//		kvstore.Dir("data"))
+//	defer store.Close()
+//	err = store.Put(ctx, "user-123", User{FirstName: "Ada"})
+//	u, ok, err := store.Get(ctx, "user-123")
+//	err = store.Delete(ctx, "user-123")
+//	for e, err := range store.Scan(ctx, "user-") { ... }
+//
+// Keys are strings, written as their raw UTF-8 bytes as the Kafka key. Values
+// are encoded with the schema given to ValueSchema, registered under
+// "<topic>-value"; records written with other compatible versions of the
+// schema (by this library or by any Confluent-compatible client) decode into
+// V through Avro schema resolution.
+//
+// # Durability
+//
+// The topic always wins; the cache is disposable. Put and Delete return only
+// after the broker acknowledged the record with acks=all (idempotent
+// producer), and only then is the write visible to Get. The cache file,
+// "<dir>/<topic>.db", holds per partition a bucket of keys and values and the
+// next offset to read, committed in one transaction with the data it
+// describes. Open restores from that checkpoint (delta) when the cache can be
+// trusted, and otherwise rebuilds the cache from the start of the topic
+// (full): when there is no cache, when it is unreadable or of another format,
+// when the topic was deleted and recreated (its topic ID changed), when its
+// partition count changed, when a checkpoint lies below the log start offset
+// or above the end offset, and when the cache was last current longer ago
+// than the topic's delete.retention.ms (tombstones it never saw may be gone,
+// and deleted keys would come back). A full restore must finish within
+// delete.retention.ms for the same reason. A full restore sorts the records
+// by key within a bounded amount of memory (RestoreMemory), spilling sorted
+// runs to the cache directory, and loads them into a new file that replaces
+// the old one atomically, so a process killed during a restore leaves the
+// previous cache or none.
+//
+// # Caveats
+//
+// Reads are local and eventually consistent with other writers: a record
+// another process writes becomes visible once the store's consumer has read
+// it (usually within milliseconds). A store's own writes are visible to its
+// own reads at once. On a topic with more than one partition, every writer
+// must use the same partitioner (WithPartitioner); a key another client's
+// partitioner put elsewhere is still found by Get, but its versions in
+// different partitions are not ordered against each other.
+package kvstore

@@ -1,0 +1,236 @@
+package kvstore
+
+import (
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+)
+
+// Option configures Open. Options are applied in order; later ones win.
+type Option interface{ apply(*config) }
+
+type optFn func(*config)
+
+func (f optFn) apply(c *config) { f(c) }
+
+// Compression is the producer's batch compression codec.
+type Compression int
+
+// Compression codecs, as in Kafka's compression.type.
+const (
+	CompressionNone Compression = iota
+	CompressionGzip
+	CompressionSnappy
+	CompressionLZ4
+	CompressionZstd
+)
+
+func (c Compression) String() string {
+	switch c {
+	case CompressionNone:
+		return "none"
+	case CompressionGzip:
+		return "gzip"
+	case CompressionSnappy:
+		return "snappy"
+	case CompressionLZ4:
+		return "lz4"
+	case CompressionZstd:
+		return "zstd"
+	}
+	return fmt.Sprintf("Compression(%d)", int(c))
+}
+
+func (c Compression) codec() (kgo.CompressionCodec, bool) {
+	switch c {
+	case CompressionNone:
+		return kgo.NoCompression(), true
+	case CompressionGzip:
+		return kgo.GzipCompression(), true
+	case CompressionSnappy:
+		return kgo.SnappyCompression(), true
+	case CompressionLZ4:
+		return kgo.Lz4Compression(), true
+	case CompressionZstd:
+		return kgo.ZstdCompression(), true
+	}
+	return kgo.CompressionCodec{}, false
+}
+
+// Partitioner picks the partition of a key. Every writer of a topic with more
+// than one partition must use the same one, or a key's versions land in
+// different partitions and last-write-wins breaks.
+type Partitioner int
+
+const (
+	// PartitionerMurmur2 is Kafka's Java client default (and franz-go's):
+	// murmur2(key) & 0x7fffffff % partitions. librdkafka calls it murmur2_random.
+	PartitionerMurmur2 Partitioner = iota
+	// PartitionerCRC32 is librdkafka's default (consistent_random, used by
+	// confluent-kafka-python): crc32(key) % partitions.
+	PartitionerCRC32
+)
+
+func (p Partitioner) String() string {
+	switch p {
+	case PartitionerMurmur2:
+		return "murmur2"
+	case PartitionerCRC32:
+		return "crc32"
+	}
+	return fmt.Sprintf("Partitioner(%d)", int(p))
+}
+
+// hasher returns func(key, n) -> partition.
+func (p Partitioner) hasher() func(key []byte, n int32) int32 {
+	switch p {
+	case PartitionerCRC32:
+		return func(key []byte, n int32) int32 { return int32(crc32.ChecksumIEEE(key) % uint32(n)) }
+	default:
+		tp := kgo.StickyKeyPartitioner(nil).ForTopic("")
+		return func(key []byte, n int32) int32 {
+			return int32(tp.Partition(&kgo.Record{Key: key}, int(n)))
+		}
+	}
+}
+
+type config struct {
+	brokers       []string
+	registryURL   string
+	schema        string
+	dir           string
+	partitions    int32
+	replication   int16
+	topicConfigs  map[string]string
+	compat        sr.CompatibilityLevel
+	compression   Compression
+	partitioner   Partitioner
+	restoreMemory int
+	logger        *slog.Logger
+	kgoOpts       []kgo.Opt
+	srOpts        []sr.ClientOpt
+}
+
+func defaultConfig() config {
+	return config{
+		dir:           "data",
+		partitions:    1,
+		replication:   -1,
+		compat:        sr.CompatBackward,
+		compression:   CompressionNone,
+		partitioner:   PartitionerMurmur2,
+		restoreMemory: 64 << 20,
+		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+func (c *config) validate() error {
+	switch {
+	case len(c.brokers) == 0:
+		return fmt.Errorf("%w: no brokers (use Brokers)", ErrBadConfig)
+	case c.registryURL == "":
+		return fmt.Errorf("%w: no schema registry URL (use Registry)", ErrBadConfig)
+	case strings.TrimSpace(c.schema) == "":
+		return fmt.Errorf("%w: no value schema (use ValueSchema)", ErrBadConfig)
+	case c.dir == "":
+		return fmt.Errorf("%w: empty cache directory (use Dir)", ErrBadConfig)
+	case c.partitions < 1:
+		return fmt.Errorf("%w: Partitions(%d): want at least 1", ErrBadConfig, c.partitions)
+	case c.replication < -1 || c.replication == 0:
+		return fmt.Errorf("%w: ReplicationFactor(%d): want -1 (broker default) or at least 1", ErrBadConfig, c.replication)
+	case c.restoreMemory < 1<<20:
+		return fmt.Errorf("%w: RestoreMemory(%d): want at least 1 MiB", ErrBadConfig, c.restoreMemory)
+	case c.logger == nil:
+		return fmt.Errorf("%w: nil logger", ErrBadConfig)
+	}
+	if _, ok := c.compression.codec(); !ok {
+		return fmt.Errorf("%w: unknown compression %v", ErrBadConfig, c.compression)
+	}
+	if c.partitioner != PartitionerMurmur2 && c.partitioner != PartitionerCRC32 {
+		return fmt.Errorf("%w: unknown partitioner %v", ErrBadConfig, c.partitioner)
+	}
+	return nil
+}
+
+// Brokers sets the Kafka bootstrap servers, "host:port". Required.
+func Brokers(addrs ...string) Option {
+	return optFn(func(c *config) { c.brokers = append([]string(nil), addrs...) })
+}
+
+// Registry sets the schema registry's base URL, for example
+// "http://localhost:8081". Required.
+func Registry(url string) Option { return optFn(func(c *config) { c.registryURL = url }) }
+
+// ValueSchema sets the Avro schema (JSON) values are written with and read
+// into. V must match it (hamba/avro struct tags). Required.
+func ValueSchema(avsc string) Option { return optFn(func(c *config) { c.schema = avsc }) }
+
+// Dir sets the directory of the local cache file, "<dir>/<topic>.db". It is
+// created if missing. Default "data".
+func Dir(dir string) Option { return optFn(func(c *config) { c.dir = dir }) }
+
+// Partitions sets the partition count used when Open creates the topic.
+// An existing topic keeps its own. Default 1.
+func Partitions(n int32) Option { return optFn(func(c *config) { c.partitions = n }) }
+
+// ReplicationFactor sets the replication factor used when Open creates the
+// topic. Default -1: the broker's default.replication.factor.
+func ReplicationFactor(n int16) Option { return optFn(func(c *config) { c.replication = n }) }
+
+// TopicConfig adds a topic config used when Open creates the topic, for
+// example TopicConfig("delete.retention.ms", "86400000"). cleanup.policy is
+// always compact. Default: none beyond cleanup.policy.
+func TopicConfig(key, value string) Option {
+	return optFn(func(c *config) {
+		if c.topicConfigs == nil {
+			c.topicConfigs = map[string]string{}
+		}
+		c.topicConfigs[key] = value
+	})
+}
+
+// SchemaCompatibility sets the rule the value schema is checked against
+// before it is registered (sr.CompatBackward, sr.CompatFull, sr.CompatNone,
+// ...). Default sr.CompatBackward: the new schema must read old records.
+func SchemaCompatibility(level sr.CompatibilityLevel) Option {
+	return optFn(func(c *config) { c.compat = level })
+}
+
+// WithCompression sets the producer's compression codec. Default CompressionNone.
+func WithCompression(codec Compression) Option {
+	return optFn(func(c *config) { c.compression = codec })
+}
+
+// WithPartitioner sets how keys map to partitions; it matters only for
+// topics with more than one partition. Default PartitionerMurmur2
+// (Java-compatible). Use PartitionerCRC32 when librdkafka clients with their
+// default partitioner write to the same topic.
+func WithPartitioner(p Partitioner) Option {
+	return optFn(func(c *config) { c.partitioner = p })
+}
+
+// RestoreMemory bounds the memory a full restore uses to sort records before
+// loading them; beyond it sorted runs are spilled to files in the cache
+// directory. Default 64 MiB.
+func RestoreMemory(bytes int) Option { return optFn(func(c *config) { c.restoreMemory = bytes }) }
+
+// WithLogger sets the logger. Default: discard.
+func WithLogger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l }) }
+
+// WithKgoOpts adds franz-go client options (TLS, SASL, timeouts) to both the
+// producer and the consumer. They are applied after the store's own options,
+// except those the store's guarantees rest on (acks, isolation level).
+func WithKgoOpts(opts ...kgo.Opt) Option {
+	return optFn(func(c *config) { c.kgoOpts = append(c.kgoOpts, opts...) })
+}
+
+// WithRegistryOpts adds schema registry client options (basic or bearer
+// auth, TLS, HTTP client).
+func WithRegistryOpts(opts ...sr.ClientOpt) Option {
+	return optFn(func(c *config) { c.srOpts = append(c.srOpts, opts...) })
+}

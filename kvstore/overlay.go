@@ -1,0 +1,95 @@
+package kvstore
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+)
+
+// overlay holds this store's own acknowledged writes until the tail has
+// applied them (or something newer) to the cache file. It is what makes a
+// Get right after Put return the new value without writing the file out of
+// offset order: the file is written only by the applier, in offset order,
+// together with the offsets it came from.
+type overlay struct {
+	mu      sync.RWMutex
+	parts   []map[string]ovEntry // per partition
+	applied []int64              // per partition: next offset the file holds
+	n       atomic.Int64         // entries in parts, for a lock-free fast path
+}
+
+type ovEntry struct {
+	offset int64
+	value  []byte // nil: deleted
+}
+
+func newOverlay(partitions int32, next map[int32]int64) *overlay {
+	o := &overlay{parts: make([]map[string]ovEntry, partitions), applied: make([]int64, partitions)}
+	for p := range o.parts {
+		o.parts[p] = map[string]ovEntry{}
+		o.applied[p] = next[int32(p)]
+	}
+	return o
+}
+
+// put records an acknowledged write at offset, unless the applier has already
+// passed that offset (then the file has it, or something newer).
+func (o *overlay) put(p int32, key string, offset int64, value []byte) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if offset < o.applied[p] {
+		return
+	}
+	if cur, ok := o.parts[p][key]; ok && cur.offset > offset {
+		return
+	}
+	if _, ok := o.parts[p][key]; !ok {
+		o.n.Add(1)
+	}
+	o.parts[p][key] = ovEntry{offset: offset, value: value}
+}
+
+// get returns the overlay's entry for key in partition p.
+func (o *overlay) get(p int32, key string) (ovEntry, bool) {
+	if o.n.Load() == 0 {
+		return ovEntry{}, false
+	}
+	o.mu.RLock()
+	e, ok := o.parts[p][key]
+	o.mu.RUnlock()
+	return e, ok
+}
+
+// advance records that the file now holds partition p up to next, and drops
+// the entries it covers. The caller holds o.mu.
+func (o *overlay) advanceLocked(p int32, next int64) {
+	if next <= o.applied[p] {
+		return
+	}
+	o.applied[p] = next
+	for k, e := range o.parts[p] {
+		if e.offset < next {
+			delete(o.parts[p], k)
+			o.n.Add(-1)
+		}
+	}
+}
+
+// withPrefix returns copies of the entries whose keys start with prefix and
+// sort after after.
+func (o *overlay) withPrefix(prefix, after string) map[string]ovEntry {
+	if o.n.Load() == 0 {
+		return nil
+	}
+	o.mu.RLock()
+	defer o.mu.RUnlock()
+	out := map[string]ovEntry{}
+	for _, m := range o.parts {
+		for k, e := range m {
+			if strings.HasPrefix(k, prefix) && k > after {
+				out[k] = e
+			}
+		}
+	}
+	return out
+}
