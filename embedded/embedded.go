@@ -11,13 +11,26 @@
 // # Durability
 //
 // With DataDir the broker persists its log under that directory and reloads
-// it on the next Start. The registry keeps its schemas in memory only.
+// it on the next Start. Without RegistryFile the registry keeps its schemas in
+// memory only; with it, every schema (subject, version, ID, soft-deleted or
+// not) is written to that file before the request that registered it is
+// answered, and seeded back on the next Start, so the schema IDs that
+// persisted records carry resolve to the same schemas after a restart.
 //
 // # Caveats
 //
 // kfake is a test broker: it compacts on demand (Kafka().Compact()) and when
 // its cleaner timer fires, but that timer does not restart after the broker
-// reloads its data from disk.
+// reloads its data from disk; a long-running process compacts on a timer of
+// its own.
+//
+// The registry file records schemas only: compatibility levels and modes set
+// through the API are not kept, nor is the next free ID (after a hard delete
+// of the newest schema, a new schema may get the deleted one's ID). Changes
+// made through Registry()'s Go methods reach the file with the next change
+// made over HTTP, or with SaveRegistry. A schema registered under several
+// subjects keeps its ID, but may get another version number in the subjects
+// that registered it after the first.
 package embedded
 
 import (
@@ -41,6 +54,7 @@ func (f optFn) apply(c *config) { f(c) }
 type config struct {
 	kafkaAddr, registryAddr string
 	dataDir                 string
+	registryFile            string
 	kfakeOpts               []kfake.Opt
 }
 
@@ -54,6 +68,14 @@ func RegistryAddr(addr string) Option { return optFn(func(c *config) { c.registr
 // Default: in memory only.
 func DataDir(dir string) Option { return optFn(func(c *config) { c.dataDir = dir }) }
 
+// RegistryFile makes the registry persist its schemas to path, a JSON file
+// (its directory is created if missing), and seed them back from it on
+// Start, with the same subjects, versions and IDs. The file is rewritten
+// atomically after every request that changed the registry, before that
+// request is answered. A file that cannot be read or holds contradictory
+// entries (one ID for two schemas) makes Start fail. Default: in memory only.
+func RegistryFile(path string) Option { return optFn(func(c *config) { c.registryFile = path }) }
+
 // WithKfakeOpts passes extra options to kfake.NewCluster (SASL users, broker
 // configs, ...). They are applied after this package's own.
 func WithKfakeOpts(opts ...kfake.Opt) Option {
@@ -64,6 +86,7 @@ func WithKfakeOpts(opts ...kfake.Opt) Option {
 type Cluster struct {
 	kafka    *kfake.Cluster
 	registry *srfake.Registry
+	regStore *registryStore // nil without RegistryFile
 	srv      *http.Server
 	regURL   string
 	done     chan struct{}
@@ -98,10 +121,21 @@ func Start(opts ...Option) (*Cluster, error) {
 		return nil, fmt.Errorf("embedded: start schema registry on %s: %w", cfg.registryAddr, err)
 	}
 	reg := srfake.NewRegistry()
+	var handler http.Handler = reg.Handler()
+	var rs *registryStore
+	if cfg.registryFile != "" {
+		if rs, err = openRegistryStore(cfg.registryFile, reg); err != nil {
+			ln.Close()
+			kc.Close()
+			return nil, err
+		}
+		handler = rs
+	}
 	c := &Cluster{
 		kafka:    kc,
 		registry: reg,
-		srv:      &http.Server{Handler: reg.Handler(), ReadHeaderTimeout: 10 * time.Second},
+		regStore: rs,
+		srv:      &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second},
 		regURL:   "http://" + ln.Addr().String(),
 		done:     make(chan struct{}),
 	}
@@ -126,6 +160,16 @@ func (c *Cluster) Kafka() *kfake.Cluster { return c.kafka }
 
 // Registry returns the srfake registry for seeding and inspection.
 func (c *Cluster) Registry() *srfake.Registry { return c.registry }
+
+// SaveRegistry writes the registry's schemas to the RegistryFile now. Changes
+// made over HTTP are saved as they happen; this is for those made through
+// Registry()'s Go methods. Without RegistryFile it does nothing.
+func (c *Cluster) SaveRegistry() error {
+	if c.regStore == nil {
+		return nil
+	}
+	return c.regStore.save()
+}
 
 // Close stops the registry and the broker. It is safe to call more than once.
 func (c *Cluster) Close() {

@@ -55,7 +55,16 @@ var errNoMeta = errors.New("no cache metadata")
 
 func readMeta(db *bolt.DB) (cacheMeta, error) {
 	var m cacheMeta
-	err := db.View(func(tx *bolt.Tx) error {
+	fi, err := os.Stat(db.Path())
+	if err != nil {
+		return m, err
+	}
+	err = db.View(func(tx *bolt.Tx) error {
+		// A file shorter than the pages its meta page claims was truncated:
+		// reading those pages would fault.
+		if tx.Size() > fi.Size() {
+			return fmt.Errorf("%w: file is %d bytes, its meta page needs %d (truncated)", errNoMeta, fi.Size(), tx.Size())
+		}
 		mb, ob := tx.Bucket(bucketMeta), tx.Bucket(bucketOffsets)
 		if mb == nil || ob == nil {
 			return errNoMeta

@@ -28,6 +28,10 @@ var (
 	// the schema. Nothing was produced.
 	ErrInvalidValue = serde.ErrInvalidValue
 
+	// ErrCacheLocked is returned (wrapped) by Open when another process holds
+	// the cache file for longer than LockTimeout.
+	ErrCacheLocked = errors.New("kvstore: cache file is locked")
+
 	// ErrBadConfig is returned (wrapped) by Open for a missing or contradictory option.
 	ErrBadConfig = errors.New("kvstore: bad configuration")
 )

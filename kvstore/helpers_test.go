@@ -29,11 +29,17 @@ type UserV1 struct {
 	Age       int32  `avro:"age"`
 }
 
-// env is one test's in-process broker and registry.
+// env is one test's in-process broker and registry, or, with
+// COMPACTKV_BROKERS set, a real broker and a topic of its own (realmode_test.go).
 type env struct {
 	t       *testing.T
 	cluster *embedded.Cluster
 	topic   string
+
+	seeds        []string // brokers the test talks to
+	regURL       string   // registry the test talks to
+	real         bool     // seeds is a real Kafka cluster, not cluster.Kafka()
+	realRegistry bool     // regURL is not cluster.Registry()
 }
 
 func newEnv(t *testing.T) *env {
@@ -41,7 +47,9 @@ func newEnv(t *testing.T) *env {
 	c, err := embedded.Start()
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
-	return &env{t: t, cluster: c, topic: "user-profiles"}
+	e := &env{t: t, cluster: c, topic: "user-profiles", seeds: c.Brokers(), regURL: c.RegistryURL()}
+	e.useRealKafka()
+	return e
 }
 
 func ctxT(t *testing.T) context.Context {
@@ -57,8 +65,8 @@ func (e *env) opts(dir string, extra ...kvstore.Option) []kvstore.Option {
 		dir = e.t.TempDir()
 	}
 	return append([]kvstore.Option{
-		kvstore.Brokers(e.cluster.Brokers()...),
-		kvstore.Registry(e.cluster.RegistryURL()),
+		kvstore.Brokers(e.seeds...),
+		kvstore.Registry(e.regURL),
 		kvstore.ValueSchema(testdata.UserV2),
 		kvstore.Dir(dir),
 	}, extra...)
@@ -74,7 +82,7 @@ func (e *env) open(dir string, extra ...kvstore.Option) *kvstore.Store[User] {
 
 // admin returns an admin client of the test broker.
 func (e *env) admin() *kadm.Client {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.cluster.Brokers()...))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...))
 	require.NoError(e.t, err)
 	e.t.Cleanup(cl.Close)
 	return kadm.NewClient(cl)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
@@ -112,6 +113,10 @@ type config struct {
 	partitioner   Partitioner
 	restoreMemory int
 	logger        *slog.Logger
+	poison        PoisonPolicy // poison.go
+	listener      RestoreListener
+	progressEvery time.Duration
+	lockTimeout   time.Duration
 	kgoOpts       []kgo.Opt
 	srOpts        []sr.ClientOpt
 }
@@ -125,6 +130,8 @@ func defaultConfig() config {
 		compression:   CompressionNone,
 		partitioner:   PartitionerMurmur2,
 		restoreMemory: 64 << 20,
+		progressEvery: 5 * time.Second,
+		lockTimeout:   5 * time.Second,
 		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
@@ -145,6 +152,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("%w: ReplicationFactor(%d): want -1 (broker default) or at least 1", ErrBadConfig, c.replication)
 	case c.restoreMemory < 1<<20:
 		return fmt.Errorf("%w: RestoreMemory(%d): want at least 1 MiB", ErrBadConfig, c.restoreMemory)
+	case c.lockTimeout <= 0:
+		return fmt.Errorf("%w: LockTimeout(%v): want a positive wait", ErrBadConfig, c.lockTimeout)
 	case c.logger == nil:
 		return fmt.Errorf("%w: nil logger", ErrBadConfig)
 	}
@@ -218,6 +227,11 @@ func WithPartitioner(p Partitioner) Option {
 // loading them; beyond it sorted runs are spilled to files in the cache
 // directory. Default 64 MiB.
 func RestoreMemory(bytes int) Option { return optFn(func(c *config) { c.restoreMemory = bytes }) }
+
+// LockTimeout bounds how long Open waits for the cache file while another
+// process holds it; then Open fails with an error naming the file.
+// Default 5s.
+func LockTimeout(d time.Duration) Option { return optFn(func(c *config) { c.lockTimeout = d }) }
 
 // WithLogger sets the logger. Default: discard.
 func WithLogger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l }) }

@@ -5,7 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
+	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"time"
 
@@ -16,8 +19,6 @@ import (
 )
 
 const (
-	// lockTimeout bounds the wait for a cache file another process holds.
-	lockTimeout = 5 * time.Second
 	// idleCheck is how long a restore waits for records of a partition that
 	// has not reached its end offset before asking the broker again.
 	idleCheck = 3 * time.Second
@@ -29,33 +30,78 @@ const (
 // either from its checkpoint (delta) or by rebuilding it (full), and returns
 // the open reader positioned where the cache ends so that the tail carries on
 // from there.
-func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, error) {
-	began := time.Now()
+func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, map[int32]int64, error) {
+	s.removeLeftovers()
 	start, end, err := changelog.Offsets(ctx, s.adm, s.topic)
 	if err != nil {
-		return nil, fmt.Errorf("kvstore: open %q: %w", s.topic, err)
+		return nil, nil, fmt.Errorf("kvstore: open %q: %w", s.topic, err)
 	}
-
-	reason, next, err := s.openExisting(start, end)
+	guard, reason, next, err := s.openExisting(start, end)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	mode := "delta"
-	if reason != "" {
-		mode = "full"
+	if guard != GuardNone {
 		next = start
-		s.log.Info("kvstore: full restore", "reason", reason)
+	}
+	return s.runRestore(ctx, guard, reason, next, end)
+}
+
+// runRestore reads from..end into the cache: with guard GuardNone into the
+// open cache (delta), otherwise into a new cache file that then replaces the
+// current one (full). It returns the reader, positioned at the returned
+// offsets, for the tail to carry on with.
+func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, from, end map[int32]int64) (*changelog.Reader, map[int32]int64, error) {
+	began := time.Now()
+	mode := "delta"
+	if guard != GuardNone {
+		mode = "full"
+		s.guards[guard].Add(1)
+		if guard == GuardNoCache {
+			s.log.Info("kvstore: full restore", "reason", reason)
+		} else {
+			s.log.Warn("kvstore: cache cannot be trusted, rebuilding it from the topic", "guard", guard.String(), "reason", reason)
+		}
+	}
+	var total int64
+	ranges := make([]PartitionRange, 0, len(from))
+	for p := range s.info.Partitions {
+		ranges = append(ranges, PartitionRange{Partition: p, Start: from[p], End: end[p]})
+		total += max(0, end[p]-from[p])
+	}
+	if l := s.cfg.listener; l != nil {
+		l.OnRestoreStart(RestoreStart{Mode: mode, Reason: reason, Guard: guard, Partitions: ranges})
+	}
+	prog := newProgress(s.log, s.cfg.progressEvery, total)
+	pos := maps.Clone(from)
+	observe := func(bs []changelog.Batch) {
+		var offs, recs int64
+		for _, b := range bs {
+			offs += b.Next - pos[b.Partition]
+			recs += int64(len(b.Records))
+			pos[b.Partition] = b.Next
+			if l := s.cfg.listener; l != nil {
+				l.OnBatchRestored(BatchRestored{Partition: b.Partition, Records: len(b.Records), Bytes: b.Bytes, Next: b.Next})
+			}
+		}
+		prog.advance(offs, recs)
 	}
 
-	r, err := changelog.NewReader(s.topic, next, s.readerOpts()...)
+	r, err := changelog.NewReader(s.topic, from, s.readerOpts()...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var records, nbytes int64
+	var (
+		next            map[int32]int64
+		records, nbytes int64
+	)
 	if mode == "full" {
 		srt := newSorter(s.cfg.restoreMemory, s.cfg.dir)
 		defer srt.cleanup()
-		next, records, nbytes, err = s.readUntil(ctx, r, next, end, func(bs []changelog.Batch) error {
+		next, records, nbytes, err = s.readUntil(ctx, r, from, end, func(bs []changelog.Batch) error {
+			bs, err := s.screen(ctx, bs) // poison.go
+			if err != nil {
+				return err
+			}
 			for _, b := range bs {
 				for _, rec := range b.Records {
 					if err := srt.add(b.Partition, rec.Key, rec.Value); err != nil {
@@ -63,86 +109,171 @@ func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, error) 
 					}
 				}
 			}
+			observe(bs)
 			return nil
 		})
 		if err == nil {
 			err = s.bulkLoad(srt, next)
 		}
+		if err == nil {
+			err = s.installCache(next)
+		}
 	} else {
-		next, records, nbytes, err = s.readUntil(ctx, r, next, end, s.applyBatches)
+		next, records, nbytes, err = s.readUntil(ctx, r, from, end, func(bs []changelog.Batch) error {
+			if err := s.applyBatches(bs); err != nil {
+				return err
+			}
+			observe(bs)
+			return nil
+		})
 		if err == nil {
 			err = s.db.Sync()
 			s.db.NoSync = false
 		}
+		if err == nil && s.ov == nil {
+			s.ov = newOverlay(s.info.Partitions, next)
+		}
 	}
 	if err != nil {
 		r.Close()
-		return nil, fmt.Errorf("kvstore: restore %q: %w", s.topic, err)
+		return nil, nil, fmt.Errorf("kvstore: restore %q: %w", s.topic, err)
 	}
-	s.restore = RestoreStats{Mode: mode, Reason: reason, Records: records, Bytes: nbytes,
+	st := RestoreStats{Mode: mode, Reason: reason, Guard: guard, Records: records, Bytes: nbytes,
 		Duration: time.Since(began), Partitions: s.info.Partitions}
-	s.ov = newOverlay(s.info.Partitions, next)
-	s.log.Info("kvstore: restored", "mode", mode, "records", records, "bytes", nbytes,
-		"duration", s.restore.Duration)
-	return r, nil
+	s.statsMu.Lock()
+	s.restore = st
+	s.statsMu.Unlock()
+	s.log.Info("kvstore: restored", "mode", mode, "records", records, "bytes", nbytes, "duration", st.Duration)
+	if mode == "full" && st.Duration > s.info.DeleteRetention {
+		s.log.Warn("kvstore: full restore took longer than the topic's delete.retention.ms: tombstones written meanwhile may have been missed, raise delete.retention.ms",
+			"duration", st.Duration, "delete_retention", s.info.DeleteRetention)
+	}
+	if l := s.cfg.listener; l != nil {
+		l.OnRestoreEnd(st)
+	}
+	return r, next, nil
 }
 
-// openExisting opens the cache file if there is one and says why it cannot
-// be brought up to date from its checkpoint ("" if it can), with the
-// checkpoint itself.
-func (s *Store[V]) openExisting(start, end map[int32]int64) (string, map[int32]int64, error) {
-	if _, err := os.Stat(s.path); errors.Is(err, os.ErrNotExist) {
-		return "no cache", nil, nil
+// installCache opens the cache file a full restore wrote, in place of the
+// current one, and moves the overlay of own writes past next.
+func (s *Store[V]) installCache(next map[int32]int64) error {
+	db, err := openBolt(s.path, s.cfg.lockTimeout, false)
+	if err != nil {
+		return fmt.Errorf("open rebuilt cache file: %w", err)
 	}
-	db, err := openBolt(s.path, lockTimeout, true)
+	if s.ov == nil { // in Open: nothing runs concurrently yet
+		s.db, s.ov = db, newOverlay(s.info.Partitions, next)
+		return nil
+	}
+	s.mu.Lock()
+	old := s.db
+	s.db = db
+	s.ov.mu.Lock()
+	for p, n := range next {
+		s.ov.applied[p] = 0
+		s.ov.advanceLocked(p, n)
+	}
+	s.ov.mu.Unlock()
+	s.mu.Unlock()
+	if old != nil {
+		old.Close()
+	}
+	return nil
+}
+
+// openExisting opens the cache file if there is one and says which guard,
+// if any, keeps it from being brought up to date from its checkpoint, with
+// the checkpoint itself. A file that cannot be read is moved aside.
+func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason string, next map[int32]int64, err error) {
+	if _, err := os.Stat(s.path); errors.Is(err, os.ErrNotExist) {
+		return GuardNoCache, "no cache", nil, nil
+	}
+	db, m, err := openAndReadMeta(s.path, s.cfg.lockTimeout)
 	if errors.Is(err, bolt.ErrTimeout) {
-		return "", nil, fmt.Errorf("kvstore: cache file %s is locked by another process (waited %v)", s.path, lockTimeout)
+		return 0, "", nil, fmt.Errorf("kvstore: cache file %s is locked by another process (waited %v): %w",
+			s.path, s.cfg.lockTimeout, ErrCacheLocked)
 	}
 	if err != nil {
-		s.log.Warn("kvstore: cache file unreadable, rebuilding it", "path", s.path, "err", err)
-		return "cache file unreadable: " + err.Error(), nil, s.discardCache()
+		aside := fmt.Sprintf("%s.corrupt-%d", s.path, time.Now().UnixNano())
+		if rerr := os.Rename(s.path, aside); rerr != nil {
+			return 0, "", nil, fmt.Errorf("kvstore: move unreadable cache %s aside: %w", s.path, rerr)
+		}
+		s.log.Warn("kvstore: cache file unreadable, moved aside", "path", s.path, "moved_to", aside, "err", err)
+		return GuardCorrupt, "cache file unreadable: " + err.Error(), nil, nil
 	}
-	m, err := readMeta(db)
-	reason := s.staleReason(m, err, start, end)
-	if reason != "" {
+	guard, reason = s.staleReason(m, start, end)
+	if guard != GuardNone {
 		db.Close()
-		return reason, nil, s.discardCache()
+		return guard, reason, nil, s.discardCache()
 	}
 	s.db = db
-	return "", m.next, nil
+	return GuardNone, "", m.next, nil
 }
 
-// staleReason says why a cache with meta m cannot be trusted as a base for a
-// delta restore, or "" if it can.
-func (s *Store[V]) staleReason(m cacheMeta, err error, start, end map[int32]int64) string {
+// openAndReadMeta opens the cache file and reads its metadata, turning a
+// panic of bbolt on a damaged file into an error.
+func openAndReadMeta(path string, timeout time.Duration) (db *bolt.DB, m cacheMeta, err error) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // a fault in a damaged mmap becomes a panic
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				db.Close()
+			}
+			db, err = nil, fmt.Errorf("damaged cache file: %v", r)
+		}
+	}()
+	db, err = openBolt(path, timeout, true)
+	if err != nil {
+		return nil, m, err
+	}
+	if m, err = readMeta(db); err != nil {
+		db.Close()
+		return nil, m, err
+	}
+	return db, m, nil
+}
+
+// staleReason says which guard keeps a cache with meta m from serving as
+// the base of a delta restore, and why; GuardNone if none does.
+func (s *Store[V]) staleReason(m cacheMeta, start, end map[int32]int64) (Guard, string) {
 	switch {
-	case err != nil:
-		return "no checkpoint in cache"
 	case m.format != formatVersion:
-		return fmt.Sprintf("cache format version %d, want %d", m.format, formatVersion)
+		return GuardFormat, fmt.Sprintf("cache format version %d, want %d", m.format, formatVersion)
 	case m.topic != s.topic:
-		return fmt.Sprintf("cache is of topic %q", m.topic)
+		return GuardTopicRecreated, fmt.Sprintf("cache is of topic %q", m.topic)
 	case m.topicID != s.info.ID:
-		return "topic ID changed (topic deleted and recreated)"
+		return GuardTopicRecreated, "topic ID changed (topic deleted and recreated)"
 	case m.partitions != s.info.Partitions:
-		return fmt.Sprintf("partition count changed from %d to %d", m.partitions, s.info.Partitions)
+		return GuardPartitionsChanged, fmt.Sprintf("partition count changed from %d to %d", m.partitions, s.info.Partitions)
 	}
 	if off := time.Since(m.currentAt); off > s.info.DeleteRetention {
-		return fmt.Sprintf("cache last current %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
-			off.Round(time.Second), s.info.DeleteRetention)
+		return GuardRetentionExceeded, fmt.Sprintf("cache last current %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
+			off.Round(time.Millisecond), s.info.DeleteRetention)
 	}
 	for p := range s.info.Partitions {
 		n, ok := m.next[p]
 		switch {
 		case !ok:
-			return fmt.Sprintf("no checkpoint for partition %d", p)
+			return GuardCorrupt, fmt.Sprintf("no checkpoint for partition %d", p)
 		case n < start[p]:
-			return fmt.Sprintf("checkpoint %d of partition %d is below the log start offset %d", n, p, start[p])
+			return GuardBelowLogStart, fmt.Sprintf("checkpoint %d of partition %d is below the log start offset %d", n, p, start[p])
 		case n > end[p]:
-			return fmt.Sprintf("checkpoint %d of partition %d is above the end offset %d", n, p, end[p])
+			return GuardAboveEnd, fmt.Sprintf("checkpoint %d of partition %d is above the end offset %d", n, p, end[p])
 		}
 	}
-	return ""
+	return GuardNone, ""
+}
+
+// removeLeftovers removes what a restore killed midway left: spilled runs
+// and a half-written replacement cache file.
+func (s *Store[V]) removeLeftovers() {
+	left, _ := filepath.Glob(filepath.Join(s.cfg.dir, "restore-run-*.tmp"))
+	left = append(left, s.path+".restore")
+	for _, f := range left {
+		if err := os.Remove(f); err == nil {
+			s.log.Info("kvstore: removed what an interrupted restore left", "path", f)
+		}
+	}
 }
 
 // discardCache removes the cache file so that it is rebuilt.
@@ -207,11 +338,12 @@ func (s *Store[V]) readUntil(ctx context.Context, r *changelog.Reader, from, end
 }
 
 // bulkLoad writes the sorter's contents into a new cache file in key order,
-// with the checkpoint next, and moves it over the old one.
+// with the checkpoint next, and moves it over the old one (installCache then
+// opens it).
 func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64) error {
 	tmp := s.path + ".restore"
 	_ = os.Remove(tmp)
-	db, err := openBolt(tmp, lockTimeout, true)
+	db, err := openBolt(tmp, s.cfg.lockTimeout, true)
 	if err != nil {
 		return fmt.Errorf("create cache file: %w", err)
 	}
@@ -286,10 +418,6 @@ func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64) error {
 	if err := replaceFile(tmp, s.path); err != nil {
 		return fmt.Errorf("install cache file: %w", err)
 	}
-	s.db, err = openBolt(s.path, lockTimeout, false)
-	if err != nil {
-		return fmt.Errorf("open cache file: %w", err)
-	}
 	return nil
 }
 
@@ -298,6 +426,10 @@ func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64) error {
 func (s *Store[V]) applyBatches(bs []changelog.Batch) error {
 	if len(bs) == 0 {
 		return nil
+	}
+	bs, err := s.screen(context.Background(), bs) // poison.go
+	if err != nil {
+		return err
 	}
 	return s.db.Update(func(tx *bolt.Tx) error {
 		next := make(map[int32]int64, len(bs))
@@ -335,17 +467,54 @@ func (s *Store[V]) applyBatches(bs []changelog.Batch) error {
 	})
 }
 
+// currentEvery is how often an idle follower checks that it has reached the
+// end offsets and records in the cache that it is current.
+const currentEvery = 5 * time.Second
+
 // tail applies what other writers (and this store) write, until ctx ends.
-func (s *Store[V]) tail(ctx context.Context, r *changelog.Reader) {
+// pos is where r is positioned. A gap in a partition (its next records were
+// deleted or expired before they were read) makes it rebuild the cache from
+// the topic rather than carry on past the gap.
+func (s *Store[V]) tail(ctx context.Context, r *changelog.Reader, pos map[int32]int64) {
 	defer close(s.tailDone)
-	defer r.Close()
+	defer func() {
+		if r != nil {
+			r.Close()
+		}
+	}()
 	for {
-		bs, err := r.Poll(ctx)
+		pctx, cancel := context.WithTimeout(ctx, currentEvery)
+		bs, err := r.Poll(pctx)
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil {
-			err = s.applyTail(bs)
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			err = s.markCurrent(ctx, pos)
+		case err == nil:
+			if err = s.applyTail(bs); err == nil {
+				for _, b := range bs {
+					pos[b.Partition] = b.Next
+				}
+			}
+		default:
+			var dl *kgo.ErrDataLoss
+			if !errors.As(err, &dl) {
+				break
+			}
+			reason := fmt.Sprintf("partition %d: records from offset %d were gone, the log now starts at %d", dl.Partition, dl.ConsumedTo, dl.ResetTo)
+			r.Close()
+			var start, end map[int32]int64
+			if start, end, err = changelog.Offsets(ctx, s.adm, s.topic); err == nil {
+				r, pos, err = s.runRestore(ctx, GuardBelowLogStart, reason, start, end)
+			}
+			if err != nil {
+				r = nil
+			}
+		}
+		if ctx.Err() != nil {
+			return
 		}
 		if err != nil {
 			s.tailMu.Lock()
@@ -355,6 +524,22 @@ func (s *Store[V]) tail(ctx context.Context, r *changelog.Reader) {
 			return
 		}
 	}
+}
+
+// markCurrent records in the cache that it is current, if the follower has
+// reached every partition's end offset.
+func (s *Store[V]) markCurrent(ctx context.Context, pos map[int32]int64) error {
+	_, end, err := changelog.Offsets(ctx, s.adm, s.topic)
+	if err != nil {
+		s.log.Debug("kvstore: cannot list end offsets", "err", err)
+		return nil // the broker may be away; try again later
+	}
+	for p, e := range end {
+		if pos[p] < e {
+			return nil
+		}
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return putCurrentAt(tx, time.Now()) })
 }
 
 // applyTail applies batches and advances the overlay past them.

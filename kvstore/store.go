@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -40,7 +41,9 @@ type Store[V any] struct {
 	buckets [][]byte // partition -> bucket name
 	part    func(key []byte, n int32) int32
 
+	statsMu sync.Mutex
 	restore RestoreStats
+	guards  guardCounts
 
 	mu       sync.RWMutex // held shared by operations, exclusively by Close
 	closed   bool
@@ -49,6 +52,8 @@ type Store[V any] struct {
 
 	tailMu  sync.Mutex
 	tailErr error
+
+	poisonSkipped atomic.Int64 // poison.go
 }
 
 // RestoreStats describes the restore Open performed.
@@ -59,6 +64,8 @@ type RestoreStats struct {
 	// Reason says why a full restore was needed ("no cache", "topic ID
 	// changed", ...); empty for a delta restore.
 	Reason string
+	// Guard is the guard that forced a full restore; GuardNone for delta.
+	Guard Guard
 	// Records and Bytes count the records (tombstones included) read and the
 	// key and value bytes they held.
 	Records int64
@@ -133,13 +140,13 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 		return nil, fmt.Errorf("kvstore: open %q: %w", topic, err)
 	}
 
-	r, err := s.restoreCache(ctx)
+	r, next, err := s.restoreCache(ctx)
 	if err != nil {
 		return nil, err
 	}
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stopTail, s.tailDone = cancel, make(chan struct{})
-	go s.tail(tctx, r)
+	go s.tail(tctx, r, next)
 	ok = true
 	return s, nil
 }
@@ -151,8 +158,13 @@ func (s *Store[V]) readerOpts() []kgo.Opt {
 // Topic returns the topic's name.
 func (s *Store[V]) Topic() string { return s.topic }
 
-// RestoreStats returns what the restore in Open did.
-func (s *Store[V]) RestoreStats() RestoreStats { return s.restore }
+// RestoreStats returns what the last restore did: the one in Open, or a
+// rebuild the store ran later after finding a gap in the topic.
+func (s *Store[V]) RestoreStats() RestoreStats {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
+	return s.restore
+}
 
 // Put writes value under key: it encodes the value (a value that does not fit
 // the schema returns ErrInvalidValue and produces nothing), produces it with
@@ -327,6 +339,9 @@ func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, mo
 	if s.closed {
 		return nil, "", false, ErrClosed
 	}
+	// The overlay first, then the file: the tail commits to the file before
+	// it drops overlay entries, so nothing falls between the two reads.
+	own := s.ov.withPrefix(prefix, after)
 	merged := map[string][]byte{}
 	err = s.db.View(func(tx *bolt.Tx) error {
 		start := max(prefix, after)
@@ -353,7 +368,7 @@ func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, mo
 	if err != nil {
 		return nil, "", false, fmt.Errorf("kvstore: read cache: %w", err)
 	}
-	for k, e := range s.ov.withPrefix(prefix, after) {
+	for k, e := range own {
 		merged[k] = e.value // nil hides the key
 	}
 	keys := slices.Sorted(maps.Keys(merged))
@@ -378,22 +393,50 @@ func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, mo
 // method returns ErrClosed.
 func (s *Store[V]) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.closed = true
+	s.mu.Unlock()
+	s.awaitOwnWrites(closeDrain)
+	s.stopFollowing() // may need s.mu to swap in a rebuilt cache: not held here
+
+	s.mu.Lock() // waits for calls in flight
+	defer s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return s.closeResources(ctx)
 }
 
-func (s *Store[V]) closeResources(ctx context.Context) error {
-	var errs []error
+// closeDrain bounds how long Close waits for the follower to apply the
+// store's own acknowledged writes, so that the next Open has less to read.
+const closeDrain = 2 * time.Second
+
+// awaitOwnWrites waits, up to d, until the follower has applied every write
+// this store acknowledged. Nothing is lost if it gives up: the writes are in
+// the topic and the next restore reads them.
+func (s *Store[V]) awaitOwnWrites(d time.Duration) {
+	if s.ov == nil || s.TailErr() != nil {
+		return
+	}
+	deadline := time.Now().Add(d)
+	for s.ov.n.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (s *Store[V]) stopFollowing() {
 	if s.stopTail != nil {
 		s.stopTail()
 		<-s.tailDone
+		s.stopTail = nil
 	}
+}
+
+func (s *Store[V]) closeResources(ctx context.Context) error {
+	s.stopFollowing()
+	var errs []error
 	if s.w != nil {
 		if err := s.w.Close(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("kvstore: flush producer: %w", err))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -169,7 +170,14 @@ func (c *Codec[V]) Decode(ctx context.Context, b []byte, v *V) error {
 	if err != nil {
 		return err
 	}
-	if err := avro.Unmarshal(schema, body, v); err != nil {
+	// Not avro.Unmarshal: it takes running out of bytes for success, so a
+	// truncated body would decode into zero values without an error.
+	r := avro.NewReader(nil, 0).Reset(body)
+	r.ReadVal(schema, v)
+	if err := r.Error; err != nil {
+		if errors.Is(err, io.EOF) {
+			return fmt.Errorf("%w: schema id %d: body ends early (truncated after %d bytes)", ErrMalformed, id, len(body))
+		}
 		return fmt.Errorf("%w: schema id %d: %v", ErrMalformed, id, err)
 	}
 	return nil
@@ -196,6 +204,9 @@ func (c *Codec[V]) writer(ctx context.Context, id int) (avro.Schema, error) {
 	}
 	ss, err := c.client.SchemaByID(ctx, id)
 	if err != nil {
+		if !isNotFound(err) {
+			err = fmt.Errorf("%w: %w", ErrRegistryUnavailable, err)
+		}
 		return nil, &SchemaError{Subject: c.subject, ID: id, Err: ErrUnknownSchema, Cause: err}
 	}
 	if ss.Type != sr.TypeAvro {

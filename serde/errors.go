@@ -25,6 +25,13 @@ var (
 	// ErrUnknownSchema is returned (wrapped) when a schema ID in a value cannot
 	// be fetched from the registry or resolved against the reader schema.
 	ErrUnknownSchema = errors.New("serde: unknown or unresolvable writer schema")
+
+	// ErrRegistryUnavailable is returned (wrapped, together with
+	// ErrUnknownSchema) when the registry could not be asked for a writer
+	// schema: a network error, a timeout, an auth failure, a 5xx. Unlike a
+	// schema the registry says it does not have, this says nothing about the
+	// bytes: try again later.
+	ErrRegistryUnavailable = errors.New("serde: schema registry unavailable")
 )
 
 // SchemaError says which schema ID failed and why. It unwraps to one of the

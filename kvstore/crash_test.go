@@ -1,0 +1,169 @@
+package kvstore_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/compactkv/compactkv/kvstore"
+	"github.com/compactkv/compactkv/testdata"
+)
+
+// printer is a RestoreListener that tells the parent test about each batch.
+type printer struct{}
+
+func (printer) OnRestoreStart(kvstore.RestoreStart)   {}
+func (printer) OnBatchRestored(kvstore.BatchRestored) { fmt.Println("batch") }
+func (printer) OnRestoreEnd(kvstore.RestoreStats)     {}
+
+// TestHelperRestoreProcess is not a test: it is the child process the
+// crash-consistency test starts and kills.
+func TestHelperRestoreProcess(t *testing.T) {
+	dir := os.Getenv("COMPACTKV_CHILD_DIR")
+	if dir == "" {
+		t.Skip("helper process, started by TestAProcessKilledDuringRestoreEndsWithTheTopicsState")
+	}
+	s, err := kvstore.Open[User](context.Background(), os.Getenv("COMPACTKV_CHILD_TOPIC"),
+		kvstore.Brokers(os.Getenv("COMPACTKV_CHILD_BROKERS")), kvstore.Registry(os.Getenv("COMPACTKV_CHILD_REGISTRY")),
+		kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(dir), kvstore.RestoreMemory(1<<20),
+		kvstore.WithRestoreListener(printer{}),
+		kvstore.WithKgoOpts(kgo.FetchMaxPartitionBytes(128<<10), kgo.FetchMaxBytes(128<<10))) // many small batches
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(2)
+	}
+	fmt.Println("restored", s.RestoreStats().Mode)
+	select {} // wait for the kill
+}
+
+// fillRaw writes n records with random keys (a fifth of them tombstones of
+// earlier keys) straight to the topic, as another producer would, and
+// updates model.
+func (e *env) fillRaw(n int, value []byte, model map[string]bool, rng *rand.Rand) {
+	e.t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.cluster.Brokers()...), kgo.DefaultProduceTopic(e.topic),
+		kgo.ProducerLinger(5*time.Millisecond))
+	require.NoError(e.t, err)
+	defer cl.Close()
+	keys := make([]string, 0, n)
+	for k := range model {
+		keys = append(keys, k)
+	}
+	for range n {
+		if len(keys) > 0 && rng.IntN(5) == 0 {
+			k := keys[rng.IntN(len(keys))]
+			cl.Produce(ctxT(e.t), &kgo.Record{Key: []byte(k)}, nil)
+			delete(model, k)
+			continue
+		}
+		k := fmt.Sprintf("key-%016x", rng.Uint64())
+		cl.Produce(ctxT(e.t), &kgo.Record{Key: []byte(k), Value: value}, nil)
+		model[k] = true
+		keys = append(keys, k)
+	}
+	require.NoError(e.t, cl.Flush(ctxT(e.t)))
+}
+
+// encodedValue returns the wire bytes of one User as the store writes them.
+func (e *env) encodedValue() []byte {
+	e.t.Helper()
+	s := e.open("")
+	require.NoError(e.t, s.Put(ctxT(e.t), "template", User{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.cluster.Brokers()...), kgo.ConsumeTopics(e.topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	require.NoError(e.t, err)
+	defer cl.Close()
+	for {
+		fs := cl.PollFetches(ctxT(e.t))
+		require.NoError(e.t, fs.Err())
+		for _, r := range fs.Records() {
+			if string(r.Key) == "template" {
+				return r.Value
+			}
+		}
+	}
+}
+
+// runChild starts the helper process on dir and kills it with SIGKILL after
+// it reported killAfter batches (0: after it finished restoring). It says
+// whether the child finished its restore before the kill.
+func (e *env) runChild(dir string, killAfter int) bool {
+	e.t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRestoreProcess$")
+	cmd.Env = append(os.Environ(),
+		"COMPACTKV_CHILD_DIR="+dir, "COMPACTKV_CHILD_TOPIC="+e.topic,
+		"COMPACTKV_CHILD_BROKERS="+strings.Join(e.cluster.Brokers(), ","),
+		"COMPACTKV_CHILD_REGISTRY="+e.cluster.RegistryURL())
+	out, err := cmd.StdoutPipe()
+	require.NoError(e.t, err)
+	require.NoError(e.t, cmd.Start())
+	batches, finished := 0, false
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		require.False(e.t, strings.HasPrefix(line, "error:"), line)
+		if line == "batch" {
+			batches++
+		}
+		finished = strings.HasPrefix(line, "restored")
+		if finished || (killAfter > 0 && batches >= killAfter) {
+			break
+		}
+	}
+	require.NoError(e.t, cmd.Process.Signal(syscall.SIGKILL))
+	_ = cmd.Wait()
+	return finished
+}
+
+func TestAProcessKilledDuringRestoreEndsWithTheTopicsState(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills subprocesses")
+	}
+	e := newEnv(t)
+	rng := rand.New(rand.NewPCG(21, 21))
+	value := e.encodedValue()
+	model := map[string]bool{"template": true}
+	e.fillRaw(60_000, value, model, rng)
+	dir := t.TempDir()
+
+	// Full restores killed at different points, then one that finishes.
+	kills := 0
+	for _, after := range []int{1, 3, 8, 20} {
+		if !e.runChild(dir, after) {
+			kills++
+		}
+	}
+	e.runChild(dir, 0)
+
+	// Delta restores killed midway, then one that finishes.
+	e.fillRaw(30_000, value, model, rng)
+	for _, after := range []int{1, 3} {
+		if !e.runChild(dir, after) {
+			kills++
+		}
+	}
+	require.Positive(t, kills, "no kill landed during a restore")
+
+	s := e.open(dir)
+	got := map[string]bool{}
+	for en, err := range s.Scan(ctxT(t), "") {
+		require.NoError(t, err)
+		got[en.Key] = true
+	}
+	require.Equal(t, len(model), len(got))
+	require.Equal(t, model, got)
+	left, _ := filepath.Glob(filepath.Join(dir, "*.tmp"))
+	require.Empty(t, left, "temporary restore files must be cleaned up")
+	t.Logf("kills during restore: %d, keys: %d, last restore: %+v", kills, len(got), s.RestoreStats())
+}

@@ -1,0 +1,175 @@
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/compactkv/compactkv/changelog"
+	"github.com/compactkv/compactkv/serde"
+)
+
+// PoisonPolicy says what a restore and the follower do with a poison record:
+// a record in the topic that this store could never serve, because its key is
+// empty or its value is not a Confluent-framed Avro value that decodes with a
+// schema the registry knows (written raw by some other producer, truncated,
+// framed with another magic byte or an unknown schema ID).
+type PoisonPolicy int
+
+const (
+	// PoisonFail stops at the first poison record: Open fails, or the store
+	// stops following the topic (TailErr), with a *PoisonError naming the
+	// topic, partition and offset. Nothing from the poll holding the record
+	// is applied, so the cache keeps its last good state and its checkpoint
+	// stays before the record. The default.
+	PoisonFail PoisonPolicy = iota
+	// PoisonSkip leaves poison records out: each is logged (Warn, with
+	// topic, partition, offset and reason) and counted (PoisonSkipped), and
+	// the key keeps the value it had before.
+	PoisonSkip
+)
+
+func (p PoisonPolicy) String() string {
+	switch p {
+	case PoisonFail:
+		return "fail"
+	case PoisonSkip:
+		return "skip"
+	}
+	return fmt.Sprintf("PoisonPolicy(%d)", int(p))
+}
+
+// OnPoison sets what to do with poison records. Default PoisonFail.
+func OnPoison(p PoisonPolicy) Option { return optFn(func(c *config) { c.poison = p }) }
+
+// SkipPoison is OnPoison(PoisonSkip): log, count and leave out poison records.
+func SkipPoison() Option { return OnPoison(PoisonSkip) }
+
+// ErrPoison is wrapped by every *PoisonError.
+var ErrPoison = errors.New("kvstore: poison record")
+
+// PoisonError is a record this store cannot serve, and where it is. It
+// unwraps to ErrPoison and to the decoding error (serde.ErrMalformed or
+// serde.ErrUnknownSchema) when there is one.
+type PoisonError struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Reason    string // "empty key", "empty value", "malformed value", "unknown schema"
+	Err       error  // the decoding error; nil for an empty key or value
+}
+
+func (e *PoisonError) Error() string {
+	msg := fmt.Sprintf("kvstore: poison record in topic %q partition %d offset %d: %s", e.Topic, e.Partition, e.Offset, e.Reason)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+// Unwrap returns ErrPoison and the decoding error.
+func (e *PoisonError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrPoison}
+	}
+	return []error{ErrPoison, e.Err}
+}
+
+// PoisonSkipped returns how many poison records this store has left out
+// under PoisonSkip since Open (a record read again by a later restore counts
+// again). Safe for concurrent use.
+func (s *Store[V]) PoisonSkipped() int64 { return s.poisonSkipped.Load() }
+
+// registryWait bounds how long checking one poll's records waits for an
+// unavailable registry before it gives up with an error (never a skip: an
+// unreachable registry says nothing about the record).
+const registryWait = 15 * time.Second
+
+// checkRecord returns a *PoisonError if r can never be served, another error
+// if that cannot be told now (the registry is unavailable), nil if r is good.
+// It checks cheapest first: the key, the tombstone case, the Confluent header
+// and its schema ID (resolved once per ID and cached by the codec), and last
+// the full decode, which is what finds truncated or garbled bodies.
+func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *kgo.Record) error {
+	poison := func(reason string, err error) error {
+		return &PoisonError{Topic: s.topic, Partition: part, Offset: r.Offset, Reason: reason, Err: err}
+	}
+	if len(r.Key) == 0 {
+		return poison("empty key", nil)
+	}
+	if r.Value == nil {
+		return nil // a tombstone
+	}
+	if len(r.Value) == 0 {
+		return poison("empty value (not a null tombstone)", nil)
+	}
+	backoff := 50 * time.Millisecond
+	for {
+		err := s.codec.Check(ctx, r.Value)
+		switch {
+		case err == nil:
+			return nil
+		case errors.Is(err, serde.ErrRegistryUnavailable):
+			select {
+			case <-ctx.Done():
+				return &changelog.PartitionError{Topic: s.topic, Partition: part, Offset: r.Offset,
+					Err: fmt.Errorf("cannot check record: %w", err)}
+			case <-time.After(backoff):
+				backoff = min(2*backoff, time.Second)
+			}
+		case errors.Is(err, serde.ErrUnknownSchema):
+			return poison("unknown schema", err)
+		default:
+			return poison("malformed value", err)
+		}
+	}
+}
+
+// screen checks every record of bs and returns the batches to apply: bs
+// itself when all are good; under PoisonSkip a copy without the poison
+// records (Next unchanged, so the checkpoint moves past them); under
+// PoisonFail the first *PoisonError. bs is not modified.
+func (s *Store[V]) screen(ctx context.Context, bs []changelog.Batch) ([]changelog.Batch, error) {
+	ctx, cancel := context.WithTimeout(ctx, registryWait)
+	defer cancel()
+	var out []changelog.Batch
+	for i, b := range bs {
+		var keep []*kgo.Record // nil until the first poison record of b
+		for j, r := range b.Records {
+			err := s.checkRecord(ctx, b.Partition, r)
+			if err == nil {
+				if keep != nil {
+					keep = append(keep, r)
+				}
+				continue
+			}
+			var pe *PoisonError
+			if !errors.As(err, &pe) || s.cfg.poison != PoisonSkip {
+				return nil, err
+			}
+			s.poisonSkipped.Add(1)
+			s.log.Warn("kvstore: skipped poison record", "partition", pe.Partition, "offset", pe.Offset,
+				"reason", pe.Reason, "err", pe.Err)
+			if keep == nil {
+				keep = append(make([]*kgo.Record, 0, len(b.Records)), b.Records[:j]...)
+			}
+		}
+		if keep == nil {
+			continue
+		}
+		if out == nil {
+			out = append([]changelog.Batch(nil), bs...)
+		}
+		out[i].Records, out[i].Bytes = keep, 0
+		for _, r := range keep {
+			out[i].Bytes += len(r.Key) + len(r.Value)
+		}
+	}
+	if out == nil {
+		return bs, nil
+	}
+	return out, nil
+}
