@@ -14,6 +14,11 @@ var (
 	// creating it was not allowed or it vanished while in use.
 	ErrTopicMissing = errors.New("changelog: topic does not exist")
 
+	// ErrGap is returned (wrapped in a *PartitionError) by Reader.Poll when
+	// the records at a partition's next offset are gone: deleted, expired, or
+	// truncated. Reading on would skip them, so the Reader stops there.
+	ErrGap = errors.New("changelog: records at the next offset are gone")
+
 	// ErrClosed is returned by a Writer or Reader used after Close.
 	ErrClosed = errors.New("changelog: closed")
 )

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -44,7 +45,7 @@ func NewReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, er
 		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: offs}),
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.ConsumeResetOffset(kgo.NoResetOffset()), // never skip past missing records
 	)
 	cl, err := kgo.NewClient(all...)
 	if err != nil {
@@ -54,9 +55,9 @@ func NewReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, er
 }
 
 // Poll blocks until records arrive or ctx ends and returns one Batch per
-// partition that had any. A partition whose start offset is gone (deleted or
-// expired records) returns a *PartitionError wrapping *kgo.ErrDataLoss:
-// the caller must not carry on past the gap. ctx's error is returned when it
+// partition that had any. A partition whose next records are gone (deleted,
+// expired or truncated) returns a *PartitionError wrapping ErrGap: the Reader
+// does not skip them, and the caller must not carry on past the gap. ctx's error is returned when it
 // ends; ErrClosed after Close.
 func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 	fs := r.cl.PollFetches(ctx)
@@ -69,6 +70,10 @@ func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 	for _, fe := range fs.Errors() {
 		if errors.Is(fe.Err, context.Canceled) || errors.Is(fe.Err, context.DeadlineExceeded) {
 			return nil, fe.Err
+		}
+		var dl *kgo.ErrDataLoss
+		if errors.Is(fe.Err, kerr.OffsetOutOfRange) || errors.As(fe.Err, &dl) {
+			return nil, &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fmt.Errorf("%w: %w", ErrGap, fe.Err)}
 		}
 		return nil, &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fe.Err}
 	}

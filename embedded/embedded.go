@@ -34,8 +34,10 @@
 package embedded
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -55,7 +57,10 @@ type config struct {
 	kafkaAddr, registryAddr string
 	dataDir                 string
 	registryFile            string
+	logger                  *slog.Logger
 	kfakeOpts               []kfake.Opt
+	registryOpts            []srfake.Option // auth.go
+	registryAuth            string          // the Authorization value registryOpts require, for RegistryFile's own requests
 }
 
 // KafkaAddr sets the broker's listen address. Default "127.0.0.1:0" (a free port).
@@ -75,6 +80,26 @@ func DataDir(dir string) Option { return optFn(func(c *config) { c.dataDir = dir
 // request is answered. A file that cannot be read or holds contradictory
 // entries (one ID for two schemas) makes Start fail. Default: in memory only.
 func RegistryFile(path string) Option { return optFn(func(c *config) { c.registryFile = path }) }
+
+// WithLogger sends the broker's warnings and errors (such as a failure to
+// persist its log on Close) to l. Default: discarded.
+func WithLogger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l }) }
+
+// slogKfake adapts a *slog.Logger to kfake.Logger.
+type slogKfake struct{ l *slog.Logger }
+
+func (s slogKfake) Logf(level kfake.LogLevel, format string, args ...any) {
+	var lvl slog.Level
+	switch level {
+	case kfake.LogLevelError:
+		lvl = slog.LevelError
+	case kfake.LogLevelWarn:
+		lvl = slog.LevelWarn
+	default:
+		return // info and debug: a line per request
+	}
+	s.l.Log(context.Background(), lvl, "embedded kafka: "+fmt.Sprintf(format, args...))
+}
 
 // WithKfakeOpts passes extra options to kfake.NewCluster (SASL users, broker
 // configs, ...). They are applied after this package's own.
@@ -109,6 +134,9 @@ func Start(opts ...Option) (*Cluster, error) {
 	if cfg.dataDir != "" {
 		kopts = append(kopts, kfake.DataDir(cfg.dataDir))
 	}
+	if cfg.logger != nil {
+		kopts = append(kopts, kfake.WithLogger(slogKfake{cfg.logger}))
+	}
 	kopts = append(kopts, cfg.kfakeOpts...)
 	kc, err := kfake.NewCluster(kopts...)
 	if err != nil {
@@ -120,11 +148,11 @@ func Start(opts ...Option) (*Cluster, error) {
 		kc.Close()
 		return nil, fmt.Errorf("embedded: start schema registry on %s: %w", cfg.registryAddr, err)
 	}
-	reg := srfake.NewRegistry()
+	reg := srfake.NewRegistry(cfg.registryOpts...)
 	var handler http.Handler = reg.Handler()
 	var rs *registryStore
 	if cfg.registryFile != "" {
-		if rs, err = openRegistryStore(cfg.registryFile, reg); err != nil {
+		if rs, err = openRegistryStore(cfg.registryFile, reg, cfg.registryAuth); err != nil {
 			ln.Close()
 			kc.Close()
 			return nil, err

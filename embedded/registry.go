@@ -54,15 +54,17 @@ type registryStore struct {
 	path string
 	reg  *srfake.Registry
 	h    http.Handler
+	auth string // Authorization header of its own requests to h, if the registry requires one
 
 	mu   sync.Mutex // serializes save
 	last []byte     // what the file holds
 }
 
 // openRegistryStore seeds reg from the file at path (a missing file is an
-// empty registry) and returns the store that keeps the file current.
-func openRegistryStore(path string, reg *srfake.Registry) (*registryStore, error) {
-	rs := &registryStore{path: path, reg: reg, h: reg.Handler()}
+// empty registry) and returns the store that keeps the file current. auth is
+// the Authorization header reg's handler requires ("" for none).
+func openRegistryStore(path string, reg *srfake.Registry, auth string) (*registryStore, error) {
+	rs := &registryStore{path: path, reg: reg, h: reg.Handler(), auth: auth}
 	b, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
@@ -151,16 +153,24 @@ func (rs *registryStore) seed(entries []storedSchema) error {
 		if e.Deleted {
 			// Deleted at once, so that a later version of the same schema in
 			// this subject is registered anew, as it was the first time.
-			req := httptest.NewRequest(http.MethodDelete,
-				"/subjects/"+url.PathEscape(e.Subject)+"/versions/"+strconv.Itoa(version), nil)
-			rec := httptest.NewRecorder()
-			rs.h.ServeHTTP(rec, req)
+			rec := rs.internal(http.MethodDelete, "/subjects/"+url.PathEscape(e.Subject)+"/versions/"+strconv.Itoa(version))
 			if rec.Code != http.StatusOK {
 				return fmt.Errorf("subject %q version %d: soft delete: HTTP %d: %s", e.Subject, e.Version, rec.Code, bytes.TrimSpace(rec.Body.Bytes()))
 			}
 		}
 	}
 	return nil
+}
+
+// internal serves a request of the store's own to the registry's handler.
+func (rs *registryStore) internal(method, target string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, target, nil)
+	if rs.auth != "" {
+		req.Header.Set("Authorization", rs.auth)
+	}
+	rec := httptest.NewRecorder()
+	rs.h.ServeHTTP(rec, req)
+	return rec
 }
 
 // seedOne is SeedSchema with its panic (an invalid schema or reference)
@@ -209,8 +219,7 @@ func (rs *registryStore) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // included, in subject and version order.
 func (rs *registryStore) snapshot() ([]storedSchema, error) {
 	list := func(query string) ([]sr.SubjectSchema, error) {
-		rec := httptest.NewRecorder()
-		rs.h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/schemas"+query, nil))
+		rec := rs.internal(http.MethodGet, "/schemas"+query)
 		if rec.Code != http.StatusOK {
 			return nil, fmt.Errorf("list schemas: HTTP %d: %s", rec.Code, bytes.TrimSpace(rec.Body.Bytes()))
 		}

@@ -220,3 +220,28 @@ func quote(s string) string {
 	}
 	return string(b)
 }
+
+// The file's own reads and writes of the registry pass its auth check.
+func TestRegistryFileWorksWithRegistryAuth(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "schemas.json")
+	opts := []embedded.Option{embedded.RegistryFile(file), embedded.RegistryBasicAuth("u", "p")}
+	c1 := start(t, opts...)
+	cl, err := sr.NewClient(sr.URLs(c1.RegistryURL()), sr.BasicAuth("u", "p"))
+	require.NoError(t, err)
+	ctx := ctxT(t)
+	_, err = cl.CreateSchema(ctx, "other-value", avro(otherAvsc))
+	require.NoError(t, err)
+	ss, err := cl.CreateSchema(ctx, "users-value", avro(testdata.UserV1))
+	require.NoError(t, err)
+	require.NoError(t, cl.DeleteSchema(ctx, "other-value", 1, sr.SoftDelete))
+	c1.Close()
+
+	c2 := start(t, opts...)
+	cl, err = sr.NewClient(sr.URLs(c2.RegistryURL()), sr.BasicAuth("u", "p"))
+	require.NoError(t, err)
+	got, err := cl.SchemaByVersion(ctx, "users-value", 1)
+	require.NoError(t, err)
+	require.Equal(t, ss.ID, got.ID)
+	_, err = cl.SchemaByVersion(ctx, "other-value", 1)
+	require.Error(t, err, "still soft-deleted")
+}

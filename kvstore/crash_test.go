@@ -52,7 +52,7 @@ func TestHelperRestoreProcess(t *testing.T) {
 // updates model.
 func (e *env) fillRaw(n int, value []byte, model map[string]bool, rng *rand.Rand) {
 	e.t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.cluster.Brokers()...), kgo.DefaultProduceTopic(e.topic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...), kgo.DefaultProduceTopic(e.topic),
 		kgo.ProducerLinger(5*time.Millisecond))
 	require.NoError(e.t, err)
 	defer cl.Close()
@@ -80,7 +80,7 @@ func (e *env) encodedValue() []byte {
 	e.t.Helper()
 	s := e.open("")
 	require.NoError(e.t, s.Put(ctxT(e.t), "template", User{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.cluster.Brokers()...), kgo.ConsumeTopics(e.topic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...), kgo.ConsumeTopics(e.topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	require.NoError(e.t, err)
 	defer cl.Close()
@@ -103,8 +103,8 @@ func (e *env) runChild(dir string, killAfter int) bool {
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperRestoreProcess$")
 	cmd.Env = append(os.Environ(),
 		"COMPACTKV_CHILD_DIR="+dir, "COMPACTKV_CHILD_TOPIC="+e.topic,
-		"COMPACTKV_CHILD_BROKERS="+strings.Join(e.cluster.Brokers(), ","),
-		"COMPACTKV_CHILD_REGISTRY="+e.cluster.RegistryURL())
+		"COMPACTKV_CHILD_BROKERS="+strings.Join(e.seeds, ","),
+		"COMPACTKV_CHILD_REGISTRY="+e.regURL)
 	out, err := cmd.StdoutPipe()
 	require.NoError(e.t, err)
 	require.NoError(e.t, cmd.Start())

@@ -66,6 +66,7 @@ func TestACacheReopenedUnchangedRestoresOnlyTheDelta(t *testing.T) {
 
 func TestATopicDeletedAndRecreatedIsDetectedByItsID(t *testing.T) {
 	e := newEnv(t)
+	e.requireKfake("kfake's DeleteTopic; TestRealTopicDeletedAndRecreatedIsDetectedByItsTopicID covers a real broker")
 	dir := t.TempDir()
 	e.seeded(dir, 100)
 	require.NoError(t, e.cluster.Kafka().DeleteTopic(e.topic))
@@ -152,7 +153,7 @@ func (e *env) topicHasKey(key string) bool {
 	e.t.Helper()
 	ctx := ctxT(e.t)
 	end := e.endOffsets()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.cluster.Brokers()...), kgo.ConsumeTopics(e.topic),
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...), kgo.ConsumeTopics(e.topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(100*time.Millisecond))
 	require.NoError(e.t, err)
 	defer cl.Close()

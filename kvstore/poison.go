@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/compactkv/compactkv/changelog"
 	"github.com/compactkv/compactkv/serde"
@@ -58,7 +59,7 @@ type PoisonError struct {
 	Topic     string
 	Partition int32
 	Offset    int64
-	Reason    string // "empty key", "empty value", "malformed value", "unknown schema"
+	Reason    string // "empty key", "key of N bytes, ...", "empty value ...", "malformed value", "unknown schema"
 	Err       error  // the decoding error; nil for an empty key or value
 }
 
@@ -83,22 +84,32 @@ func (e *PoisonError) Unwrap() []error {
 // again). Safe for concurrent use.
 func (s *Store[V]) PoisonSkipped() int64 { return s.poisonSkipped.Load() }
 
-// registryWait bounds how long checking one poll's records waits for an
-// unavailable registry before it gives up with an error (never a skip: an
-// unreachable registry says nothing about the record).
-const registryWait = 15 * time.Second
+// An unavailable registry says nothing about a record, so it never makes a
+// record poison. During Open, checking waits for it up to registryWait (and
+// Open's ctx), then Open fails. While following the topic, the check gives up
+// after followRegistryWait and the record is applied unchecked (logged): the
+// follower neither stops nor drops it, and Get of that key reports the
+// decoding error, if any, once it can be told. The follower may hold the lock
+// of the store's own pending writes meanwhile, so its wait is short.
+const (
+	registryWait       = 15 * time.Second
+	followRegistryWait = 2 * time.Second
+)
 
 // checkRecord returns a *PoisonError if r can never be served, another error
 // if that cannot be told now (the registry is unavailable), nil if r is good.
 // It checks cheapest first: the key, the tombstone case, the Confluent header
 // and its schema ID (resolved once per ID and cached by the codec), and last
 // the full decode, which is what finds truncated or garbled bodies.
-func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *kgo.Record) error {
+func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *kgo.Record, retry bool) error {
 	poison := func(reason string, err error) error {
 		return &PoisonError{Topic: s.topic, Partition: part, Offset: r.Offset, Reason: reason, Err: err}
 	}
 	if len(r.Key) == 0 {
 		return poison("empty key", nil)
+	}
+	if len(r.Key) > bolt.MaxKeySize {
+		return poison(fmt.Sprintf("key of %d bytes, longer than the cache allows (%d)", len(r.Key), bolt.MaxKeySize), nil)
 	}
 	if r.Value == nil {
 		return nil // a tombstone
@@ -113,6 +124,10 @@ func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *kgo.Record) e
 		case err == nil:
 			return nil
 		case errors.Is(err, serde.ErrRegistryUnavailable):
+			if !retry {
+				return &changelog.PartitionError{Topic: s.topic, Partition: part, Offset: r.Offset,
+					Err: fmt.Errorf("cannot check record: %w", err)}
+			}
 			select {
 			case <-ctx.Done():
 				return &changelog.PartitionError{Topic: s.topic, Partition: part, Offset: r.Offset,
@@ -133,13 +148,23 @@ func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *kgo.Record) e
 // records (Next unchanged, so the checkpoint moves past them); under
 // PoisonFail the first *PoisonError. bs is not modified.
 func (s *Store[V]) screen(ctx context.Context, bs []changelog.Batch) ([]changelog.Batch, error) {
-	ctx, cancel := context.WithTimeout(ctx, registryWait)
+	opening := s.ov == nil // set once Open's restore is done, before the follower starts
+	wait := registryWait
+	if !opening {
+		wait = followRegistryWait
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	var out []changelog.Batch
 	for i, b := range bs {
 		var keep []*kgo.Record // nil until the first poison record of b
 		for j, r := range b.Records {
-			err := s.checkRecord(ctx, b.Partition, r)
+			err := s.checkRecord(ctx, b.Partition, r, opening)
+			if err != nil && !opening && errors.Is(err, serde.ErrRegistryUnavailable) {
+				s.log.Warn("kvstore: schema registry unavailable, record applied unchecked",
+					"partition", b.Partition, "offset", r.Offset, "err", err)
+				err = nil
+			}
 			if err == nil {
 				if keep != nil {
 					keep = append(keep, r)

@@ -22,8 +22,6 @@ const (
 	// idleCheck is how long a restore waits for records of a partition that
 	// has not reached its end offset before asking the broker again.
 	idleCheck = 3 * time.Second
-	// loadTxRecords is how many records one bulk-load transaction inserts.
-	loadTxRecords = 200_000
 )
 
 // restoreCache brings the cache file up to the topic's current end offsets,
@@ -43,7 +41,17 @@ func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, map[int
 	if guard != GuardNone {
 		next = start
 	}
-	return s.runRestore(ctx, guard, reason, next, end)
+	r, next, err := s.runRestore(ctx, guard, reason, next, end)
+	if errors.Is(err, changelog.ErrGap) {
+		// Records went away under the restore (retention, DeleteRecords, or
+		// the in-process broker's compaction): start over from the log start.
+		reason := "records went away during the restore: " + err.Error()
+		if start, end, err = changelog.Offsets(ctx, s.adm, s.topic); err != nil {
+			return nil, nil, fmt.Errorf("kvstore: open %q: %w", s.topic, err)
+		}
+		r, next, err = s.runRestore(ctx, GuardBelowLogStart, reason, start, end)
+	}
+	return r, next, err
 }
 
 // runRestore reads from..end into the cache: with guard GuardNone into the
@@ -102,6 +110,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 			if err != nil {
 				return err
 			}
+			s.checkPartitions(bs) // partition.go
 			for _, b := range bs {
 				for _, rec := range b.Records {
 					if err := srt.add(b.Partition, rec.Key, rec.Value); err != nil {
@@ -343,9 +352,17 @@ func (s *Store[V]) readUntil(ctx context.Context, r *changelog.Reader, from, end
 func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64) error {
 	tmp := s.path + ".restore"
 	_ = os.Remove(tmp)
+	// The sorter lays the data pages out itself, in key order and packed
+	// full (what sorted bbolt Puts with FillPercent 1.0 produce, without
+	// their per-key cost); bbolt then adds the meta bucket as usual.
+	if err := srt.writeBolt(tmp, func(p int32) []byte { return s.buckets[p] }); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("load cache: %w", err)
+	}
 	db, err := openBolt(tmp, s.cfg.lockTimeout, true)
 	if err != nil {
-		return fmt.Errorf("create cache file: %w", err)
+		os.Remove(tmp)
+		return fmt.Errorf("open loaded cache file: %w", err)
 	}
 	defer func() {
 		if db != nil {
@@ -353,54 +370,6 @@ func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64) error {
 			os.Remove(tmp)
 		}
 	}()
-
-	var (
-		tx    *bolt.Tx
-		b     *bolt.Bucket
-		cur   int32 = -1
-		n     int
-		arena = make([]byte, 0, 16<<20) // on growth, slices into the old array stay valid
-	)
-	commit := func() error {
-		if tx == nil {
-			return nil
-		}
-		err := tx.Commit()
-		tx, arena = nil, arena[:0]
-		return err
-	}
-	err = srt.each(func(part int32, key, val []byte) error {
-		if tx == nil || n >= loadTxRecords || part != cur {
-			if err := commit(); err != nil {
-				return err
-			}
-			var err error
-			if tx, err = db.Begin(true); err != nil {
-				return err
-			}
-			if b, err = tx.CreateBucketIfNotExists(s.buckets[part]); err != nil {
-				return err
-			}
-			b.FillPercent = 1.0 // keys arrive in order: pack pages full
-			cur, n = part, 0
-		}
-		// bbolt keeps key and value until commit; the sorter reuses its buffers.
-		start := len(arena)
-		arena = append(arena, key...)
-		arena = append(arena, val...)
-		k := arena[start : start+len(key) : start+len(key)]
-		v := arena[start+len(key) : len(arena) : len(arena)]
-		n++
-		return b.Put(k, v)
-	})
-	if err == nil {
-		err = commit()
-	} else if tx != nil {
-		tx.Rollback()
-	}
-	if err != nil {
-		return fmt.Errorf("load cache: %w", err)
-	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		return writeMeta(tx, s.topic, s.info.ID, s.info.Partitions, next, time.Now())
 	})
@@ -431,6 +400,7 @@ func (s *Store[V]) applyBatches(bs []changelog.Batch) error {
 	if err != nil {
 		return err
 	}
+	s.checkPartitions(bs) // partition.go
 	return s.db.Update(func(tx *bolt.Tx) error {
 		next := make(map[int32]int64, len(bs))
 		for _, bt := range bs {
@@ -498,12 +468,8 @@ func (s *Store[V]) tail(ctx context.Context, r *changelog.Reader, pos map[int32]
 					pos[b.Partition] = b.Next
 				}
 			}
-		default:
-			var dl *kgo.ErrDataLoss
-			if !errors.As(err, &dl) {
-				break
-			}
-			reason := fmt.Sprintf("partition %d: records from offset %d were gone, the log now starts at %d", dl.Partition, dl.ConsumedTo, dl.ResetTo)
+		case errors.Is(err, changelog.ErrGap):
+			reason := "records the follower had not read yet are gone: " + err.Error()
 			r.Close()
 			var start, end map[int32]int64
 			if start, end, err = changelog.Offsets(ctx, s.adm, s.topic); err == nil {

@@ -54,6 +54,7 @@ type Store[V any] struct {
 	tailErr error
 
 	poisonSkipped atomic.Int64 // poison.go
+	mis           misroutes    // partition.go
 }
 
 // RestoreStats describes the restore Open performed.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -45,7 +44,11 @@ func New[V any](ctx context.Context, client *sr.Client, subject, schema string, 
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalidSchema, err)
 	}
-	want := sr.Schema{Schema: reader.String(), Type: sr.TypeAvro}
+	// Register the schema as written (whitespace removed), not reader.String():
+	// that is Avro's canonical form, which drops field defaults, so a registry
+	// that checks compatibility (Confluent's, Apicurio's) would see v2's new
+	// optional field without its default and refuse it as incompatible.
+	want := sr.Schema{Schema: compactJSON(schema), Type: sr.TypeAvro}
 
 	// Already registered (any version): use its ID as it is.
 	if ss, err := client.LookupSchema(ctx, subject, want); err == nil {
@@ -170,17 +173,7 @@ func (c *Codec[V]) Decode(ctx context.Context, b []byte, v *V) error {
 	if err != nil {
 		return err
 	}
-	// Not avro.Unmarshal: it takes running out of bytes for success, so a
-	// truncated body would decode into zero values without an error.
-	r := avro.NewReader(nil, 0).Reset(body)
-	r.ReadVal(schema, v)
-	if err := r.Error; err != nil {
-		if errors.Is(err, io.EOF) {
-			return fmt.Errorf("%w: schema id %d: body ends early (truncated after %d bytes)", ErrMalformed, id, len(body))
-		}
-		return fmt.Errorf("%w: schema id %d: %v", ErrMalformed, id, err)
-	}
-	return nil
+	return decodeBody(schema, id, body, v) // not avro.Unmarshal: see reader.go
 }
 
 // Check reports whether b would decode: it decodes into a scratch value and

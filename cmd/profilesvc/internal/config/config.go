@@ -1,0 +1,255 @@
+// Package config reads profilesvc's settings from command-line flags,
+// environment variables and a .env file, in that order of precedence: a flag
+// given on the command line wins over the environment, and the environment
+// wins over the .env file.
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Config is profilesvc's configuration.
+type Config struct {
+	// HTTPAddr is where the HTTP API listens. Default 127.0.0.1:8080.
+	HTTPAddr string
+	// Brokers are the Kafka bootstrap servers; empty means embedded mode.
+	Brokers []string
+	// Registry is the schema registry URL; required with Brokers.
+	Registry string
+	// Topic is the compacted topic profiles live in. Default user-profiles.
+	Topic string
+	// DataDir holds the cache and, in embedded mode, the broker's log and the
+	// registry's schemas. Default ./data.
+	DataDir string
+	// EmbeddedKafkaAddr and EmbeddedRegistryAddr are where the in-process
+	// broker and registry listen in embedded mode.
+	EmbeddedKafkaAddr    string
+	EmbeddedRegistryAddr string
+	// CompactInterval is how often embedded mode compacts the in-process
+	// broker's topics; 0 turns it off. Default 30s.
+	CompactInterval time.Duration
+	// ShutdownTimeout bounds how long a shutdown waits for requests in
+	// flight. Default 15s.
+	ShutdownTimeout time.Duration
+}
+
+// Embedded reports whether no broker was given, so profilesvc runs its own.
+func (c Config) Embedded() bool { return len(c.Brokers) == 0 }
+
+// setting is one flag and the environment variable that backs it.
+type setting struct {
+	flag, env, def, usage string
+}
+
+var settings = []setting{
+	{"http-addr", "HTTP_ADDR", "127.0.0.1:8080", "address the HTTP API listens on"},
+	{"brokers", "KAFKA_BOOTSTRAP_SERVERS", "", "Kafka bootstrap servers, comma separated (empty: run an in-process broker and registry)"},
+	{"registry", "SCHEMA_REGISTRY_URL", "", "schema registry URL (required with --brokers)"},
+	{"topic", "PROFILE_TOPIC", "user-profiles", "compacted topic that holds the profiles"},
+	{"data-dir", "DATA_DIR", "./data", "directory for the cache (<data-dir>/cache) and, in embedded mode, <data-dir>/kafka and <data-dir>/registry"},
+	{"embedded-kafka-addr", "EMBEDDED_KAFKA_ADDR", "127.0.0.1:19092", "listen address of the in-process Kafka broker (embedded mode)"},
+	{"embedded-registry-addr", "EMBEDDED_REGISTRY_ADDR", "127.0.0.1:18081", "listen address of the in-process schema registry (embedded mode)"},
+	{"compact-interval", "EMBEDDED_COMPACT_INTERVAL", "30s", "how often to compact the in-process broker's topics (embedded mode; 0 disables)"},
+	{"shutdown-timeout", "SHUTDOWN_TIMEOUT", "15s", "how long a shutdown waits for requests in flight"},
+}
+
+// Load parses args (without the program name) and fills in what they leave
+// out from lookupEnv and then from the .env file at dotenvPath, which may be
+// missing. A flag the command line does not set takes its variable from
+// lookupEnv if that has it, else from the file, else the default. Load
+// returns flag.ErrHelp for -h or --help after printing usage to out.
+func Load(args []string, lookupEnv func(string) (string, bool), dotenvPath string, out io.Writer) (Config, error) {
+	fs := flag.NewFlagSet("profilesvc", flag.ContinueOnError)
+	fs.SetOutput(out)
+	vals := map[string]*string{}
+	for _, s := range settings {
+		vals[s.flag] = fs.String(s.flag, s.def, s.usage+" ($"+s.env+")")
+	}
+	fs.Usage = func() {
+		fmt.Fprintf(out, "Usage: profilesvc [flags]\n\nSettings come from flags, then environment variables, then a .env file in the\nworking directory.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return Config{}, err
+	}
+	if fs.NArg() > 0 {
+		return Config{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+
+	dotenv, err := ReadDotEnv(dotenvPath)
+	if err != nil {
+		return Config{}, err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	source := map[string]string{}
+	for _, s := range settings {
+		source[s.flag] = "--" + s.flag
+		if set[s.flag] {
+			continue
+		}
+		if v, ok := lookupEnv(s.env); ok {
+			*vals[s.flag], source[s.flag] = v, s.env
+		} else if v, ok := dotenv[s.env]; ok {
+			*vals[s.flag], source[s.flag] = v, s.env+" (from "+dotenvPath+")"
+		}
+	}
+
+	c := Config{
+		HTTPAddr:             strings.TrimSpace(*vals["http-addr"]),
+		Registry:             strings.TrimSpace(*vals["registry"]),
+		Topic:                strings.TrimSpace(*vals["topic"]),
+		DataDir:              strings.TrimSpace(*vals["data-dir"]),
+		EmbeddedKafkaAddr:    strings.TrimSpace(*vals["embedded-kafka-addr"]),
+		EmbeddedRegistryAddr: strings.TrimSpace(*vals["embedded-registry-addr"]),
+	}
+	for _, b := range strings.Split(*vals["brokers"], ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			c.Brokers = append(c.Brokers, b)
+		}
+	}
+	if c.CompactInterval, err = parseDuration(*vals["compact-interval"], source["compact-interval"]); err != nil {
+		return Config{}, err
+	}
+	if c.ShutdownTimeout, err = parseDuration(*vals["shutdown-timeout"], source["shutdown-timeout"]); err != nil {
+		return Config{}, err
+	}
+	for _, req := range []struct{ name, v string }{
+		{"http-addr", c.HTTPAddr}, {"topic", c.Topic}, {"data-dir", c.DataDir},
+	} {
+		if req.v == "" {
+			return Config{}, fmt.Errorf("%s: must not be empty", source[req.name])
+		}
+	}
+	switch {
+	case !c.Embedded() && c.Registry == "":
+		return Config{}, fmt.Errorf("%s is set, so %s must be too", source["brokers"], source["registry"])
+	case c.Embedded() && c.Registry != "":
+		return Config{}, fmt.Errorf("%s is set without %s: give both for an existing cluster, or neither for the in-process one", source["registry"], source["brokers"])
+	case c.Embedded() && (c.EmbeddedKafkaAddr == "" || c.EmbeddedRegistryAddr == ""):
+		return Config{}, errors.New("embedded mode needs --embedded-kafka-addr and --embedded-registry-addr")
+	}
+	return c, nil
+}
+
+func parseDuration(v, source string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	if v == "0" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("%s: %q is not a non-negative duration such as 30s", source, v)
+	}
+	return d, nil
+}
+
+// ReadDotEnv reads a .env file: one KEY=VALUE a line, blank lines and lines
+// starting with # ignored, an optional "export " before the key. A value may
+// be in double quotes (with \n, \t, \", \\ escapes) or single quotes (taken
+// literally); an unquoted value ends at " #" (a comment) and is trimmed. A
+// missing file is an empty map; a line it cannot parse is an error naming
+// the line.
+func ReadDotEnv(path string) (map[string]string, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string]string{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return parseDotEnv(path, b)
+}
+
+func parseDotEnv(name string, b []byte) (map[string]string, error) {
+	out := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if n == 1 {
+			line = strings.TrimPrefix(line, "\uFEFF")
+		}
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		line = strings.TrimPrefix(line, "export ")
+		key, val, ok := strings.Cut(line, "=")
+		key = strings.TrimSpace(key)
+		if !ok || !validKey(key) {
+			return nil, fmt.Errorf("%s:%d: want KEY=VALUE", name, n)
+		}
+		v, err := parseValue(strings.TrimSpace(val))
+		if err != nil {
+			return nil, fmt.Errorf("%s:%d: %s: %w", name, n, key, err)
+		}
+		out[key] = v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s: %w", name, err)
+	}
+	return out, nil
+}
+
+func validKey(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i, r := range k {
+		switch {
+		case r == '_', r >= 'A' && r <= 'Z', r >= 'a' && r <= 'z':
+		case r >= '0' && r <= '9' && i > 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func parseValue(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	switch q := v[0]; q {
+	case '"', '\'':
+		end := -1
+		for i := 1; i < len(v); i++ {
+			if q == '"' && v[i] == '\\' {
+				i++
+				continue
+			}
+			if v[i] == q {
+				end = i
+				break
+			}
+		}
+		if end < 0 {
+			return "", errors.New("unterminated quote")
+		}
+		if rest := strings.TrimSpace(v[end+1:]); rest != "" && !strings.HasPrefix(rest, "#") {
+			return "", fmt.Errorf("unexpected %q after the closing quote", rest)
+		}
+		inner := v[1:end]
+		if q == '\'' {
+			return inner, nil
+		}
+		s, err := strconv.Unquote(`"` + inner + `"`)
+		if err != nil {
+			return "", fmt.Errorf("bad escape in %s", v[:end+1])
+		}
+		return s, nil
+	}
+	if i := strings.Index(v, " #"); i >= 0 {
+		v = v[:i]
+	}
+	return strings.TrimSpace(v), nil
+}

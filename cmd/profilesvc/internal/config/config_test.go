@@ -1,0 +1,125 @@
+package config
+
+import (
+	"errors"
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func envOf(m map[string]string) func(string) (string, bool) {
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func writeDotEnv(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), ".env")
+	require.NoError(t, os.WriteFile(p, []byte(body), 0o644))
+	return p
+}
+
+func TestDefaultsAreEmbeddedMode(t *testing.T) {
+	c, err := Load(nil, envOf(nil), filepath.Join(t.TempDir(), "missing.env"), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, Config{
+		HTTPAddr:             "127.0.0.1:8080",
+		Topic:                "user-profiles",
+		DataDir:              "./data",
+		EmbeddedKafkaAddr:    "127.0.0.1:19092",
+		EmbeddedRegistryAddr: "127.0.0.1:18081",
+		CompactInterval:      30 * time.Second,
+		ShutdownTimeout:      15 * time.Second,
+	}, c)
+	require.True(t, c.Embedded())
+}
+
+func TestFlagsWinOverEnvironmentWhichWinsOverDotEnv(t *testing.T) {
+	dotenv := writeDotEnv(t, `
+# every setting from the file
+HTTP_ADDR=127.0.0.1:1000
+PROFILE_TOPIC="from-file"
+DATA_DIR='/file/dir'   # trailing comment
+export EMBEDDED_KAFKA_ADDR=127.0.0.1:3000 # comment
+EMBEDDED_COMPACT_INTERVAL=5s
+`)
+	env := envOf(map[string]string{
+		"HTTP_ADDR":     "127.0.0.1:2000",
+		"PROFILE_TOPIC": "from-env",
+	})
+	c, err := Load([]string{"--http-addr", "127.0.0.1:9999"}, env, dotenv, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:9999", c.HTTPAddr, "flag over env over file")
+	require.Equal(t, "from-env", c.Topic, "env over file")
+	require.Equal(t, "/file/dir", c.DataDir, "file over default")
+	require.Equal(t, "127.0.0.1:3000", c.EmbeddedKafkaAddr)
+	require.Equal(t, 5*time.Second, c.CompactInterval)
+	require.Equal(t, "127.0.0.1:18081", c.EmbeddedRegistryAddr, "default")
+}
+
+func TestEmptyEnvironmentVariableStillWins(t *testing.T) {
+	dotenv := writeDotEnv(t, "KAFKA_BOOTSTRAP_SERVERS=k:9092\nSCHEMA_REGISTRY_URL=http://r:8081\n")
+	c, err := Load(nil, envOf(map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "", "SCHEMA_REGISTRY_URL": ""}), dotenv, io.Discard)
+	require.NoError(t, err)
+	require.True(t, c.Embedded())
+}
+
+func TestRealModeNeedsBothBrokersAndRegistry(t *testing.T) {
+	nofile := filepath.Join(t.TempDir(), ".env")
+	c, err := Load([]string{"--brokers", " a:9092, b:9092 ,", "--registry", "http://r:8081"}, envOf(nil), nofile, io.Discard)
+	require.NoError(t, err)
+	require.False(t, c.Embedded())
+	require.Equal(t, []string{"a:9092", "b:9092"}, c.Brokers)
+
+	_, err = Load(nil, envOf(map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "a:9092"}), nofile, io.Discard)
+	require.ErrorContains(t, err, "KAFKA_BOOTSTRAP_SERVERS is set, so --registry must be too")
+	_, err = Load([]string{"--registry", "http://r:8081"}, envOf(nil), nofile, io.Discard)
+	require.ErrorContains(t, err, "--registry is set without --brokers")
+}
+
+func TestBadValuesNameTheirSource(t *testing.T) {
+	nofile := filepath.Join(t.TempDir(), ".env")
+	_, err := Load(nil, envOf(map[string]string{"EMBEDDED_COMPACT_INTERVAL": "soon"}), nofile, io.Discard)
+	require.ErrorContains(t, err, "EMBEDDED_COMPACT_INTERVAL")
+	_, err = Load([]string{"--topic", " "}, envOf(nil), nofile, io.Discard)
+	require.ErrorContains(t, err, "--topic: must not be empty")
+	_, err = Load([]string{"extra"}, envOf(nil), nofile, io.Discard)
+	require.ErrorContains(t, err, `unexpected argument "extra"`)
+	var usage strings.Builder
+	_, err = Load([]string{"--help"}, envOf(nil), nofile, &usage)
+	require.True(t, errors.Is(err, flag.ErrHelp))
+	require.Contains(t, usage.String(), "$KAFKA_BOOTSTRAP_SERVERS")
+}
+
+func TestParseDotEnv(t *testing.T) {
+	got, err := parseDotEnv(".env", []byte("\uFEFFA=1\n\n  # comment\nB = two words # c\nC=\"x \\\"q\\\" #not a comment\\n\"\nD='$raw \\n'\nexport E=\nF=a#b\n"))
+	require.NoError(t, err)
+	require.Equal(t, map[string]string{
+		"A": "1", "B": "two words", "C": "x \"q\" #not a comment\n", "D": `$raw \n`, "E": "", "F": "a#b",
+	}, got)
+
+	for _, bad := range []string{"NOEQUALS", "1A=x", "A B=x", "A=\"open", "A='x' y"} {
+		_, err := parseDotEnv(".env", []byte("OK=1\n"+bad+"\n"))
+		require.ErrorContains(t, err, ".env:2:", bad)
+	}
+}
+
+// .env.example, used as a .env file as it stands, configures the defaults.
+func TestEnvExampleGivesTheDefaults(t *testing.T) {
+	example := filepath.Join("..", "..", "..", "..", ".env.example")
+	vars, err := ReadDotEnv(example)
+	require.NoError(t, err)
+	for _, s := range settings {
+		require.Contains(t, vars, s.env, ".env.example lists every setting")
+	}
+	fromFile, err := Load(nil, envOf(nil), example, io.Discard)
+	require.NoError(t, err)
+	defaults, err := Load(nil, envOf(nil), filepath.Join(t.TempDir(), ".env"), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, defaults, fromFile)
+}

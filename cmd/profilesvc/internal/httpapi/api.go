@@ -1,0 +1,218 @@
+// Package httpapi is profilesvc's HTTP API: the profile routes, health and
+// readiness, and Prometheus metrics.
+//
+// The handler serves from the moment it is built; the store arrives later,
+// through SetReady, once its restore is done. Until then /readyz and every
+// profile route answer 503, and /healthz answers 200.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"iter"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/compactkv/compactkv/kvstore"
+)
+
+// User is the stored value: testdata/user-v2.avsc, com.example.User.
+type User struct {
+	FirstName string  `avro:"first_name"`
+	LastName  string  `avro:"last_name"`
+	Age       int32   `avro:"age"`
+	Email     *string `avro:"email"`
+}
+
+// Store is what the API needs of *kvstore.Store[User].
+type Store interface {
+	Put(ctx context.Context, key string, value User) error
+	Get(ctx context.Context, key string) (User, bool, error)
+	Delete(ctx context.Context, key string) error
+	Scan(ctx context.Context, prefix string, opts ...kvstore.ScanOption) iter.Seq2[kvstore.Entry[User], error]
+}
+
+// API is the HTTP API. Its methods are safe for concurrent use.
+type API struct {
+	log     *slog.Logger
+	m       *metrics
+	state   atomic.Pointer[readyState]
+	handler http.Handler
+}
+
+type readyState struct {
+	store Store
+	stats kvstore.RestoreStats
+}
+
+// New returns the API, not ready yet. cachePath is the store's cache file,
+// whose size /metrics reports (empty: not reported).
+func New(log *slog.Logger, cachePath string) *API {
+	a := &API{log: log, m: newMetrics(cachePath)}
+	mux := http.NewServeMux()
+	route := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, h) }
+
+	route("PUT /profiles/{id...}", a.putProfile)
+	route("GET /profiles/{id...}", a.getProfile)
+	route("DELETE /profiles/{id...}", a.deleteProfile)
+	route("/profiles/{id...}", methodNotAllowed("GET, HEAD, PUT, DELETE"))
+	route("GET /profiles", a.listProfiles)
+	route("/profiles", methodNotAllowed("GET, HEAD"))
+	route("GET /healthz", a.healthz)
+	route("/healthz", methodNotAllowed("GET, HEAD"))
+	route("GET /readyz", a.readyz)
+	route("/readyz", methodNotAllowed("GET, HEAD"))
+	mux.Handle("GET /metrics", a.m.handler())
+	route("/metrics", methodNotAllowed("GET, HEAD"))
+	route("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: "no route for " + r.URL.Path})
+	})
+	a.handler = a.m.instrument(mux)
+	return a
+}
+
+// Handler returns the API's HTTP handler.
+func (a *API) Handler() http.Handler { return a.handler }
+
+// SetReady hands the API its store, restored as stats says; the profile
+// routes and /readyz start answering. Call it once.
+func (a *API) SetReady(s Store, stats kvstore.RestoreStats) {
+	a.m.restored(stats)
+	a.m.watchMisrouted(s) // misrouted.go
+	a.state.Store(&readyState{store: instrumented{s, a.m}, stats: stats})
+}
+
+// store returns the store, or answers 503 and returns nil while there is none.
+func (a *API) store(w http.ResponseWriter) Store {
+	st := a.state.Load()
+	if st == nil {
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the store is restoring; see /readyz"})
+		return nil
+	}
+	return st.store
+}
+
+// readiness is the body of /healthz and /readyz.
+type readiness struct {
+	Ready           bool   `json:"ready"`
+	Mode            string `json:"mode,omitempty"`
+	Reason          string `json:"reason,omitempty"`
+	RestoredRecords int64  `json:"restored_records"`
+	RestoredBytes   int64  `json:"restored_bytes"`
+	DurationMS      int64  `json:"duration_ms"`
+	Partitions      int32  `json:"partitions,omitempty"`
+}
+
+func (a *API) readiness() readiness {
+	st := a.state.Load()
+	if st == nil {
+		return readiness{}
+	}
+	return readiness{
+		Ready:           true,
+		Mode:            st.stats.Mode,
+		Reason:          st.stats.Reason,
+		RestoredRecords: st.stats.Records,
+		RestoredBytes:   st.stats.Bytes,
+		DurationMS:      st.stats.Duration.Milliseconds(),
+		Partitions:      st.stats.Partitions,
+	}
+}
+
+// healthz answers 200 while the process runs, with the restore state.
+func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, a.readiness())
+}
+
+// readyz answers 503 until the store has restored, then 200.
+func (a *API) readyz(w http.ResponseWriter, _ *http.Request) {
+	rd := a.readiness()
+	code := http.StatusOK
+	if !rd.Ready {
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, code, rd)
+}
+
+// errorBody is every error response: what went wrong and, for bad input,
+// which field ("id", "body", "first_name", "limit", ...).
+type errorBody struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(code)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(v)
+}
+
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeJSON(w, http.StatusMethodNotAllowed, errorBody{
+			Error: "method " + r.Method + " not allowed on " + r.URL.Path + "; allowed: " + allow,
+		})
+	}
+}
+
+// instrumented times a store's calls into the metrics.
+type instrumented struct {
+	s Store
+	m *metrics
+}
+
+func (i instrumented) Put(ctx context.Context, key string, v User) error {
+	start := time.Now()
+	err := i.s.Put(ctx, key, v)
+	i.m.storeOp("put", start, err)
+	return err
+}
+
+func (i instrumented) Get(ctx context.Context, key string) (User, bool, error) {
+	start := time.Now()
+	u, ok, err := i.s.Get(ctx, key)
+	i.m.storeOp("get", start, err)
+	return u, ok, err
+}
+
+func (i instrumented) Delete(ctx context.Context, key string) error {
+	start := time.Now()
+	err := i.s.Delete(ctx, key)
+	i.m.storeOp("delete", start, err)
+	return err
+}
+
+// Scan times the whole iteration, until the loop ends or breaks.
+func (i instrumented) Scan(ctx context.Context, prefix string, opts ...kvstore.ScanOption) iter.Seq2[kvstore.Entry[User], error] {
+	return func(yield func(kvstore.Entry[User], error) bool) {
+		start := time.Now()
+		var err error
+		for e, e2 := range i.s.Scan(ctx, prefix, opts...) {
+			if e2 != nil {
+				err = e2
+			}
+			if !yield(e, e2) {
+				break
+			}
+		}
+		i.m.storeOp("scan", start, err)
+	}
+}
+
+// routeLabel is the metrics label of a request's route: the ServeMux
+// pattern it matched, so the label set stays small.
+func routeLabel(r *http.Request) string {
+	if r.Pattern == "" {
+		return "none"
+	}
+	return strings.TrimSpace(r.Pattern)
+}

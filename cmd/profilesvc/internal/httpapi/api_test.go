@@ -1,0 +1,186 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/compactkv/compactkv/cmd/profilesvc/internal/httpapi"
+	"github.com/compactkv/compactkv/embedded"
+	"github.com/compactkv/compactkv/kvstore"
+	"github.com/compactkv/compactkv/testdata"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// newStore opens a store on a fresh in-process broker and registry.
+func newStore(t *testing.T) (*kvstore.Store[httpapi.User], string) {
+	t.Helper()
+	c, err := embedded.Start()
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	dir := t.TempDir()
+	s, err := kvstore.Open[httpapi.User](ctxT(t), "profiles",
+		kvstore.Brokers(c.Brokers()...), kvstore.Registry(c.RegistryURL()),
+		kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(dir))
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return s, filepath.Join(dir, "profiles.db")
+}
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+type result struct {
+	code   int
+	header http.Header
+	body   map[string]any
+	raw    string
+}
+
+func call(t *testing.T, h http.Handler, method, target, body string) result {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(method, target, strings.NewReader(body)))
+	r := result{code: rec.Code, header: rec.Header(), raw: rec.Body.String()}
+	if rec.Header().Get("Content-Type") == "application/json" {
+		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r.body), "body %q", rec.Body.String())
+	}
+	return r
+}
+
+func TestNotReadyAnswers503ButHealthz200(t *testing.T) {
+	h := httpapi.New(discard(), "").Handler()
+	for _, rq := range [][2]string{{"PUT", "/profiles/a"}, {"GET", "/profiles/a"}, {"DELETE", "/profiles/a"}, {"GET", "/profiles"}} {
+		r := call(t, h, rq[0], rq[1], `{"first_name":"A","last_name":"B","age":1}`)
+		require.Equal(t, 503, r.code, rq)
+		require.Equal(t, "1", r.header.Get("Retry-After"))
+		require.Contains(t, r.body["error"], "restoring")
+	}
+	r := call(t, h, "GET", "/readyz", "")
+	require.Equal(t, 503, r.code)
+	require.Equal(t, false, r.body["ready"])
+	r = call(t, h, "GET", "/healthz", "")
+	require.Equal(t, 200, r.code)
+	require.Equal(t, false, r.body["ready"])
+	require.Contains(t, call(t, h, "GET", "/metrics", "").raw, "profilesvc_ready 0")
+}
+
+func TestReadyzReportsTheRestore(t *testing.T) {
+	s, cache := newStore(t)
+	api := httpapi.New(discard(), cache)
+	api.SetReady(s, kvstore.RestoreStats{Mode: "full", Reason: "no cache", Records: 12, Bytes: 340, Duration: 1500 * time.Millisecond, Partitions: 1})
+	r := call(t, api.Handler(), "GET", "/readyz", "")
+	require.Equal(t, 200, r.code)
+	require.JSONEq(t, `{"ready":true,"mode":"full","reason":"no cache","restored_records":12,"restored_bytes":340,"duration_ms":1500,"partitions":1}`, r.raw)
+	m := call(t, api.Handler(), "GET", "/metrics", "").raw
+	require.Contains(t, m, "profilesvc_ready 1")
+	require.Contains(t, m, "profilesvc_restore_records 12")
+	require.Contains(t, m, "profilesvc_restore_duration_seconds 1.5")
+	require.Contains(t, m, `profilesvc_restore_info{mode="full",reason="no cache"} 1`)
+	require.Regexp(t, `profilesvc_cache_size_bytes [1-9]`, m)
+}
+
+func TestListPagesThroughEveryProfileInKeyOrder(t *testing.T) {
+	s, _ := newStore(t)
+	api := httpapi.New(discard(), "")
+	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
+	h := api.Handler()
+	var want []string
+	for i := range 21 {
+		id := fmt.Sprintf("p-%03d", i)
+		want = append(want, id)
+		r := call(t, h, "PUT", "/profiles/"+id, fmt.Sprintf(`{"first_name":"F%d","last_name":"L","age":%d}`, i, i))
+		require.Equal(t, 200, r.code, r.raw)
+	}
+	require.Equal(t, 200, call(t, h, "PUT", "/profiles/q-1", `{"first_name":"Q","last_name":"L","age":1}`).code)
+	require.Equal(t, 204, call(t, h, "DELETE", "/profiles/p-010", "").code)
+	want = append(want[:10], want[11:]...)
+
+	// 20 live p- profiles in pages of 5 and 7: with 5 the last page is full
+	// and still says there is no next page.
+	for _, limit := range []int{5, 7, 100} {
+		var got []string
+		after, pages := "", 0
+		for {
+			r := call(t, h, "GET", fmt.Sprintf("/profiles?prefix=p-&limit=%d&after=%s", limit, after), "")
+			require.Equal(t, 200, r.code, r.raw)
+			pages++
+			for _, it := range r.body["items"].([]any) {
+				got = append(got, it.(map[string]any)["id"].(string))
+			}
+			if after = r.body["next"].(string); after == "" {
+				break
+			}
+			require.Len(t, r.body["items"], limit)
+		}
+		require.Equal(t, want, got, "limit %d", limit)
+		require.Equal(t, (len(want)+limit-1)/limit, pages, "limit %d", limit)
+	}
+}
+
+func TestPutBodyEdgeCases(t *testing.T) {
+	s, _ := newStore(t)
+	api := httpapi.New(discard(), "")
+	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
+	h := api.Handler()
+	for _, c := range []struct {
+		name, body string
+		age        float64 // for 200
+		field      string  // for 400
+	}{
+		{"exponent age", `{"first_name":"A","last_name":"B","age":3e1}`, 30, ""},
+		{"whole float age", `{"first_name":"A","last_name":"B","age":30.0}`, 30, ""},
+		{"min int32", `{"first_name":"A","last_name":"B","age":-2147483648}`, -2147483648, ""},
+		{"surrounding whitespace", " \n{\"first_name\":\"A\",\"last_name\":\"B\",\"age\":1}\n ", 1, ""},
+		{"huge exponent", `{"first_name":"A","last_name":"B","age":1e300}`, 0, "age"},
+		{"field names match exactly", `{"First_Name":"A","last_name":"B","age":1}`, 0, "First_Name"},
+		{"null body", `null`, 0, "body"},
+		{"string body", `"x"`, 0, "body"},
+		{"boolean age", `{"first_name":"A","last_name":"B","age":true}`, 0, "age"},
+		{"object first_name", `{"first_name":{},"last_name":"B","age":1}`, 0, "first_name"},
+		{"unknown fields reported first, sorted", `{"zz":1,"aa":2}`, 0, "aa"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := call(t, h, "PUT", "/profiles/edge", c.body)
+			if c.field != "" {
+				require.Equal(t, 400, r.code, r.raw)
+				require.Equal(t, c.field, r.body["field"])
+				return
+			}
+			require.Equal(t, 200, r.code, r.raw)
+			require.Equal(t, c.age, r.body["age"])
+		})
+	}
+	r := call(t, h, "PUT", "/profiles/%FF", `{"first_name":"A","last_name":"B","age":1}`)
+	require.Equal(t, 400, r.code)
+	require.Equal(t, "id", r.body["field"])
+	r = call(t, h, "GET", "/nowhere", "")
+	require.Equal(t, 404, r.code)
+	require.Contains(t, r.body["error"], "/nowhere")
+}
+
+func TestClosedStoreAnswers503(t *testing.T) {
+	s, _ := newStore(t)
+	api := httpapi.New(discard(), "")
+	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
+	require.NoError(t, s.Close())
+	r := call(t, api.Handler(), "PUT", "/profiles/a", `{"first_name":"A","last_name":"B","age":1}`)
+	require.Equal(t, 503, r.code, r.raw)
+	require.Contains(t, r.body["error"], "shutting down")
+	m := call(t, api.Handler(), "GET", "/metrics", "").raw
+	require.Contains(t, m, `profilesvc_store_errors_total{op="put"} 1`)
+}

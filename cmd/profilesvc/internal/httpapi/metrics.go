@@ -1,0 +1,155 @@
+package httpapi
+
+import (
+	"net/http"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/compactkv/compactkv/kvstore"
+)
+
+// metrics are the API's Prometheus metrics, in a registry of their own.
+type metrics struct {
+	reg *prometheus.Registry
+
+	httpRequests *prometheus.CounterVec   // route, code
+	httpDuration *prometheus.HistogramVec // route
+	storeOps     *prometheus.HistogramVec // op
+	storeErrors  *prometheus.CounterVec   // op
+
+	ready           prometheus.Gauge
+	restoreRecords  prometheus.Gauge
+	restoreBytes    prometheus.Gauge
+	restoreDuration prometheus.Gauge
+	restoreInfo     *prometheus.GaugeVec // mode, reason
+}
+
+var storeOps = []string{"put", "get", "delete", "scan"}
+
+func newMetrics(cachePath string) *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "profilesvc_http_requests_total",
+			Help: "HTTP requests served, by route (the pattern matched) and status code.",
+		}, []string{"route", "code"}),
+		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "profilesvc_http_request_duration_seconds",
+			Help:    "Time to serve an HTTP request, by route.",
+			Buckets: prometheus.DefBuckets,
+		}, []string{"route"}),
+		storeOps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "profilesvc_store_operation_duration_seconds",
+			Help:    "Latency of store calls, by operation (put, get, delete, scan); its _count counts them.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"op"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "profilesvc_store_errors_total",
+			Help: "Store calls that returned an error, by operation.",
+		}, []string{"op"}),
+		ready: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "profilesvc_ready",
+			Help: "1 once the store has restored and the profile routes serve, else 0.",
+		}),
+		restoreRecords: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "profilesvc_restore_records",
+			Help: "Records (tombstones included) the startup restore read from the topic.",
+		}),
+		restoreBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "profilesvc_restore_bytes",
+			Help: "Key and value bytes the startup restore read from the topic.",
+		}),
+		restoreDuration: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "profilesvc_restore_duration_seconds",
+			Help: "Wall-clock time of the startup restore.",
+		}),
+		restoreInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "profilesvc_restore_info",
+			Help: "1, labelled with the startup restore's mode (full or delta) and the reason for a full one.",
+		}, []string{"mode", "reason"}),
+	}
+	for _, op := range storeOps {
+		m.storeOps.WithLabelValues(op)
+		m.storeErrors.WithLabelValues(op)
+	}
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.storeOps, m.storeErrors,
+		m.ready, m.restoreRecords, m.restoreBytes, m.restoreDuration, m.restoreInfo,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if cachePath != "" {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "profilesvc_cache_size_bytes",
+			Help: "Size of the store's cache file (0 while it does not exist).",
+		}, func() float64 {
+			fi, err := os.Stat(cachePath)
+			if err != nil {
+				return 0
+			}
+			return float64(fi.Size())
+		}))
+	}
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+func (m *metrics) restored(s kvstore.RestoreStats) {
+	m.ready.Set(1)
+	m.restoreRecords.Set(float64(s.Records))
+	m.restoreBytes.Set(float64(s.Bytes))
+	m.restoreDuration.Set(s.Duration.Seconds())
+	m.restoreInfo.WithLabelValues(s.Mode, s.Reason).Set(1)
+}
+
+func (m *metrics) storeOp(op string, start time.Time, err error) {
+	m.storeOps.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil {
+		m.storeErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// instrument counts and times the requests next serves, by the route
+// pattern the ServeMux matched (it sets r.Pattern on the request it was
+// given) and the status code.
+func (m *metrics) instrument(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		next.ServeHTTP(sw, r)
+		route := routeLabel(r)
+		if sw.code == 0 {
+			sw.code = http.StatusOK
+		}
+		m.httpRequests.WithLabelValues(route, strconv.Itoa(sw.code)).Inc()
+		m.httpDuration.WithLabelValues(route).Observe(time.Since(start).Seconds())
+	})
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.code == 0 {
+		w.code = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

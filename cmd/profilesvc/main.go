@@ -1,0 +1,211 @@
+// Command profilesvc is an HTTP service that keeps user profiles in a
+// compactkv store: PUT, GET and DELETE /profiles/{id}, GET /profiles for a
+// page of them, /healthz, /readyz and /metrics.
+//
+// With no broker given it runs in embedded mode: an in-process Kafka broker
+// (127.0.0.1:19092) and schema registry (127.0.0.1:18081) start inside it,
+// and everything persists under the data directory: the broker's log in
+// <data-dir>/kafka, the registry's schemas in <data-dir>/registry, and the
+// cache in <data-dir>/cache. Embedded mode compacts the broker's topics every
+// --compact-interval (30s), since the in-process broker's own compaction
+// timer does not survive a restart. With --brokers and --registry it uses an
+// existing cluster and registry instead, and keeps only its cache in
+// <data-dir>/cache.
+//
+// Settings come from flags, then environment variables, then a .env file in
+// the working directory (.env.example in the repository root lists them); run
+// profilesvc -h for the list.
+//
+// The HTTP server starts before the store: until the store has restored,
+// /readyz and the profile routes answer 503. SIGINT or SIGTERM stops it:
+// the server stops accepting requests and finishes those in flight, the
+// store flushes and closes, the embedded broker saves its log, and the
+// process exits 0.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/compactkv/compactkv/cmd/profilesvc/internal/config"
+	"github.com/compactkv/compactkv/cmd/profilesvc/internal/httpapi"
+	"github.com/compactkv/compactkv/embedded"
+	"github.com/compactkv/compactkv/kvstore"
+	"github.com/compactkv/compactkv/testdata"
+)
+
+func main() {
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	cfg, err := config.Load(os.Args[1:], os.LookupEnv, ".env", os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return
+	}
+	if err != nil {
+		log.Error("bad configuration", "err", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, log); err != nil {
+		log.Error("profilesvc failed", "err", err)
+		stop()
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx ends (a signal), then shuts down in order: the HTTP
+// server (finishing requests in flight), the store, the embedded cluster.
+// Deferred calls run in reverse, so they are registered in the opposite order.
+func run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
+	}
+	httpURL := "http://" + ln.Addr().String()
+	cacheDir := filepath.Join(cfg.DataDir, "cache")
+
+	brokers, registry := cfg.Brokers, cfg.Registry
+	if cfg.Embedded() {
+		c, err := embedded.Start(
+			embedded.KafkaAddr(cfg.EmbeddedKafkaAddr),
+			embedded.RegistryAddr(cfg.EmbeddedRegistryAddr),
+			embedded.DataDir(filepath.Join(cfg.DataDir, "kafka")),
+			embedded.RegistryFile(filepath.Join(cfg.DataDir, "registry", "schemas.json")),
+			embedded.WithLogger(log))
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer func() {
+			c.Close()
+			log.Info("embedded broker and registry stopped")
+		}()
+		brokers, registry = c.Brokers(), c.RegistryURL()
+		defer compactEvery(c, cfg.CompactInterval, log)()
+		log.Info("profilesvc starting", "mode", "embedded",
+			"kafka", brokers[0], "schema_registry", registry, "http", httpURL,
+			"topic", cfg.Topic, "data_dir", cfg.DataDir, "compact_interval", cfg.CompactInterval)
+	} else {
+		log.Info("profilesvc starting", "mode", "external",
+			"kafka", brokers, "schema_registry", registry, "http", httpURL,
+			"topic", cfg.Topic, "cache_dir", cacheDir)
+	}
+
+	var store *kvstore.Store[httpapi.User]
+	defer func() {
+		if store == nil {
+			return
+		}
+		if e := store.Close(); e != nil {
+			err = errors.Join(err, fmt.Errorf("close store: %w", e))
+		}
+		log.Info("store closed")
+	}()
+
+	api := httpapi.New(log, filepath.Join(cacheDir, cfg.Topic+".db"))
+	srv := &http.Server{
+		Handler:           api.Handler(),
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	defer func() {
+		shCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		if e := srv.Shutdown(shCtx); e != nil {
+			err = errors.Join(err, fmt.Errorf("shut down HTTP server: %w", e))
+		}
+		log.Info("HTTP server stopped")
+	}()
+
+	type opened struct {
+		s   *kvstore.Store[httpapi.User]
+		err error
+	}
+	openDone := make(chan opened, 1)
+	go func() {
+		s, err := kvstore.Open[httpapi.User](ctx, cfg.Topic,
+			kvstore.Brokers(brokers...),
+			kvstore.Registry(registry),
+			kvstore.ValueSchema(testdata.UserV2),
+			kvstore.Dir(cacheDir),
+			kvstore.WithLogger(log))
+		openDone <- opened{s, err}
+	}()
+
+	for {
+		select {
+		case o := <-openDone:
+			openDone = nil
+			if o.err != nil {
+				if ctx.Err() != nil {
+					log.Info("shutting down before the store was ready")
+					return nil
+				}
+				return fmt.Errorf("open store: %w", o.err)
+			}
+			store = o.s
+			rs := store.RestoreStats()
+			api.SetReady(store, rs)
+			log.Info("store ready", "mode", rs.Mode, "reason", rs.Reason, "records", rs.Records,
+				"bytes", rs.Bytes, "duration", rs.Duration, "partitions", rs.Partitions)
+		case err := <-serveErr:
+			return fmt.Errorf("HTTP server: %w", err)
+		case <-ctx.Done():
+			log.Info("shutting down: finishing requests in flight")
+			if openDone != nil {
+				// Open gives up once ctx is done; close what it may still return.
+				if o := <-openDone; o.err == nil {
+					store = o.s
+				}
+			}
+			return nil
+		}
+	}
+}
+
+// compactEvery compacts the embedded broker's topics every interval until
+// the returned stop is called; interval 0 compacts only once, now. kfake's
+// own cleaner timer does not restart after it reloads its log from disk.
+func compactEvery(c *embedded.Cluster, interval time.Duration, log *slog.Logger) (stop func()) {
+	c.Kafka().Compact()
+	if interval <= 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				c.Kafka().Compact()
+				log.Debug("compacted the embedded broker's topics")
+			case <-done:
+				return
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}

@@ -1,0 +1,37 @@
+package kvstore
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/compactkv/compactkv/changelog"
+)
+
+// BenchmarkCheckPartitions measures the misrouted-key check restore and the
+// follower run on every record: one hash of the key (records are placed
+// correctly, the common case). Compare with BenchmarkRestore's records/s.
+func BenchmarkCheckPartitions(b *testing.B) {
+	for _, p := range []Partitioner{PartitionerMurmur2, PartitionerCRC32} {
+		b.Run(p.String(), func(b *testing.B) {
+			s := &Store[struct{}]{part: p.hasher()}
+			s.info.Partitions = 6
+			bs := make([]changelog.Batch, 6)
+			for i := range bs {
+				bs[i].Partition = int32(i)
+			}
+			for i := range 6000 {
+				k := []byte(fmt.Sprintf("user-%08d", i))
+				q := s.part(k, 6)
+				bs[q].Records = append(bs[q].Records, &kgo.Record{Key: k, Value: make([]byte, 40)})
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for range b.N {
+				s.checkPartitions(bs)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*6000), "ns/record")
+		})
+	}
+}

@@ -1,0 +1,161 @@
+package kvstore_test
+
+import (
+	"context"
+	"fmt"
+	"hash/crc32"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/compactkv/compactkv/kvstore"
+	"github.com/compactkv/compactkv/serde"
+	"github.com/compactkv/compactkv/testdata"
+)
+
+// foreignProducer writes Confluent-framed User records to the test topic
+// with a raw kgo client, the way another language's client would.
+type foreignProducer struct {
+	t     *testing.T
+	cl    *kgo.Client
+	codec *serde.Codec[User]
+	topic string
+}
+
+// newForeignProducer returns a producer that places keys with partition
+// (crc32 or murmur2 style); nil means kgo's default, murmur2.
+func (e *env) newForeignProducer(partition func(key []byte, n int) int) *foreignProducer {
+	e.t.Helper()
+	opts := []kgo.Opt{kgo.SeedBrokers(e.seeds...), kgo.DefaultProduceTopic(e.topic)}
+	if partition != nil {
+		opts = append(opts, kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(func(string) func(*kgo.Record, int) int {
+			return func(r *kgo.Record, n int) int { return partition(r.Key, n) }
+		})))
+	}
+	cl, err := kgo.NewClient(opts...)
+	require.NoError(e.t, err)
+	e.t.Cleanup(cl.Close)
+	rc, err := sr.NewClient(sr.URLs(e.regURL))
+	require.NoError(e.t, err)
+	codec, err := serde.New[User](ctxT(e.t), rc, serde.SubjectFor(e.topic), testdata.UserV2, sr.CompatBackward)
+	require.NoError(e.t, err)
+	return &foreignProducer{t: e.t, cl: cl, codec: codec, topic: e.topic}
+}
+
+// librdkafkaCRC32 is librdkafka's default partitioner, consistent_random, for
+// keyed records: crc32 (IEEE) of the key modulo the partition count.
+func librdkafkaCRC32(key []byte, n int) int { return int(crc32.ChecksumIEEE(key) % uint32(n)) }
+
+// put writes n keys "user-0".."user-<n-1>" and returns them.
+func (p *foreignProducer) put(n int, tag string) []string {
+	p.t.Helper()
+	var keys []string
+	for i := range n {
+		k := fmt.Sprintf("user-%d", i)
+		b, err := p.codec.Encode(User{FirstName: tag, LastName: k, Age: int32(i)})
+		require.NoError(p.t, err)
+		require.NoError(p.t, p.cl.ProduceSync(ctxT(p.t), &kgo.Record{Key: []byte(k), Value: b}).FirstErr())
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// warnings collects the message and "key" attribute of Warn records.
+type warnings struct {
+	mu   sync.Mutex
+	logs [][2]string // message, key
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	var key string
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "key" {
+			key = a.Value.String()
+		}
+		return true
+	})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.logs = append(w.logs, [2]string{r.Message, key})
+	return nil
+}
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
+
+// misroutedKeys returns the keys logged as misrouted.
+func (w *warnings) misroutedKeys() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []string
+	for _, l := range w.logs {
+		if strings.Contains(l[0], "partitioner does not pick") {
+			out = append(out, l[1])
+		}
+	}
+	return out
+}
+
+func TestKeysFromALibrdkafkaDefaultPartitionerAreDetectedAsMisrouted(t *testing.T) {
+	e := newEnv(t)
+	e.open("", kvstore.Partitions(6)) // creates the 6-partition topic
+	crc := e.newForeignProducer(librdkafkaCRC32)
+	keys := crc.put(60, "v1")
+	var want int64
+	for _, k := range keys {
+		if librdkafkaCRC32([]byte(k), 6) != int(murmur2Partition(t, e, k)) {
+			want++
+		}
+	}
+	require.Greater(t, want, int64(30), "most keys differ between crc32 and murmur2")
+
+	// Restore finds them, each logged once with both partitions.
+	logs := &warnings{}
+	s := e.open("", kvstore.WithLogger(slog.New(logs)))
+	require.Equal(t, want, s.Misrouted())
+	require.Len(t, logs.misroutedKeys(), int(want))
+	got, ok, err := s.Get(ctxT(t), "user-7")
+	require.NoError(t, err)
+	require.True(t, ok, "a misrouted key is still found")
+	require.Equal(t, "v1", got.FirstName)
+
+	// The follower finds them too; a key seen again is counted, not logged again.
+	crc.put(60, "v2")
+	require.Eventually(t, func() bool { return s.Misrouted() == 2*want }, 10*time.Second, 5*time.Millisecond)
+	require.Len(t, logs.misroutedKeys(), int(want))
+
+	// A store that uses the same partitioner as the writer sees nothing wrong.
+	same := e.open("", kvstore.WithPartitioner(kvstore.PartitionerCRC32))
+	require.Zero(t, same.Misrouted())
+}
+
+func TestKeysFromAMurmur2PartitionerAreNotMisrouted(t *testing.T) {
+	e := newEnv(t)
+	s := e.open("", kvstore.Partitions(6))
+	e.newForeignProducer(nil).put(60, "v1") // kgo's default: murmur2, like Java's
+	require.NoError(t, s.Put(ctxT(t), "own", User{FirstName: "own"}))
+	r := e.open("")
+	require.Len(t, contents(t, r), 61)
+	require.Zero(t, r.Misrouted())
+	require.Zero(t, s.Misrouted())
+}
+
+func TestTheCRC32PartitionerIsTheStandardIEEEOne(t *testing.T) {
+	// The check value of CRC-32/ISO-HDLC (zlib's crc32, what librdkafka's
+	// rd_crc32 computes; tests/python checks librdkafka itself).
+	require.Equal(t, uint32(0xCBF43926), crc32.ChecksumIEEE([]byte("123456789")))
+}
+
+// murmur2Partition returns the partition kgo's default partitioner (murmur2)
+// picks for key among 6.
+func murmur2Partition(t *testing.T, _ *env, key string) int32 {
+	t.Helper()
+	tp := kgo.StickyKeyPartitioner(nil).ForTopic("")
+	return int32(tp.Partition(&kgo.Record{Key: []byte(key)}, 6))
+}

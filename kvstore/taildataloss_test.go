@@ -1,0 +1,63 @@
+package kvstore_test
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/compactkv/compactkv/kvstore"
+)
+
+// A running store whose next records are deleted before it reads them must
+// not carry on past the gap: it rebuilds its cache from the topic.
+func TestARunningStoreThatFindsAGapRebuildsItsCache(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("holding fetches and DeleteRecords")
+	ctx := ctxT(t)
+	s := e.open("")
+	require.NoError(t, s.Put(ctx, "old", User{FirstName: "old"}))
+
+	// Hold every fetch until release is closed, counting the held ones.
+	var held atomic.Int32
+	release := make(chan struct{})
+	kc := e.cluster.Kafka()
+	kc.ControlKey(kmsg.Fetch.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		select {
+		case <-release:
+		default:
+			held.Add(1)
+			kc.SleepControl(func() { <-release })
+		}
+		return nil, nil, false // then served as usual
+	})
+	require.Eventually(t, func() bool { return held.Load() >= 1 }, 10*time.Second, time.Millisecond)
+
+	// Meanwhile another writer adds records, and they are deleted before
+	// the store's follower could read them.
+	w := e.open("")
+	for _, k := range []string{"gone-1", "gone-2", "gone-3"} {
+		require.NoError(t, w.Put(ctx, k, User{FirstName: k}))
+	}
+	require.NoError(t, w.Put(ctx, "survivor", User{FirstName: "survivor"}))
+	end := e.endOffsets()[0]
+	require.NoError(t, kc.DeleteRecords(e.topic, 0, end-1))
+	close(release)
+
+	require.Eventually(t, func() bool {
+		return s.RestoreStats().Guard == kvstore.GuardBelowLogStart // set when the rebuild is done
+	}, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, int64(1), s.GuardCounts()[kvstore.GuardBelowLogStart])
+	require.NoError(t, s.TailErr())
+	require.Equal(t, map[string]User{"survivor": {FirstName: "survivor"}}, contents(t, s))
+
+	// And it keeps following afterwards.
+	require.NoError(t, w.Put(ctx, "later", User{FirstName: "later"}))
+	require.Eventually(t, func() bool {
+		_, ok, err := s.Get(ctx, "later")
+		return err == nil && ok
+	}, 10*time.Second, 5*time.Millisecond)
+}
