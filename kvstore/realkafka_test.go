@@ -230,4 +230,3 @@ func TestRealTopicDeletedAndRecreatedIsDetectedByItsTopicID(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, ok)
 }
-
