@@ -37,8 +37,10 @@ func NewReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, er
 		offs[p] = kgo.NewOffset().At(o)
 	}
 	all := append([]kgo.Opt{
-		kgo.FetchMaxBytes(64 << 20),
-		kgo.FetchMaxPartitionBytes(16 << 20),
+		// Bounded so that a fetch and the records it decodes into stay small
+		// next to the restore's sort memory: the heap must not grow with the topic.
+		kgo.FetchMaxBytes(8 << 20),
+		kgo.FetchMaxPartitionBytes(4 << 20),
 		kgo.FetchMaxWait(500 * time.Millisecond),
 	}, opts...)
 	all = append(all,

@@ -24,8 +24,9 @@ import (
 // themselves; they sort by (partition, first 8 key bytes) with integer
 // compares and fall back to comparing bytes only when those tie.
 type sorter struct {
-	limit int
-	dir   string
+	limit      int
+	dir        string
+	runPattern string // spilled run file name pattern, for os.CreateTemp
 
 	chunks [][]byte // arena; entries point into it
 	used   int      // bytes in chunks plus entry overhead
@@ -50,7 +51,15 @@ const (
 	maxInlineRec = chunkSize / 4
 )
 
-func newSorter(limit int, dir string) *sorter { return &sorter{limit: limit, dir: dir} }
+// newSorter returns a sorter that spills runs named "<name>.restore-run-*.tmp"
+// into dir.
+func newSorter(limit int, dir, name string) *sorter {
+	return &sorter{limit: limit, dir: dir, runPattern: name + runSuffix}
+}
+
+// runSuffix ends the names of spilled runs; a restore killed midway leaves
+// them behind and the next Open removes them.
+const runSuffix = ".restore-run-*.tmp"
 
 func keyPrefix(k []byte) uint64 {
 	if len(k) >= 8 {
@@ -182,7 +191,7 @@ func (s *sorter) reset() {
 // spill writes the sorted, deduplicated entries to a run file.
 func (s *sorter) spill() error {
 	ents := s.sortDedup()
-	f, err := os.CreateTemp(s.dir, "restore-run-*.tmp")
+	f, err := os.CreateTemp(s.dir, s.runPattern)
 	if err != nil {
 		return fmt.Errorf("kvstore: spill restore run: %w", err)
 	}

@@ -14,7 +14,7 @@ func TestSorterKeepsTheLastVersionAcrossSpilledRuns(t *testing.T) {
 	for _, limit := range []int{1 << 30, 4 << 10} {
 		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
-			srt := newSorter(limit, t.TempDir())
+			srt := newSorter(limit, t.TempDir(), "t")
 			type pk struct {
 				p int32
 				k string

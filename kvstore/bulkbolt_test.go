@@ -34,7 +34,7 @@ func TestSorterWritesAValidBoltFile(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(uint64(tc.n), 1))
 			dir := t.TempDir()
-			srt := newSorter(tc.limit, dir)
+			srt := newSorter(tc.limit, dir, "t")
 			type pk struct {
 				p int32
 				k string

@@ -89,15 +89,47 @@ func (p Partitioner) String() string {
 
 // hasher returns func(key, n) -> partition.
 func (p Partitioner) hasher() func(key []byte, n int32) int32 {
-	switch p {
-	case PartitionerCRC32:
+	if p == PartitionerCRC32 {
 		return func(key []byte, n int32) int32 { return int32(crc32.ChecksumIEEE(key) % uint32(n)) }
-	default:
-		tp := kgo.StickyKeyPartitioner(nil).ForTopic("")
-		return func(key []byte, n int32) int32 {
-			return int32(tp.Partition(&kgo.Record{Key: key}, int(n)))
-		}
 	}
+	return func(key []byte, n int32) int32 { return int32((murmur2(key) & 0x7fffffff) % uint32(n)) }
+}
+
+// murmur2 is Kafka's murmur2 (the Java client's Utils.murmur2), as franz-go's
+// default partitioner uses it for keyed records; a test checks both agree.
+// It is here rather than called through kgo because kgo's partitioner takes
+// a *kgo.Record, which costs an allocation on every Get.
+func murmur2(b []byte) uint32 {
+	const (
+		seed uint32 = 0x9747b28c
+		m    uint32 = 0x5bd1e995
+		r           = 24
+	)
+	h := seed ^ uint32(len(b))
+	for len(b) >= 4 {
+		k := uint32(b[0]) | uint32(b[1])<<8 | uint32(b[2])<<16 | uint32(b[3])<<24
+		b = b[4:]
+		k *= m
+		k ^= k >> r
+		k *= m
+		h *= m
+		h ^= k
+	}
+	switch len(b) {
+	case 3:
+		h ^= uint32(b[2]) << 16
+		fallthrough
+	case 2:
+		h ^= uint32(b[1]) << 8
+		fallthrough
+	case 1:
+		h ^= uint32(b[0])
+		h *= m
+	}
+	h ^= h >> 13
+	h *= m
+	h ^= h >> 15
+	return h
 }
 
 type config struct {

@@ -4,6 +4,8 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+
+	"github.com/compactkv/compactkv/changelog"
 )
 
 // overlay holds this store's own acknowledged writes until the tail has
@@ -73,6 +75,42 @@ func (o *overlay) advanceLocked(p int32, next int64) {
 			o.n.Add(-1)
 		}
 	}
+}
+
+// ownWrite is an overlay entry on its way into the cache file.
+type ownWrite struct {
+	part   int32
+	key    string
+	offset int64
+	value  []byte // nil: deleted
+}
+
+// unseenLocked returns the entries the batches pass (offset below the
+// batch's Next) without carrying a record of the same key at or after the
+// entry's offset. The caller holds o.mu.
+func (o *overlay) unseenLocked(bs []changelog.Batch) []ownWrite {
+	if o.n.Load() == 0 {
+		return nil
+	}
+	var out []ownWrite
+	for _, b := range bs {
+		m := o.parts[b.Partition]
+		if len(m) == 0 {
+			continue
+		}
+		seen := map[string]bool{}
+		for _, r := range b.Records {
+			if e, ok := m[string(r.Key)]; ok && r.Offset >= e.offset {
+				seen[string(r.Key)] = true
+			}
+		}
+		for k, e := range m {
+			if e.offset < b.Next && !seen[k] {
+				out = append(out, ownWrite{part: b.Partition, key: k, offset: e.offset, value: e.value})
+			}
+		}
+	}
+	return out
 }
 
 // withPrefix returns copies of the entries whose keys start with prefix and

@@ -103,7 +103,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		records, nbytes int64
 	)
 	if mode == "full" {
-		srt := newSorter(s.cfg.restoreMemory, s.cfg.dir)
+		srt := newSorter(s.cfg.restoreMemory, s.cfg.dir, s.topic)
 		defer srt.cleanup()
 		next, records, nbytes, err = s.readUntil(ctx, r, from, end, func(bs []changelog.Batch) error {
 			bs, err := s.screen(ctx, bs) // poison.go
@@ -276,7 +276,7 @@ func (s *Store[V]) staleReason(m cacheMeta, start, end map[int32]int64) (Guard, 
 // removeLeftovers removes what a restore killed midway left: spilled runs
 // and a half-written replacement cache file.
 func (s *Store[V]) removeLeftovers() {
-	left, _ := filepath.Glob(filepath.Join(s.cfg.dir, "restore-run-*.tmp"))
+	left, _ := filepath.Glob(filepath.Join(s.cfg.dir, s.topic+runSuffix))
 	left = append(left, s.path+".restore")
 	for _, f := range left {
 		if err := os.Remove(f); err == nil {
@@ -393,6 +393,13 @@ func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64) error {
 // applyBatches applies one poll's batches to the cache file in one
 // transaction together with the offsets they bring each partition to.
 func (s *Store[V]) applyBatches(bs []changelog.Batch) error {
+	return s.applyBatchesWith(bs, nil)
+}
+
+// applyBatchesWith is applyBatches that also writes own, in the same
+// transaction after the batches: own writes the batches should have carried
+// but did not (see applyTail).
+func (s *Store[V]) applyBatchesWith(bs []changelog.Batch, own []ownWrite) error {
 	if len(bs) == 0 {
 		return nil
 	}
@@ -430,11 +437,34 @@ func (s *Store[V]) applyBatches(bs []changelog.Batch) error {
 				}
 			}
 		}
+		if err := writeOwn(tx, s.buckets, own); err != nil {
+			return err
+		}
 		if err := putOffsets(tx, next); err != nil {
 			return err
 		}
 		return putCurrentAt(tx, time.Now())
 	})
+}
+
+// writeOwn writes own writes into the cache file inside tx.
+func writeOwn(tx *bolt.Tx, buckets [][]byte, own []ownWrite) error {
+	for _, w := range own {
+		b := tx.Bucket(buckets[w.part])
+		if b == nil {
+			return fmt.Errorf("cache has no bucket for partition %d", w.part)
+		}
+		var err error
+		if w.value == nil {
+			err = b.Delete([]byte(w.key))
+		} else {
+			err = b.Put([]byte(w.key), w.value)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // currentEvery is how often an idle follower checks that it has reached the
@@ -513,22 +543,34 @@ func (s *Store[V]) applyTail(bs []changelog.Batch) error {
 	if len(bs) == 0 {
 		return nil
 	}
-	held := s.ov.n.Load() > 0
-	if held {
-		s.ov.mu.Lock()
-		defer s.ov.mu.Unlock()
-	}
-	if err := s.applyBatches(bs); err != nil {
+	// An own write the batches pass without carrying it (or anything newer
+	// of its key) was compacted away before the follower read it: a
+	// tombstone whose delete.retention.ms ran out, or a value whose newer
+	// tombstone did. The overlay's entry is then the key's latest state and
+	// goes into the file with the batches, or the key would come back.
+	s.ov.mu.RLock()
+	own := s.ov.unseenLocked(bs)
+	s.ov.mu.RUnlock()
+	// The commit runs without the overlay's lock, so Puts never wait for the
+	// cache's fsync. Until the overlay advances just below, a Get may still
+	// see an own write the file now holds a newer version of: the same as if
+	// the follower were those microseconds slower.
+	if err := s.applyBatchesWith(bs, own); err != nil {
 		return err
 	}
-	if !held {
-		s.ov.mu.Lock()
-		defer s.ov.mu.Unlock()
-	}
+	s.ov.mu.Lock()
+	late := s.ov.unseenLocked(bs) // own writes acknowledged during the commit
+	late = slices.DeleteFunc(late, func(w ownWrite) bool {
+		return slices.ContainsFunc(own, func(o ownWrite) bool { return o.part == w.part && o.key == w.key && o.offset == w.offset })
+	})
 	for _, b := range bs {
 		s.ov.advanceLocked(b.Partition, b.Next)
 	}
-	return nil
+	s.ov.mu.Unlock()
+	if len(late) == 0 {
+		return nil
+	}
+	return s.db.Update(func(tx *bolt.Tx) error { return writeOwn(tx, s.buckets, late) })
 }
 
 // TailErr returns the error that stopped the store following its topic, or

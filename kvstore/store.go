@@ -87,8 +87,8 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
-	if topic == "" {
-		return nil, fmt.Errorf("%w: empty topic name", ErrBadConfig)
+	if err := validTopic(topic); err != nil {
+		return nil, err
 	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
@@ -155,6 +155,24 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 func (s *Store[V]) readerOpts() []kgo.Opt {
 	return append([]kgo.Opt{kgo.SeedBrokers(s.cfg.brokers...)}, s.cfg.kgoOpts...)
 }
+
+// validTopic checks a topic name as Kafka does: 1 to 249 characters of
+// [a-zA-Z0-9._-], not "." or "..". The name also names the cache file, so
+// this keeps it inside Dir.
+func validTopic(t string) error {
+	if t == "" || len(t) > 249 || t == "." || t == ".." {
+		return fmt.Errorf("%w: topic name %q: want 1 to 249 characters, not . or ..", ErrBadConfig, t)
+	}
+	for _, c := range t {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: topic name %q: character %q is not one of [a-zA-Z0-9._-]", ErrBadConfig, t, c)
+		}
+	}
+	return nil
+}
+
+// CachePath returns the path of the store's cache file, "<dir>/<topic>.db".
+func (s *Store[V]) CachePath() string { return s.path }
 
 // Topic returns the topic's name.
 func (s *Store[V]) Topic() string { return s.topic }

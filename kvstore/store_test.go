@@ -303,3 +303,11 @@ func TestBadOptionsAreRefused(t *testing.T) {
 	require.ErrorIs(t, err, kvstore.ErrBadConfig)
 	require.Contains(t, err.Error(), "brokers")
 }
+
+func TestAnIllegalTopicNameIsRefused(t *testing.T) {
+	e := newEnv(t)
+	for _, topic := range []string{"", "..", "../escape", "with space", strings.Repeat("x", 250)} {
+		_, err := kvstore.Open[User](ctxT(t), topic, e.opts("")...)
+		require.ErrorIs(t, err, kvstore.ErrBadConfig, "topic %q", topic)
+	}
+}

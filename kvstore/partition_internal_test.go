@@ -1,7 +1,10 @@
 package kvstore
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -33,5 +36,27 @@ func BenchmarkCheckPartitions(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*6000), "ns/record")
 		})
+	}
+}
+
+func TestMisroutedKeysAreRememberedUpToTheCap(t *testing.T) {
+	var logs bytes.Buffer
+	s := &Store[struct{}]{part: PartitionerMurmur2.hasher(), log: slog.New(slog.NewTextHandler(&logs, nil))}
+	s.info.Partitions = 6
+	for round := range 2 {
+		for i := range maxMisroutedKeys + 5 {
+			k := []byte(fmt.Sprintf("k-%06d", i))
+			s.misrouted(&kgo.Record{Key: k}, (s.part(k, 6)+1)%6, s.part(k, 6))
+		}
+		if got, want := s.Misrouted(), int64((round+1)*(maxMisroutedKeys+5)); got != want {
+			t.Fatalf("round %d: Misrouted() = %d, want %d: every record counts", round, got, want)
+		}
+	}
+	if len(s.mis.seen) != maxMisroutedKeys {
+		t.Fatalf("remembered %d keys, want the cap %d", len(s.mis.seen), maxMisroutedKeys)
+	}
+	lines := strings.Count(logs.String(), "\n")
+	if lines != maxMisroutedKeys+1 {
+		t.Fatalf("%d log lines, want one per remembered key and one saying the cap was reached", lines)
 	}
 }
