@@ -720,6 +720,10 @@ func benchOps(e *env, parts int, d *dataset, cacheDir string, res *results) erro
 			return fmt.Errorf("put: %w", err)
 		}
 		add("put64", rate)
+		if rate, err = putAsyncLoop(ctx, s); err != nil {
+			return fmt.Errorf("put async: %w", err)
+		}
+		add("putasync", rate)
 		// Put -> visible in the other store.
 		rng := rand.New(rand.NewPCG(uint64(r), 11))
 		var vis []time.Duration
@@ -748,6 +752,34 @@ func benchOps(e *env, parts int, d *dataset, cacheDir string, res *results) erro
 		add("vis_p99", pct(vis, 99)/1e3)
 	}
 	return nil
+}
+
+// putAsyncLoop measures Puts/s through PutAsync from one goroutine with at
+// most 4096 writes in flight.
+func putAsyncLoop(ctx context.Context, s *kvstore.Store[User]) (float64, error) {
+	rng := rand.New(rand.NewPCG(7, uint64(time.Now().UnixNano())))
+	u := newUser(rng)
+	sem := make(chan struct{}, 4096)
+	var ferr atomic.Pointer[error]
+	var n int64
+	start := time.Now()
+	for time.Since(start) < *flagOpDur && ferr.Load() == nil {
+		sem <- struct{}{}
+		n++
+		s.PutAsync(ctx, string(randKey(rng)), u, func(err error) {
+			if err != nil {
+				ferr.Store(&err)
+			}
+			<-sem
+		})
+	}
+	for range cap(sem) {
+		sem <- struct{}{}
+	}
+	if p := ferr.Load(); p != nil {
+		return 0, *p
+	}
+	return float64(n) / time.Since(start).Seconds(), nil
 }
 
 // benchVersions restores a topic with many versions per key before and after

@@ -57,6 +57,21 @@ func (w *Writer) Produce(ctx context.Context, partition int32, key, value []byte
 	return r.Offset, nil
 }
 
+// ProduceAsync writes key and value to partition without waiting and calls
+// done with the record's offset once the broker has acknowledged it, or with
+// the error that failed it. done runs on the producer's goroutine: it must
+// not block. Records produced by one goroutine are acknowledged in order.
+func (w *Writer) ProduceAsync(ctx context.Context, partition int32, key, value []byte, done func(offset int64, err error)) {
+	r := &kgo.Record{Topic: w.topic, Partition: partition, Key: key, Value: value}
+	w.cl.Produce(ctx, r, func(r *kgo.Record, err error) {
+		if err != nil {
+			done(-1, &PartitionError{Topic: w.topic, Partition: partition, Offset: -1, Err: err})
+			return
+		}
+		done(r.Offset, nil)
+	})
+}
+
 // Close flushes buffered records (bounded by ctx) and closes the connection.
 // It is idempotent.
 func (w *Writer) Close(ctx context.Context) error {

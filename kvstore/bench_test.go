@@ -477,3 +477,34 @@ func BenchmarkPutVisible(b *testing.B) {
 }
 
 func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
+
+// BenchmarkPutAsync: Puts/s through PutAsync from one goroutine, at most
+// 4096 in flight.
+func BenchmarkPutAsync(b *testing.B) {
+	d := newBenchData(b, 1000, int32(*benchParts))
+	s := d.open(b, b.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	rng := rand.New(rand.NewPCG(1, 9))
+	u := benchUser(rng)
+	sem := make(chan struct{}, 4096)
+	var failed atomic.Pointer[error]
+	b.ResetTimer()
+	start := time.Now()
+	for range b.N {
+		sem <- struct{}{}
+		s.PutAsync(ctx, string(binary16(rng)), u, func(err error) {
+			if err != nil {
+				failed.Store(&err)
+			}
+			<-sem
+		})
+	}
+	for range cap(sem) {
+		sem <- struct{}{}
+	}
+	if p := failed.Load(); p != nil {
+		b.Fatal(*p)
+	}
+	reportRate(b, "puts/s", int64(b.N), time.Since(start))
+}

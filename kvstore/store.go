@@ -45,7 +45,8 @@ type Store[V any] struct {
 	restore RestoreStats
 	guards  guardCounts
 
-	mu       sync.RWMutex // held shared by operations, exclusively by Close
+	mu       sync.RWMutex   // held shared by operations, exclusively by Close
+	async    sync.WaitGroup // PutAsync and DeleteAsync in flight
 	closed   bool
 	stopTail context.CancelFunc
 	tailDone chan struct{}
@@ -191,6 +192,9 @@ func (s *Store[V]) RestoreStats() RestoreStats {
 // to Get. An error means the write was not acknowledged; it may still have
 // reached the topic (a later read will show it), but Get does not show it yet.
 func (s *Store[V]) Put(ctx context.Context, key string, value V) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
 	if key == "" {
 		return ErrEmptyKey
 	}
@@ -227,6 +231,68 @@ func (s *Store[V]) write(ctx context.Context, key string, value []byte) error {
 	}
 	s.ov.put(p, key, off, value)
 	return nil
+}
+
+// PutAsync is Put without the wait: it encodes the value and hands the
+// record to the producer, then returns. done is called exactly once, with nil
+// once the broker has acknowledged the record (from then on Get returns the
+// value) or with the error that failed it; an invalid value or a closed store
+// calls done before PutAsync returns. done runs on the producer's goroutine
+// and must not block. Close waits for every PutAsync in flight. Many writes
+// in flight share batches, which makes PutAsync the fast way to load data.
+func (s *Store[V]) PutAsync(ctx context.Context, key string, value V, done func(error)) {
+	if s.isClosed() {
+		done(ErrClosed)
+		return
+	}
+	if key == "" {
+		done(ErrEmptyKey)
+		return
+	}
+	b, err := s.codec.Encode(value)
+	if err != nil {
+		done(fmt.Errorf("kvstore: put %q: %w", key, err))
+		return
+	}
+	s.writeAsync(ctx, key, b, done)
+}
+
+// DeleteAsync is Delete without the wait, as PutAsync is to Put.
+func (s *Store[V]) DeleteAsync(ctx context.Context, key string, done func(error)) {
+	if key == "" {
+		done(ErrEmptyKey)
+		return
+	}
+	s.writeAsync(ctx, key, nil, done)
+}
+
+func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, done func(error)) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		done(ErrClosed)
+		return
+	}
+	s.async.Add(1) // Close waits for it after taking s.mu, so not before this
+	p := s.part([]byte(key), s.info.Partitions)
+	s.w.ProduceAsync(ctx, p, []byte(key), value, func(off int64, err error) {
+		defer s.async.Done()
+		if err != nil {
+			if errors.Is(err, kgo.ErrClientClosed) {
+				err = ErrClosed
+			}
+			done(fmt.Errorf("kvstore: write %q: %w", key, err))
+			return
+		}
+		s.ov.put(p, key, off, value)
+		done(nil)
+	})
+}
+
+func (s *Store[V]) isClosed() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.closed
 }
 
 // Get returns the value stored under key and whether it exists. It reads the
@@ -423,6 +489,7 @@ func (s *Store[V]) Close() error {
 
 	s.mu.Lock() // waits for calls in flight
 	defer s.mu.Unlock()
+	s.async.Wait() // and for PutAsync and DeleteAsync in flight
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return s.closeResources(ctx)

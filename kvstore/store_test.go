@@ -311,3 +311,44 @@ func TestAnIllegalTopicNameIsRefused(t *testing.T) {
 		require.ErrorIs(t, err, kvstore.ErrBadConfig, "topic %q", topic)
 	}
 }
+
+func TestPutAsyncMakesEveryAcknowledgedWriteVisible(t *testing.T) {
+	e := newEnv(t)
+	s := e.open("")
+	ctx := ctxT(t)
+	const n = 2000
+	errs := make(chan error, n+2)
+	for i := range n {
+		k := fmt.Sprintf("user-%04d", i)
+		if i%10 == 9 {
+			s.DeleteAsync(ctx, fmt.Sprintf("user-%04d", i-1), func(err error) { errs <- err })
+			continue
+		}
+		s.PutAsync(ctx, k, User{FirstName: k, Age: int32(i)}, func(err error) { errs <- err })
+	}
+	for range n {
+		require.NoError(t, <-errs)
+	}
+	for i := range n {
+		k := fmt.Sprintf("user-%04d", i)
+		u, ok, err := s.Get(ctx, k)
+		require.NoError(t, err)
+		if i%10 == 8 || i%10 == 9 { // deleted, or never written
+			require.False(t, ok, k)
+			continue
+		}
+		require.True(t, ok, k)
+		require.Equal(t, k, u.FirstName)
+	}
+
+	// Bad input and a closed store call done at once.
+	sm, err := kvstore.Open[map[string]any](ctx, e.topic, e.opts("")...)
+	require.NoError(t, err)
+	sm.PutAsync(ctx, "k", map[string]any{"first_name": 1}, func(err error) { errs <- err })
+	require.ErrorIs(t, <-errs, kvstore.ErrInvalidValue)
+	require.NoError(t, sm.Close())
+	valid := map[string]any{"first_name": "a", "last_name": "b", "age": 1, "email": nil}
+	sm.PutAsync(ctx, "k", valid, func(err error) { errs <- err })
+	require.ErrorIs(t, <-errs, kvstore.ErrClosed)
+	require.ErrorIs(t, sm.Put(ctx, "k", map[string]any{}), kvstore.ErrClosed, "closed wins over a bad value")
+}
