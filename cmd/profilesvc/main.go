@@ -144,6 +144,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 			kvstore.Registry(registry),
 			kvstore.ValueSchema(testdata.UserV2),
 			kvstore.Dir(cacheDir),
+			kvstore.WithPartitioner(partitioner(cfg.Partitioner)),
 			kvstore.WithLogger(log))
 		openDone <- opened{s, err}
 	}()
@@ -208,4 +209,13 @@ func compactEvery(c *embedded.Cluster, interval time.Duration, log *slog.Logger)
 		close(done)
 		wg.Wait()
 	}
+}
+
+// partitioner maps the --partitioner setting (already validated) to the
+// store's option.
+func partitioner(name string) kvstore.Partitioner {
+	if name == "crc32" {
+		return kvstore.PartitionerCRC32
+	}
+	return kvstore.PartitionerMurmur2
 }

@@ -41,6 +41,10 @@ type Config struct {
 	// ShutdownTimeout bounds how long a shutdown waits for requests in
 	// flight. Default 15s.
 	ShutdownTimeout time.Duration
+	// Partitioner is how keys map to partitions: "murmur2" (default; Java
+	// clients, franz-go, librdkafka's murmur2_random) or "crc32"
+	// (librdkafka's default consistent_random).
+	Partitioner string
 }
 
 // Embedded reports whether no broker was given, so profilesvc runs its own.
@@ -61,6 +65,7 @@ var settings = []setting{
 	{"embedded-registry-addr", "EMBEDDED_REGISTRY_ADDR", "127.0.0.1:18081", "listen address of the in-process schema registry (embedded mode)"},
 	{"compact-interval", "EMBEDDED_COMPACT_INTERVAL", "30s", "how often to compact the in-process broker's topics (embedded mode; 0 disables)"},
 	{"shutdown-timeout", "SHUTDOWN_TIMEOUT", "15s", "how long a shutdown waits for requests in flight"},
+	{"partitioner", "PARTITIONER", "murmur2", "how keys map to partitions: murmur2 (Java clients; librdkafka's murmur2_random) or crc32 (librdkafka's default)"},
 }
 
 // Load parses args (without the program name) and fills in what they leave
@@ -112,6 +117,10 @@ func Load(args []string, lookupEnv func(string) (string, bool), dotenvPath strin
 		DataDir:              strings.TrimSpace(*vals["data-dir"]),
 		EmbeddedKafkaAddr:    strings.TrimSpace(*vals["embedded-kafka-addr"]),
 		EmbeddedRegistryAddr: strings.TrimSpace(*vals["embedded-registry-addr"]),
+		Partitioner:          strings.ToLower(strings.TrimSpace(*vals["partitioner"])),
+	}
+	if c.Partitioner != "murmur2" && c.Partitioner != "crc32" {
+		return Config{}, fmt.Errorf("%s: %q is not a partitioner: want murmur2 or crc32", source["partitioner"], c.Partitioner)
 	}
 	for _, b := range strings.Split(*vals["brokers"], ",") {
 		if b = strings.TrimSpace(b); b != "" {

@@ -35,6 +35,7 @@ func TestDefaultsAreEmbeddedMode(t *testing.T) {
 		EmbeddedRegistryAddr: "127.0.0.1:18081",
 		CompactInterval:      30 * time.Second,
 		ShutdownTimeout:      15 * time.Second,
+		Partitioner:          "murmur2",
 	}, c)
 	require.True(t, c.Embedded())
 }
@@ -88,6 +89,11 @@ func TestBadValuesNameTheirSource(t *testing.T) {
 	require.ErrorContains(t, err, "EMBEDDED_COMPACT_INTERVAL")
 	_, err = Load([]string{"--topic", " "}, envOf(nil), nofile, io.Discard)
 	require.ErrorContains(t, err, "--topic: must not be empty")
+	_, err = Load(nil, envOf(map[string]string{"PARTITIONER": "random"}), nofile, io.Discard)
+	require.ErrorContains(t, err, `PARTITIONER: "random" is not a partitioner`)
+	c, err := Load([]string{"--partitioner", "CRC32"}, envOf(nil), nofile, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "crc32", c.Partitioner)
 	_, err = Load([]string{"extra"}, envOf(nil), nofile, io.Discard)
 	require.ErrorContains(t, err, `unexpected argument "extra"`)
 	var usage strings.Builder
