@@ -145,6 +145,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 			kvstore.ValueSchema(testdata.UserV2),
 			kvstore.Dir(cacheDir),
 			kvstore.WithPartitioner(partitioner(cfg.Partitioner)),
+			kvstore.WithRestoreListener(api.RestoreListener()),
 			kvstore.WithLogger(log))
 		openDone <- opened{s, err}
 	}()

@@ -37,10 +37,11 @@ type Store interface {
 
 // API is the HTTP API. Its methods are safe for concurrent use.
 type API struct {
-	log     *slog.Logger
-	m       *metrics
-	state   atomic.Pointer[readyState]
-	handler http.Handler
+	log      *slog.Logger
+	m        *metrics
+	state    atomic.Pointer[readyState]
+	progress progress
+	handler  http.Handler
 }
 
 type readyState struct {
@@ -105,12 +106,16 @@ type readiness struct {
 	RestoredBytes   int64  `json:"restored_bytes"`
 	DurationMS      int64  `json:"duration_ms"`
 	Partitions      int32  `json:"partitions,omitempty"`
+	// Percent is how much of the restore is done, while it runs.
+	Percent *float64 `json:"percent,omitempty"`
 }
 
 func (a *API) readiness() readiness {
 	st := a.state.Load()
 	if st == nil {
-		return readiness{}
+		var rd readiness
+		a.progress.fill(&rd)
+		return rd
 	}
 	return readiness{
 		Ready:           true,

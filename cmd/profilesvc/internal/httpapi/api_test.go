@@ -184,3 +184,25 @@ func TestClosedStoreAnswers503(t *testing.T) {
 	m := call(t, api.Handler(), "GET", "/metrics", "").raw
 	require.Contains(t, m, `profilesvc_store_errors_total{op="put"} 1`)
 }
+
+func TestReadyzReportsRestoreProgressWhileRestoring(t *testing.T) {
+	api := httpapi.New(discard(), "")
+	h := api.Handler()
+	l := api.RestoreListener()
+	l.OnRestoreStart(kvstore.RestoreStart{Mode: "full", Reason: "no cache", Partitions: []kvstore.PartitionRange{
+		{Partition: 0, Start: 0, End: 100}, {Partition: 1, Start: 10, End: 110},
+	}})
+	l.OnBatchRestored(kvstore.BatchRestored{Partition: 0, Records: 40, Bytes: 4000, Next: 50})
+	l.OnBatchRestored(kvstore.BatchRestored{Partition: 1, Records: 45, Bytes: 4500, Next: 60})
+
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	require.Equal(t, http.StatusServiceUnavailable, rec.Code)
+	var body map[string]any
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &body))
+	require.Equal(t, false, body["ready"])
+	require.Equal(t, "full", body["mode"])
+	require.Equal(t, "no cache", body["reason"])
+	require.EqualValues(t, 85, body["restored_records"])
+	require.EqualValues(t, 50, body["percent"]) // 100 of 200 offsets
+}

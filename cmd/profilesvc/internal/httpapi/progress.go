@@ -1,0 +1,70 @@
+package httpapi
+
+import (
+	"sync"
+	"time"
+
+	"github.com/compactkv/compactkv/kvstore"
+)
+
+// progress follows the store's restore so that /readyz can say how far it
+// is before the store is ready.
+type progress struct {
+	mu sync.Mutex
+	restoreState
+}
+
+type restoreState struct {
+	started     bool
+	began       time.Time
+	mode        string
+	reason      string
+	partitions  int32
+	records     int64
+	bytes       int64
+	total, done int64 // offsets to read, offsets read
+	next        map[int32]int64
+}
+
+// RestoreListener returns the listener to pass to kvstore.WithRestoreListener
+// so that /readyz reports the restore's progress while it runs.
+func (a *API) RestoreListener() kvstore.RestoreListener { return &a.progress }
+
+func (p *progress) OnRestoreStart(s kvstore.RestoreStart) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.restoreState = restoreState{started: true, began: time.Now(), mode: s.Mode, reason: s.Reason,
+		partitions: int32(len(s.Partitions)), next: map[int32]int64{}}
+	for _, r := range s.Partitions {
+		p.total += max(0, r.End-r.Start)
+		p.next[r.Partition] = r.Start
+	}
+}
+
+func (p *progress) OnBatchRestored(b kvstore.BatchRestored) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.records += int64(b.Records)
+	p.bytes += int64(b.Bytes)
+	p.done += max(0, b.Next-p.next[b.Partition])
+	p.next[b.Partition] = b.Next
+}
+
+func (p *progress) OnRestoreEnd(kvstore.RestoreStats) {}
+
+// fill writes the restore's progress so far into rd.
+func (p *progress) fill(rd *readiness) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.started {
+		return
+	}
+	rd.Mode, rd.Reason, rd.Partitions = p.mode, p.reason, p.partitions
+	rd.RestoredRecords, rd.RestoredBytes = p.records, p.bytes
+	rd.DurationMS = time.Since(p.began).Milliseconds()
+	pct := 100.0
+	if p.total > 0 {
+		pct = 100 * float64(min(p.done, p.total)) / float64(p.total)
+	}
+	rd.Percent = &pct
+}
