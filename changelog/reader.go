@@ -69,7 +69,8 @@ func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 	if err := ctx.Err(); err != nil && fs.Empty() {
 		return nil, err
 	}
-	for _, fe := range fs.Errors() {
+	if errs := fs.Errors(); len(errs) > 0 {
+		fe := errs[0] // the first is enough: the caller stops on any
 		if errors.Is(fe.Err, context.Canceled) || errors.Is(fe.Err, context.DeadlineExceeded) {
 			return nil, fe.Err
 		}

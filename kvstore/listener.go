@@ -55,12 +55,11 @@ func ProgressInterval(d time.Duration) Option {
 
 // progress logs a restore's progress at a bounded rate.
 type progress struct {
-	log          *slog.Logger
-	every        time.Duration
-	began, last  time.Time
-	total, done  int64 // offsets to read, offsets read
-	records      int64
-	lastLoggedAt int64
+	log         *slog.Logger
+	every       time.Duration
+	began, last time.Time
+	total, done int64 // offsets to read, offsets read
+	records     int64
 }
 
 func newProgress(log *slog.Logger, every time.Duration, total int64) *progress {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/compactkv/compactkv/changelog"
 )
@@ -198,7 +199,7 @@ func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason
 		return GuardNoCache, "no cache", nil, nil
 	}
 	db, m, err := openAndReadMeta(s.path, s.cfg.lockTimeout)
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return 0, "", nil, fmt.Errorf("kvstore: cache file %s is locked by another process (waited %v): %w",
 			s.path, s.cfg.lockTimeout, ErrCacheLocked)
 	}

@@ -162,7 +162,7 @@ func (s *Store[V]) readerOpts() []kgo.Opt {
 // this keeps it inside Dir.
 func validTopic(t string) error {
 	if t == "" || len(t) > 249 || t == "." || t == ".." {
-		return fmt.Errorf("%w: topic name %q: want 1 to 249 characters, not . or ..", ErrBadConfig, t)
+		return fmt.Errorf(`%w: topic name %q: want 1 to 249 characters, and neither "." nor ".."`, ErrBadConfig, t)
 	}
 	for _, c := range t {
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {

@@ -1,0 +1,113 @@
+package changelog_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/compactkv/compactkv/changelog"
+	"github.com/compactkv/compactkv/embedded"
+)
+
+func setup(t *testing.T) (*embedded.Cluster, *kadm.Client, context.Context) {
+	t.Helper()
+	c, err := embedded.Start()
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...))
+	require.NoError(t, err)
+	t.Cleanup(cl.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return c, kadm.NewClient(cl), ctx
+}
+
+func TestEnsureTopicCreatesACompactedTopicAndRefusesOneThatIsNot(t *testing.T) {
+	c, adm, ctx := setup(t)
+	info, err := changelog.EnsureTopic(ctx, adm, "t", changelog.TopicSpec{Partitions: 3, ReplicationFactor: -1,
+		Configs: map[string]string{"delete.retention.ms": "1234", "cleanup.policy": "delete"}})
+	require.NoError(t, err)
+	require.Equal(t, int32(3), info.Partitions)
+	require.Equal(t, "compact", info.CleanupPolicy, "cleanup.policy is always compact")
+	require.Equal(t, 1234*time.Millisecond, info.DeleteRetention)
+	require.NotEqual(t, [16]byte{}, info.ID)
+
+	again, err := changelog.EnsureTopic(ctx, adm, "t", changelog.TopicSpec{Partitions: 1, ReplicationFactor: -1})
+	require.NoError(t, err)
+	require.Equal(t, info, again, "an existing topic keeps what it has")
+
+	require.NoError(t, c.Kafka().CreateTopic("plain", 1, map[string]string{"cleanup.policy": "delete"}))
+	_, err = changelog.EnsureTopic(ctx, adm, "plain", changelog.TopicSpec{Partitions: 1, ReplicationFactor: -1})
+	require.ErrorIs(t, err, changelog.ErrNotCompacted)
+	require.ErrorContains(t, err, `topic "plain" has cleanup.policy="delete"`)
+}
+
+// A reader hands out committed records only, and its Next moves past
+// transaction markers, so a resume never waits for a record that is not
+// there.
+func TestTheReaderSkipsAbortedRecordsAndResumesPastMarkers(t *testing.T) {
+	c, adm, ctx := setup(t)
+	_, err := changelog.EnsureTopic(ctx, adm, "t", changelog.TopicSpec{Partitions: 1, ReplicationFactor: -1})
+	require.NoError(t, err)
+	tx, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...), kgo.DefaultProduceTopic("t"), kgo.TransactionalID("tx"))
+	require.NoError(t, err)
+	defer tx.Close()
+	for i, commit := range []bool{true, false, true} {
+		require.NoError(t, tx.BeginTransaction())
+		for j := range 3 {
+			require.NoError(t, tx.ProduceSync(ctx, &kgo.Record{Key: fmt.Appendf(nil, "k%d-%d", i, j), Value: []byte("v")}).FirstErr())
+		}
+		require.NoError(t, tx.EndTransaction(ctx, kgo.TransactionEndTry(commit)))
+	}
+	_, end, err := changelog.Offsets(ctx, adm, "t")
+	require.NoError(t, err)
+	require.Equal(t, int64(12), end[0], "3 transactions of 3 records and a marker each")
+
+	r, err := changelog.NewReader("t", map[int32]int64{0: 0}, kgo.SeedBrokers(c.Brokers()...))
+	require.NoError(t, err)
+	defer r.Close()
+	var keys []string
+	var next int64
+	for next < end[0] {
+		bs, err := r.Poll(ctx)
+		require.NoError(t, err)
+		for _, b := range bs {
+			for _, rec := range b.Records {
+				keys = append(keys, string(rec.Key))
+			}
+			next = b.Next
+		}
+	}
+	require.Equal(t, []string{"k0-0", "k0-1", "k0-2", "k2-0", "k2-1", "k2-2"}, keys)
+	require.Equal(t, end[0], next)
+}
+
+func TestTheReaderStopsAtAGapInsteadOfSkippingIt(t *testing.T) {
+	c, adm, ctx := setup(t)
+	_, err := changelog.EnsureTopic(ctx, adm, "t", changelog.TopicSpec{Partitions: 1, ReplicationFactor: -1})
+	require.NoError(t, err)
+	w, err := changelog.NewWriter("t", kgo.SeedBrokers(c.Brokers()...))
+	require.NoError(t, err)
+	defer w.Close(ctx)
+	for i := range 5 {
+		off, err := w.Produce(ctx, 0, fmt.Appendf(nil, "k%d", i), []byte("v"))
+		require.NoError(t, err)
+		require.Equal(t, int64(i), off)
+	}
+	require.NoError(t, c.Kafka().DeleteRecords("t", 0, 3))
+
+	r, err := changelog.NewReader("t", map[int32]int64{0: 1}, kgo.SeedBrokers(c.Brokers()...)) // records 1 and 2 are gone
+	require.NoError(t, err)
+	defer r.Close()
+	_, err = r.Poll(ctx)
+	require.ErrorIs(t, err, changelog.ErrGap)
+	var pe *changelog.PartitionError
+	require.ErrorAs(t, err, &pe)
+	require.Equal(t, "t", pe.Topic)
+	require.Equal(t, int32(0), pe.Partition)
+}
