@@ -53,4 +53,11 @@
 // must use the same partitioner (WithPartitioner); a key another client's
 // partitioner put elsewhere is still found by Get, but its versions in
 // different partitions are not ordered against each other.
+//
+// Offsets have gaps (compaction, transaction markers, aborted records), and a
+// read_committed consumer cannot see where it stands inside one. When a
+// partition sends nothing for 3s while the restore is short of its end offset
+// and that end has not moved, Open takes the remaining offsets to hold no
+// visible records and returns; should the broker merely have been slow, the
+// follower applies those records moments later.
 package kvstore
