@@ -62,12 +62,18 @@ func (o *overlay) get(p int32, key string) (ovEntry, bool) {
 	return e, ok
 }
 
-// advance records that the file now holds partition p up to next, and drops
-// the entries it covers. The caller holds o.mu.
+// advanceLocked records that the file now holds partition p up to next,
+// and drops the entries it covers. The caller holds o.mu.
 func (o *overlay) advanceLocked(p int32, next int64) {
-	if next <= o.applied[p] {
-		return
+	if next > o.applied[p] {
+		o.resetLocked(p, next)
 	}
+}
+
+// resetLocked records that the file holds partition p up to next, whatever
+// it held before (a rebuilt file), and drops the entries it covers. The
+// caller holds o.mu.
+func (o *overlay) resetLocked(p int32, next int64) {
 	o.applied[p] = next
 	for k, e := range o.parts[p] {
 		if e.offset < next {

@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -81,19 +80,6 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		l.OnRestoreStart(RestoreStart{Mode: mode, Reason: reason, Guard: guard, Partitions: ranges})
 	}
 	prog := newProgress(s.log, s.cfg.progressEvery, total)
-	pos := maps.Clone(from)
-	observe := func(bs []changelog.Batch) {
-		var offs, recs int64
-		for _, b := range bs {
-			offs += b.Next - pos[b.Partition]
-			recs += int64(len(b.Records))
-			pos[b.Partition] = b.Next
-			if l := s.cfg.listener; l != nil {
-				l.OnBatchRestored(BatchRestored{Partition: b.Partition, Records: len(b.Records), Bytes: b.Bytes, Next: b.Next})
-			}
-		}
-		prog.advance(offs, recs)
-	}
 
 	r, err := changelog.NewReader(s.topic, from, s.readerOpts()...)
 	if err != nil {
@@ -106,7 +92,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 	if mode == "full" {
 		srt := newSorter(s.cfg.restoreMemory, s.cfg.dir, s.topic)
 		defer srt.cleanup()
-		next, records, nbytes, err = s.readUntil(ctx, r, from, end, func(bs []changelog.Batch) error {
+		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, func(bs []changelog.Batch) error {
 			bs, err := s.screen(ctx, bs) // poison.go
 			if err != nil {
 				return err
@@ -119,7 +105,6 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 					}
 				}
 			}
-			observe(bs)
 			return nil
 		})
 		if err == nil {
@@ -129,13 +114,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 			err = s.installCache(next)
 		}
 	} else {
-		next, records, nbytes, err = s.readUntil(ctx, r, from, end, func(bs []changelog.Batch) error {
-			if err := s.applyBatches(bs); err != nil {
-				return err
-			}
-			observe(bs)
-			return nil
-		})
+		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, s.applyBatches)
 		if err == nil {
 			err = s.db.Sync()
 			s.db.NoSync = false
@@ -180,8 +159,7 @@ func (s *Store[V]) installCache(next map[int32]int64) error {
 	s.db = db
 	s.ov.mu.Lock()
 	for p, n := range next {
-		s.ov.applied[p] = 0
-		s.ov.advanceLocked(p, n)
+		s.ov.resetLocked(p, n)
 	}
 	s.ov.mu.Unlock()
 	s.mu.Unlock()
@@ -295,9 +273,10 @@ func (s *Store[V]) discardCache() error {
 }
 
 // readUntil polls r, handing each poll's batches to apply, until every
-// partition has reached end. It returns the positions reached.
+// partition has reached end, and reports each applied batch to prog and the
+// restore listener. It returns the positions reached.
 func (s *Store[V]) readUntil(ctx context.Context, r *changelog.Reader, from, end map[int32]int64,
-	apply func([]changelog.Batch) error,
+	prog *progress, apply func([]changelog.Batch) error,
 ) (pos map[int32]int64, records, nbytes int64, err error) {
 	pos = make(map[int32]int64, len(from))
 	pending := map[int32]bool{}
@@ -335,14 +314,21 @@ func (s *Store[V]) readUntil(ctx context.Context, r *changelog.Reader, from, end
 		if err := apply(bs); err != nil {
 			return nil, 0, 0, err
 		}
+		var offs, recs int64
 		for _, b := range bs {
+			offs += b.Next - pos[b.Partition]
+			recs += int64(len(b.Records))
 			pos[b.Partition] = b.Next
-			records += int64(len(b.Records))
 			nbytes += int64(b.Bytes)
 			if b.Next >= end[b.Partition] {
 				delete(pending, b.Partition)
 			}
+			if l := s.cfg.listener; l != nil {
+				l.OnBatchRestored(BatchRestored{Partition: b.Partition, Records: len(b.Records), Bytes: b.Bytes, Next: b.Next})
+			}
 		}
+		records += recs
+		prog.advance(offs, recs)
 	}
 	return pos, records, nbytes, nil
 }

@@ -192,45 +192,21 @@ func (s *Store[V]) RestoreStats() RestoreStats {
 // to Get. An error means the write was not acknowledged; it may still have
 // reached the topic (a later read will show it), but Get does not show it yet.
 func (s *Store[V]) Put(ctx context.Context, key string, value V) error {
-	if s.isClosed() {
-		return ErrClosed
-	}
-	if key == "" {
-		return ErrEmptyKey
-	}
-	b, err := s.codec.Encode(value)
-	if err != nil {
-		return fmt.Errorf("kvstore: put %q: %w", key, err)
-	}
-	return s.write(ctx, key, b)
+	return wait(func(done func(error)) { s.PutAsync(ctx, key, value, done) })
 }
 
 // Delete writes a tombstone (the key with a null value) and, once the broker
 // has acknowledged it, hides the key from Get. Deleting a missing key still
 // writes a tombstone.
 func (s *Store[V]) Delete(ctx context.Context, key string) error {
-	if key == "" {
-		return ErrEmptyKey
-	}
-	return s.write(ctx, key, nil)
+	return wait(func(done func(error)) { s.DeleteAsync(ctx, key, done) })
 }
 
-func (s *Store[V]) write(ctx context.Context, key string, value []byte) error {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
-		return ErrClosed
-	}
-	p := s.part([]byte(key), s.info.Partitions)
-	off, err := s.w.Produce(ctx, p, []byte(key), value)
-	if err != nil {
-		if errors.Is(err, kgo.ErrClientClosed) {
-			return ErrClosed
-		}
-		return fmt.Errorf("kvstore: write %q: %w", key, err)
-	}
-	s.ov.put(p, key, off, value)
-	return nil
+// wait runs an asynchronous write and returns what it reports.
+func wait(start func(done func(error))) error {
+	ch := make(chan error, 1)
+	start(func(err error) { ch <- err })
+	return <-ch
 }
 
 // PutAsync is Put without the wait: it encodes the value and hands the
@@ -274,8 +250,9 @@ func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, don
 		return
 	}
 	s.async.Add(1) // Close waits for it after taking s.mu, so not before this
-	p := s.part([]byte(key), s.info.Partitions)
-	s.w.ProduceAsync(ctx, p, []byte(key), value, func(off int64, err error) {
+	kb := []byte(key)
+	p := s.part(kb, s.info.Partitions)
+	s.w.ProduceAsync(ctx, p, kb, value, func(off int64, err error) {
 		defer s.async.Done()
 		if err != nil {
 			if errors.Is(err, kgo.ErrClientClosed) {
