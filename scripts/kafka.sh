@@ -61,31 +61,10 @@ STDOUT_LOG="$STATE_DIR/stdout.log"
 START_TIMEOUT="${COMPACTKV_KAFKA_TIMEOUT:-60}"
 HEAP_OPTS="${COMPACTKV_KAFKA_HEAP:--Xms128m -Xmx512m}"
 
-log() { echo "kafka.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-java_bin() {
-  if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
-    echo "$JAVA_HOME/bin/java"
-  else
-    echo java
-  fi
-}
-
-# Install Java 17+ and Maven from Debian if they are missing (fresh CI machine, root).
-ensure_tools() {
-  local missing=()
-  command -v "$(java_bin)" >/dev/null 2>&1 || missing+=(default-jdk-headless)
-  command -v mvn >/dev/null 2>&1 || missing+=(maven)
-  ((${#missing[@]} == 0)) && return 0
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    log "installing ${missing[*]} with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-  else
-    die "need ${missing[*]} (java 17+ and maven)"
-  fi
-}
+LOG_NAME=kafka.sh
+PID_PATTERN='kafka\.Kafka'
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 cache_key() {
   # Cache is valid for this exact pom content + version.
@@ -149,13 +128,6 @@ run_tool() {
   exec "$(java_bin)" -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto \
     -Djava.awt.headless=true -Dlog4j2.configurationFile="$(tools_log4j)" \
     -cp "$LIB_DIR/*" "$cls" "$@"
-}
-
-pid_alive() {
-  [[ -f "$PID_FILE" ]] || return 1
-  local pid; pid="$(cat "$PID_FILE" 2>/dev/null)" || return 1
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -328,18 +300,7 @@ down() {
   if [[ -f "$PID_FILE" ]]; then
     local pid; pid="$(cat "$PID_FILE" 2>/dev/null || true)"
     if [[ -n "$pid" ]] && pid_alive; then
-      kill -TERM "$pid" 2>/dev/null || true
-      local i
-      for ((i = 0; i < 300; i++)); do # up to 30 s
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-      done
-      if kill -0 "$pid" 2>/dev/null; then
-        log "broker did not stop in 30s; SIGKILL"
-        kill -KILL "$pid" 2>/dev/null || true
-        sleep 0.2
-      fi
-      log "stopped (pid $pid)"
+      stop_pid "$pid" 30 broker
     else
       log "not running (stale pid file)"
     fi

@@ -37,27 +37,10 @@ START_TIMEOUT="${COMPACTKV_REGISTRY_TIMEOUT:-90}"
 COMPAT="${COMPACTKV_REGISTRY_COMPATIBILITY:-BACKWARD}"
 API_PATH="/apis/ccompat/v7"
 
-log() { echo "registry.sh: $*" >&2; }
-die() { log "error: $*"; exit 1; }
-
-java_bin() {
-  if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then echo "$JAVA_HOME/bin/java"; else echo java; fi
-}
-
-ensure_tools() {
-  local missing=()
-  command -v "$(java_bin)" >/dev/null 2>&1 || missing+=(default-jdk-headless)
-  command -v mvn >/dev/null 2>&1 || missing+=(maven)
-  command -v curl >/dev/null 2>&1 || missing+=(curl)
-  ((${#missing[@]} == 0)) && return 0
-  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    log "installing ${missing[*]} with apt-get"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
-  else
-    die "need ${missing[*]}"
-  fi
-}
+LOG_NAME=registry.sh
+PID_PATTERN='apicurio-registry'
+# shellcheck source=scripts/lib.sh
+source "$SCRIPT_DIR/lib.sh"
 
 runner_jar() { compgen -G "$APP_DIR/*-runner.jar" | head -n1 || true; }
 
@@ -65,7 +48,7 @@ cache_complete() { [[ -f "$APP_HOME/.complete" && -n "$(runner_jar)" ]]; }
 
 fetch() {
   cache_complete && return 0
-  ensure_tools
+  ensure_tools curl
   mkdir -p "$APP_HOME"
   (
     if command -v flock >/dev/null 2>&1; then flock 9; fi
@@ -95,13 +78,6 @@ EOF
     echo "$VERSION" >"$APP_HOME/.complete"
     log "cached in $APP_DIR"
   ) 9>"$APP_HOME/.lock"
-}
-
-pid_alive() {
-  [[ -f "$PID_FILE" ]] || return 1
-  local pid; pid="$(cat "$PID_FILE" 2>/dev/null)" || return 1
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null &&
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'apicurio-registry'
 }
 
 url() { echo "http://127.0.0.1:$(cat "$PORT_FILE")$API_PATH"; }
@@ -157,17 +133,7 @@ up() {
 
 down() {
   if pid_alive; then
-    local pid i; pid="$(cat "$PID_FILE")"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 200; i++)); do # up to 20 s
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "registry did not stop in 20s; SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    log "stopped (pid $pid)"
+    stop_pid "$(cat "$PID_FILE")" 20 registry
   else
     log "not running"
   fi
