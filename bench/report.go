@@ -225,8 +225,9 @@ const unmetNotes = `
   sorts within RestoreMemory and writes the file's pages itself, so bbolt's own
   ceiling (baseline 2) is behind it. What is left on 2 cores shared with the broker is
   reading the topic (baseline 1 is the ceiling; the in-process broker runs in the same
-  process), the full decode that screens each record for poison (about 0.7 µs per
-  record, roughly 30% of the restore; see docs/reliability.md), and the sort.
+  process), the full decode that screens each record for poison (about 0.5 µs per
+  record by BenchmarkCheck in serde, roughly 30% of the restore; see docs/reliability.md),
+  and the sort.
 - **Delta >= 300k records/s and <= 5% of the full time.** bbolt is a copy-on-write
   B+tree: a changed key rewrites its whole 4 KiB leaf page (and the branch pages above
   it) when the transaction commits. 1% of 1M random keys (about 55 to a full page) lands on
