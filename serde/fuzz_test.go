@@ -58,8 +58,8 @@ func codecs(tb testing.TB) (*serde.Codec[user], []byte, []byte) {
 }
 
 // FuzzDecode feeds arbitrary bytes to Codec.Decode: it must never panic, an
-// error must wrap ErrMalformed or ErrUnknownSchema, and whatever decodes must
-// survive an encode/decode round trip unchanged.
+// error must wrap ErrMalformed, ErrUnknownSchema or ErrUnresolvableSchema,
+// and whatever decodes must survive an encode/decode round trip unchanged.
 func FuzzDecode(f *testing.F) {
 	c, v1, v2 := codecs(f)
 	f.Add(v1)
@@ -80,8 +80,9 @@ func FuzzDecode(f *testing.F) {
 		var u user
 		err := c.Decode(ctx, b, &u)
 		if err != nil {
-			if !errors.Is(err, serde.ErrMalformed) && !errors.Is(err, serde.ErrUnknownSchema) {
-				t.Fatalf("Decode(%x): error wraps neither ErrMalformed nor ErrUnknownSchema: %v", b, err)
+			if !errors.Is(err, serde.ErrMalformed) && !errors.Is(err, serde.ErrUnknownSchema) &&
+				!errors.Is(err, serde.ErrUnresolvableSchema) {
+				t.Fatalf("Decode(%x): error wraps none of ErrMalformed, ErrUnknownSchema, ErrUnresolvableSchema: %v", b, err)
 			}
 			if errors.Is(err, serde.ErrRegistryUnavailable) {
 				t.Fatalf("Decode(%x): registry reported unavailable: %v", b, err)
