@@ -57,10 +57,15 @@ func NewReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, er
 }
 
 // Poll blocks until records arrive or ctx ends and returns one Batch per
-// partition that had any. A partition whose next records are gone (deleted,
-// expired or truncated) returns a *PartitionError wrapping ErrGap: the Reader
-// does not skip them, and the caller must not carry on past the gap. ctx's error is returned when it
-// ends; ErrClosed after Close.
+// partition that had any, and the first error the fetches carried, if any.
+// Batches and an error can come together: apply the batches first, since
+// the Reader has moved past them, then handle the error. A partition whose
+// next records are gone (deleted, expired or truncated) reports a
+// *PartitionError wrapping ErrGap: the Reader does not skip them, and the
+// caller must not carry on past the gap. Other errors (a broker that cannot
+// be reached, a refused request) are reported as *PartitionError too; the
+// Reader keeps trying, and a later Poll may succeed. ctx's error is returned
+// when it ends with nothing fetched; ErrClosed after Close.
 func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 	fs := r.cl.PollFetches(ctx)
 	if fs.IsClientClosed() {
@@ -69,16 +74,18 @@ func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 	if err := ctx.Err(); err != nil && fs.Empty() {
 		return nil, err
 	}
+	var first error
 	if errs := fs.Errors(); len(errs) > 0 {
-		fe := errs[0] // the first is enough: the caller stops on any
-		if errors.Is(fe.Err, context.Canceled) || errors.Is(fe.Err, context.DeadlineExceeded) {
-			return nil, fe.Err
-		}
+		fe := errs[0] // the first is enough: the caller handles one at a time
 		var dl *kgo.ErrDataLoss
-		if errors.Is(fe.Err, kerr.OffsetOutOfRange) || errors.As(fe.Err, &dl) {
-			return nil, &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fmt.Errorf("%w: %w", ErrGap, fe.Err)}
+		switch {
+		case errors.Is(fe.Err, context.Canceled) || errors.Is(fe.Err, context.DeadlineExceeded):
+			first = fe.Err
+		case errors.Is(fe.Err, kerr.OffsetOutOfRange) || errors.As(fe.Err, &dl):
+			first = &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fmt.Errorf("%w: %w", ErrGap, fe.Err)}
+		default:
+			first = &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fe.Err}
 		}
-		return nil, &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fe.Err}
 	}
 	clear(r.byP)
 	var out []Batch
@@ -102,7 +109,7 @@ func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 			b.Bytes += len(rec.Key) + len(rec.Value)
 		}
 	})
-	return out, nil
+	return out, first
 }
 
 // Close closes the Reader's connection. It is idempotent.
@@ -118,15 +125,26 @@ func Offsets(ctx context.Context, adm *kadm.Client, topic string) (start, end ma
 	if err != nil {
 		return nil, nil, fmt.Errorf("changelog: list start offsets of topic %q: %w", topic, err)
 	}
+	if end, err = EndOffsets(ctx, adm, topic); err != nil {
+		return nil, nil, err
+	}
+	start = make(map[int32]int64)
+	so.Each(func(o kadm.ListedOffset) { start[o.Partition] = o.Offset })
+	return start, end, nil
+}
+
+// EndOffsets returns, per partition, the end offset a read_committed reader
+// reaches (the last stable offset). It is Offsets without the start offsets:
+// one request instead of two.
+func EndOffsets(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
 	eo, err := adm.ListCommittedOffsets(ctx, topic)
 	if err == nil {
 		err = eo.Error()
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("changelog: list end offsets of topic %q: %w", topic, err)
+		return nil, fmt.Errorf("changelog: list end offsets of topic %q: %w", topic, err)
 	}
-	start, end = make(map[int32]int64), make(map[int32]int64)
-	so.Each(func(o kadm.ListedOffset) { start[o.Partition] = o.Offset })
+	end := make(map[int32]int64)
 	eo.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
-	return start, end, nil
+	return end, nil
 }

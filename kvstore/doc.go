@@ -23,6 +23,18 @@
 // schema (by this library or by any Confluent-compatible client) decode into
 // V through Avro schema resolution.
 //
+// Open checks V against the schema before it reads anything (serde.New): a
+// struct V needs a field, of a Go type that holds every value of the Avro
+// type, for each schema field without a default, and no exported field the
+// schema lacks (tag such a field avro:"-"). A mismatch fails Open with
+// ErrTypeMismatch naming the field and both types, never as a poison
+// record. Put refuses a value that would not be stored whole (a Go int
+// beyond int32 for an Avro int) with ErrInvalidValue, naming the field, and
+// produces nothing. The schema is registered under FULL_TRANSITIVE by
+// default (SchemaCompatibility), or the registry's own level if stricter: a
+// rolling deploy runs old and new versions side by side, each reading what
+// the other writes.
+//
 // # Durability
 //
 // The topic always wins; the cache is disposable. Put and Delete return only

@@ -24,6 +24,19 @@ var (
 	// fails the compatibility check against the registered versions.
 	ErrIncompatibleSchema = serde.ErrIncompatibleSchema
 
+	// ErrTypeMismatch is returned (wrapped in a *serde.TypeError naming the
+	// field and both types) by Open when V cannot hold the value schema: a
+	// schema field without a default that V lacks, a Go type that cannot
+	// hold the field's Avro type, or an exported field of V the schema does
+	// not have (tag it avro:"-" to leave it out). Nothing was restored.
+	ErrTypeMismatch = serde.ErrTypeMismatch
+
+	// ErrUnresolvableSchema is wrapped by the error of a value written with a
+	// registered schema that cannot be resolved against the store's schema
+	// (for example a required field the writer schema lacks). A restore or
+	// the follower treats such a record as poison.
+	ErrUnresolvableSchema = serde.ErrUnresolvableSchema
+
 	// ErrInvalidValue is returned (wrapped) by Put when the value does not fit
 	// the schema. Nothing was produced.
 	ErrInvalidValue = serde.ErrInvalidValue
@@ -31,6 +44,11 @@ var (
 	// ErrCacheLocked is returned (wrapped) by Open when another process holds
 	// the cache file for longer than LockTimeout.
 	ErrCacheLocked = errors.New("kvstore: cache file is locked")
+
+	// ErrDeliveryTimeout is returned (wrapped) by a write the broker did not
+	// acknowledge within DeliveryTimeout. The record may still reach the
+	// topic; a later read shows it if it did.
+	ErrDeliveryTimeout = errors.New("kvstore: write not acknowledged within the delivery timeout")
 
 	// ErrBadConfig is returned (wrapped) by Open for a missing or contradictory option.
 	ErrBadConfig = errors.New("kvstore: bad configuration")

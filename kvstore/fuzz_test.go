@@ -210,7 +210,7 @@ func FuzzApplyBatches(f *testing.F) {
 					}
 					nextOffs[b.Partition] = b.Next
 				}
-				err := s.applyBatches(poll)
+				err := s.applyBatches(context.Background(), poll)
 				if policy == PoisonFail && poisoned {
 					var pe *PoisonError
 					if !errors.As(err, &pe) {

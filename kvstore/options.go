@@ -133,38 +133,43 @@ func murmur2(b []byte) uint32 {
 }
 
 type config struct {
-	brokers       []string
-	registryURL   string
-	schema        string
-	dir           string
-	partitions    int32
-	replication   int16
-	topicConfigs  map[string]string
-	compat        sr.CompatibilityLevel
-	compression   Compression
-	partitioner   Partitioner
-	restoreMemory int
-	logger        *slog.Logger
-	poison        PoisonPolicy // poison.go
-	listener      RestoreListener
-	progressEvery time.Duration
-	lockTimeout   time.Duration
-	kgoOpts       []kgo.Opt
-	srOpts        []sr.ClientOpt
+	brokers         []string
+	registryURL     string
+	schema          string
+	dir             string
+	partitions      int32
+	replication     int16
+	topicConfigs    map[string]string
+	compat          sr.CompatibilityLevel
+	compression     Compression
+	partitioner     Partitioner
+	restoreMemory   int
+	logger          *slog.Logger
+	poison          PoisonPolicy // poison.go
+	listener        RestoreListener
+	progressEvery   time.Duration
+	lockTimeout     time.Duration
+	deliveryTimeout time.Duration
+	closeTimeout    time.Duration
+	stateListener   StateListener
+	kgoOpts         []kgo.Opt
+	srOpts          []sr.ClientOpt
 }
 
 func defaultConfig() config {
 	return config{
-		dir:           "data",
-		partitions:    1,
-		replication:   -1,
-		compat:        sr.CompatBackward,
-		compression:   CompressionNone,
-		partitioner:   PartitionerMurmur2,
-		restoreMemory: 64 << 20,
-		progressEvery: 5 * time.Second,
-		lockTimeout:   5 * time.Second,
-		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		dir:             "data",
+		partitions:      1,
+		replication:     -1,
+		compat:          sr.CompatFullTransitive,
+		compression:     CompressionNone,
+		partitioner:     PartitionerMurmur2,
+		restoreMemory:   64 << 20,
+		progressEvery:   5 * time.Second,
+		lockTimeout:     5 * time.Second,
+		deliveryTimeout: 2 * time.Minute,
+		closeTimeout:    5 * time.Second,
+		logger:          slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 }
 
@@ -186,6 +191,10 @@ func (c *config) validate() error {
 		return fmt.Errorf("%w: RestoreMemory(%d): want at least 1 MiB", ErrBadConfig, c.restoreMemory)
 	case c.lockTimeout <= 0:
 		return fmt.Errorf("%w: LockTimeout(%v): want a positive wait", ErrBadConfig, c.lockTimeout)
+	case c.deliveryTimeout < time.Second:
+		return fmt.Errorf("%w: DeliveryTimeout(%v): want at least 1s", ErrBadConfig, c.deliveryTimeout)
+	case c.closeTimeout <= 0:
+		return fmt.Errorf("%w: CloseTimeout(%v): want a positive wait", ErrBadConfig, c.closeTimeout)
 	case c.logger == nil:
 		return fmt.Errorf("%w: nil logger", ErrBadConfig)
 	}
@@ -236,8 +245,20 @@ func TopicConfig(key, value string) Option {
 }
 
 // SchemaCompatibility sets the rule the value schema is checked against
-// before it is registered (sr.CompatBackward, sr.CompatFull, sr.CompatNone,
-// ...). Default sr.CompatBackward: the new schema must read old records.
+// before it is registered (sr.CompatFullTransitive, sr.CompatBackward,
+// sr.CompatNone, ...). The registry's own level for the subject (or its
+// global level) applies too: the stricter of the two is checked (see
+// serde.New), so sr.CompatNone skips only the library's rule.
+//
+// Default sr.CompatFullTransitive: the new schema must read records written
+// with every registered version, and every registered version must read
+// records written with the new one. During a rolling deploy both run at
+// once: new instances read old records, old instances read new records (an
+// old instance that meets a record it cannot resolve stops following the
+// topic, and cannot restore after a restart), and a record stays in a
+// compacted topic until its key is written again, so any version may meet
+// any other. Under BACKWARD, a new version that drops a field without a
+// default would be accepted and break the old instances.
 func SchemaCompatibility(level sr.CompatibilityLevel) Option {
 	return optFn(func(c *config) { c.compat = level })
 }
@@ -280,3 +301,17 @@ func WithKgoOpts(opts ...kgo.Opt) Option {
 func WithRegistryOpts(opts ...sr.ClientOpt) Option {
 	return optFn(func(c *config) { c.srOpts = append(c.srOpts, opts...) })
 }
+
+// DeliveryTimeout bounds how long a write waits for the broker's
+// acknowledgement, retries included, like the Java producer's
+// delivery.timeout.ms: past it Put and Delete return an error wrapping
+// ErrDeliveryTimeout (the record may still reach the topic), and PutAsync's
+// done is called with it. A ctx that ends sooner ends the wait sooner.
+// Default 2m, Kafka's own; at least 1s.
+func DeliveryTimeout(d time.Duration) Option { return optFn(func(c *config) { c.deliveryTimeout = d }) }
+
+// CloseTimeout bounds how long Close waits, in all, for the store's own
+// writes to be applied and for writes in flight to be acknowledged, so that
+// Close returns within about that long even with the broker gone. Writes
+// still in flight then fail with ErrClosed. Default 5s.
+func CloseTimeout(d time.Duration) Option { return optFn(func(c *config) { c.closeTimeout = d }) }

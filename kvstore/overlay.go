@@ -1,6 +1,7 @@
 package kvstore
 
 import (
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ type overlay struct {
 	parts   []map[string]ovEntry // per partition
 	applied []int64              // per partition: next offset the file holds
 	n       atomic.Int64         // entries in parts, for a lock-free fast path
+	empty   chan struct{}        // closed once n is 0; nil while nobody waits
 }
 
 type ovEntry struct {
@@ -63,10 +65,19 @@ func (o *overlay) get(p int32, key string) (ovEntry, bool) {
 }
 
 // advanceLocked records that the file now holds partition p up to next,
-// and drops the entries it covers. The caller holds o.mu.
-func (o *overlay) advanceLocked(p int32, next int64) {
-	if next > o.applied[p] {
-		o.resetLocked(p, next)
+// and drops the entries it covers except those in keep, which are not in the
+// file yet. The caller holds o.mu.
+func (o *overlay) advanceLocked(p int32, next int64, keep []ownWrite) {
+	if next <= o.applied[p] {
+		return
+	}
+	o.applied[p] = next
+	for k, e := range o.parts[p] {
+		if e.offset < next && !slices.ContainsFunc(keep, func(w ownWrite) bool {
+			return w.part == p && w.key == k && w.offset == e.offset
+		}) {
+			o.deleteLocked(p, k)
+		}
 	}
 }
 
@@ -77,11 +88,44 @@ func (o *overlay) resetLocked(p int32, next int64) {
 	o.applied[p] = next
 	for k, e := range o.parts[p] {
 		if e.offset < next {
-			delete(o.parts[p], k)
-			o.n.Add(-1)
+			o.deleteLocked(p, k)
 		}
 	}
 }
+
+// dropLocked drops the entries ws, now in the file, unless a newer write of
+// their key replaced them meanwhile. The caller holds o.mu.
+func (o *overlay) dropLocked(ws []ownWrite) {
+	for _, w := range ws {
+		if e, ok := o.parts[w.part][w.key]; ok && e.offset == w.offset {
+			o.deleteLocked(w.part, w.key)
+		}
+	}
+}
+
+func (o *overlay) deleteLocked(p int32, key string) {
+	delete(o.parts[p], key)
+	if o.n.Add(-1) == 0 && o.empty != nil {
+		close(o.empty)
+		o.empty = nil
+	}
+}
+
+// drained returns a channel closed once the overlay holds no entry: every
+// own write acknowledged so far is in the file.
+func (o *overlay) drained() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.n.Load() == 0 {
+		return closedChan
+	}
+	if o.empty == nil {
+		o.empty = make(chan struct{})
+	}
+	return o.empty
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // ownWrite is an overlay entry on its way into the cache file.
 type ownWrite struct {

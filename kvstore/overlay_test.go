@@ -32,7 +32,7 @@ func TestOverlayHandsBackOwnWritesTheFollowerPassedUnseen(t *testing.T) {
 	got := o.unseenLocked(bs)
 	require.Equal(t, []ownWrite{{part: 0, key: "deleted-then-compacted", offset: 11}}, got)
 
-	o.advanceLocked(0, 15)
+	o.advanceLocked(0, 15, nil)
 	_, ok := o.get(0, "not-yet-passed")
 	require.True(t, ok)
 	_, ok = o.get(0, "read")

@@ -53,13 +53,13 @@ func SkipPoison() Option { return OnPoison(PoisonSkip) }
 var ErrPoison = errors.New("kvstore: poison record")
 
 // PoisonError is a record this store cannot serve, and where it is. It
-// unwraps to ErrPoison and to the decoding error (serde.ErrMalformed or
-// serde.ErrUnknownSchema) when there is one.
+// unwraps to ErrPoison and to the decoding error (serde.ErrMalformed,
+// serde.ErrUnknownSchema or serde.ErrUnresolvableSchema) when there is one.
 type PoisonError struct {
 	Topic     string
 	Partition int32
 	Offset    int64
-	Reason    string // "empty key", "key of N bytes, ...", "empty value ...", "malformed value", "unknown schema"
+	Reason    string // "empty key", "key of N bytes, ...", "empty value ...", "malformed value", "unknown schema", "unresolvable schema"
 	Err       error  // the decoding error; nil for an empty key or value
 }
 
@@ -137,6 +137,8 @@ func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *kgo.Record, r
 			}
 		case errors.Is(err, serde.ErrUnknownSchema):
 			return poison("unknown schema", err)
+		case errors.Is(err, serde.ErrUnresolvableSchema):
+			return poison("unresolvable schema", err)
 		default:
 			return poison("malformed value", err)
 		}

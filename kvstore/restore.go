@@ -30,36 +30,54 @@ const (
 // from there.
 func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, map[int32]int64, error) {
 	s.removeLeftovers()
-	start, end, err := changelog.Offsets(ctx, s.adm, s.topic)
+	lo, err := s.listOffsets(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("kvstore: open %q: %w", s.topic, err)
 	}
-	guard, reason, next, err := s.openExisting(start, end)
+	guard, reason, next, err := s.openExisting(lo.start, lo.end)
 	if err != nil {
 		return nil, nil, err
 	}
 	if guard != GuardNone {
-		next = start
+		next = lo.start
 	}
-	r, next, err := s.runRestore(ctx, guard, reason, next, end)
+	r, next, err := s.runRestore(ctx, guard, reason, next, lo)
 	if errors.Is(err, changelog.ErrGap) {
 		// Records went away under the restore (retention, DeleteRecords, or
 		// the in-process broker's compaction): start over from the log start.
 		reason := "records went away during the restore: " + err.Error()
-		if start, end, err = changelog.Offsets(ctx, s.adm, s.topic); err != nil {
+		if lo, err = s.listOffsets(ctx); err != nil {
 			return nil, nil, fmt.Errorf("kvstore: open %q: %w", s.topic, err)
 		}
-		r, next, err = s.runRestore(ctx, GuardBelowLogStart, reason, start, end)
+		r, next, err = s.runRestore(ctx, GuardBelowLogStart, reason, lo.start, lo)
 	}
 	return r, next, err
 }
 
-// runRestore reads from..end into the cache: with guard GuardNone into the
-// open cache (delta), otherwise into a new cache file that then replaces the
-// current one (full). It returns the reader, positioned at the returned
-// offsets, for the tail to carry on with.
-func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, from, end map[int32]int64) (*changelog.Reader, map[int32]int64, error) {
+// listed is every partition's log start and end offsets, and a time taken
+// before the broker was asked: a cache holding everything below end held
+// everything the topic held at at.
+type listed struct {
+	start, end map[int32]int64
+	at         time.Time
+}
+
+// listOffsets asks the broker for the start and end offsets.
+func (s *Store[V]) listOffsets(ctx context.Context) (listed, error) {
+	at := time.Now()
+	start, end, err := changelog.Offsets(ctx, s.adm, s.topic)
+	return listed{start: start, end: end, at: at}, err
+}
+
+// runRestore reads from..lo.end into the cache: with guard GuardNone into
+// the open cache (delta), otherwise into a new cache file that then replaces
+// the current one (full). It returns the reader, positioned at the returned
+// offsets, for the tail to carry on with. Every partition is restoring
+// meanwhile, and following once it returns without error.
+func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, from map[int32]int64, lo listed) (*changelog.Reader, map[int32]int64, error) {
 	began := time.Now()
+	end := lo.end
+	s.track.setAll(PartitionRestoring, nil)
 	mode := "delta"
 	if guard != GuardNone {
 		mode = "full"
@@ -108,13 +126,20 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 			return nil
 		})
 		if err == nil {
-			err = s.bulkLoad(srt, next)
+			err = s.bulkLoad(srt, next, lo.at)
 		}
 		if err == nil {
 			err = s.installCache(next)
 		}
 	} else {
-		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, s.applyBatches)
+		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, func(bs []changelog.Batch) error {
+			return s.applyBatches(ctx, bs)
+		})
+		if err == nil {
+			// Only now is the cache current as of lo.at: a restore killed
+			// midway leaves the time it was current before.
+			err = s.db.Update(func(tx *bolt.Tx) error { return putCurrentAt(tx, lo.at) })
+		}
 		if err == nil {
 			err = s.db.Sync()
 			s.db.NoSync = false
@@ -127,13 +152,17 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		r.Close()
 		return nil, nil, fmt.Errorf("kvstore: restore %q: %w", s.topic, err)
 	}
+	for p := range s.info.Partitions {
+		s.track.restored(p, next[p], lo.at)
+	}
+	s.track.setAll(PartitionFollowing, nil)
 	st := RestoreStats{Mode: mode, Reason: reason, Guard: guard, Records: records, Bytes: nbytes,
 		Duration: time.Since(began), Partitions: s.info.Partitions}
 	s.statsMu.Lock()
 	s.restore = st
 	s.statsMu.Unlock()
 	s.log.Info("kvstore: restored", "mode", mode, "records", records, "bytes", nbytes, "duration", st.Duration)
-	if mode == "full" && st.Duration > s.info.DeleteRetention {
+	if st.Duration > s.info.DeleteRetention {
 		s.log.Warn("kvstore: full restore took longer than the topic's delete.retention.ms: tombstones written meanwhile may have been missed, raise delete.retention.ms",
 			"duration", st.Duration, "delete_retention", s.info.DeleteRetention)
 	}
@@ -336,7 +365,7 @@ func (s *Store[V]) readUntil(ctx context.Context, r *changelog.Reader, from, end
 // bulkLoad writes the sorter's contents into a new cache file in key order,
 // with the checkpoint next, and moves it over the old one (installCache then
 // opens it).
-func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64) error {
+func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64, currentAt time.Time) error {
 	tmp := s.path + ".restore"
 	_ = os.Remove(tmp)
 	// The sorter lays the data pages out itself, in key order and packed
@@ -358,7 +387,7 @@ func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64) error {
 		}
 	}()
 	err = db.Update(func(tx *bolt.Tx) error {
-		return writeMeta(tx, s.topic, s.info.ID, s.info.Partitions, next, time.Now())
+		return writeMeta(tx, s.topic, s.info.ID, s.info.Partitions, next, currentAt)
 	})
 	if err == nil {
 		err = db.Sync()
@@ -379,18 +408,19 @@ func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64) error {
 
 // applyBatches applies one poll's batches to the cache file in one
 // transaction together with the offsets they bring each partition to.
-func (s *Store[V]) applyBatches(bs []changelog.Batch) error {
-	return s.applyBatchesWith(bs, nil)
+func (s *Store[V]) applyBatches(ctx context.Context, bs []changelog.Batch) error {
+	return s.applyBatchesWith(ctx, bs, nil, time.Time{})
 }
 
 // applyBatchesWith is applyBatches that also writes own, in the same
-// transaction after the batches: own writes the batches should have carried
-// but did not (see applyTail).
-func (s *Store[V]) applyBatchesWith(bs []changelog.Batch, own []ownWrite) error {
+// transaction after the batches (own writes the batches should have carried
+// but did not, see applyTail), and records that the cache was current at
+// currentAt unless that is zero.
+func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, own []ownWrite, currentAt time.Time) error {
 	if len(bs) == 0 {
 		return nil
 	}
-	bs, err := s.screen(context.Background(), bs) // poison.go
+	bs, err := s.screen(ctx, bs) // poison.go
 	if err != nil {
 		return err
 	}
@@ -430,7 +460,10 @@ func (s *Store[V]) applyBatchesWith(bs []changelog.Batch, own []ownWrite) error 
 		if err := putOffsets(tx, next); err != nil {
 			return err
 		}
-		return putCurrentAt(tx, time.Now())
+		if currentAt.IsZero() {
+			return nil
+		}
+		return putCurrentAt(tx, currentAt)
 	})
 }
 
@@ -452,118 +485,4 @@ func writeOwn(tx *bolt.Tx, buckets [][]byte, own []ownWrite) error {
 		}
 	}
 	return nil
-}
-
-// currentEvery is how often an idle follower checks that it has reached the
-// end offsets and records in the cache that it is current.
-const currentEvery = 5 * time.Second
-
-// tail applies what other writers (and this store) write, until ctx ends.
-// pos is where r is positioned. A gap in a partition (its next records were
-// deleted or expired before they were read) makes it rebuild the cache from
-// the topic rather than carry on past the gap.
-func (s *Store[V]) tail(ctx context.Context, r *changelog.Reader, pos map[int32]int64) {
-	defer close(s.tailDone)
-	defer func() {
-		if r != nil {
-			r.Close()
-		}
-	}()
-	for {
-		pctx, cancel := context.WithTimeout(ctx, currentEvery)
-		bs, err := r.Poll(pctx)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		switch {
-		case errors.Is(err, context.DeadlineExceeded):
-			err = s.markCurrent(ctx, pos)
-		case err == nil:
-			if err = s.applyTail(bs); err == nil {
-				for _, b := range bs {
-					pos[b.Partition] = b.Next
-				}
-			}
-		case errors.Is(err, changelog.ErrGap):
-			reason := "records the follower had not read yet are gone: " + err.Error()
-			r.Close()
-			var start, end map[int32]int64
-			if start, end, err = changelog.Offsets(ctx, s.adm, s.topic); err == nil {
-				r, pos, err = s.runRestore(ctx, GuardBelowLogStart, reason, start, end)
-			}
-			if err != nil {
-				r = nil
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			s.tailMu.Lock()
-			s.tailErr = err
-			s.tailMu.Unlock()
-			s.log.Error("kvstore: following the topic stopped", "err", err)
-			return
-		}
-	}
-}
-
-// markCurrent records in the cache that it is current, if the follower has
-// reached every partition's end offset.
-func (s *Store[V]) markCurrent(ctx context.Context, pos map[int32]int64) error {
-	_, end, err := changelog.Offsets(ctx, s.adm, s.topic)
-	if err != nil {
-		s.log.Debug("kvstore: cannot list end offsets", "err", err)
-		return nil // the broker may be away; try again later
-	}
-	for p, e := range end {
-		if pos[p] < e {
-			return nil
-		}
-	}
-	return s.db.Update(func(tx *bolt.Tx) error { return putCurrentAt(tx, time.Now()) })
-}
-
-// applyTail applies batches and advances the overlay past them.
-func (s *Store[V]) applyTail(bs []changelog.Batch) error {
-	if len(bs) == 0 {
-		return nil
-	}
-	// An own write the batches pass without carrying it (or anything newer
-	// of its key) was compacted away before the follower read it: a
-	// tombstone whose delete.retention.ms ran out, or a value whose newer
-	// tombstone did. The overlay's entry is then the key's latest state and
-	// goes into the file with the batches, or the key would come back.
-	s.ov.mu.RLock()
-	own := s.ov.unseenLocked(bs)
-	s.ov.mu.RUnlock()
-	// The commit runs without the overlay's lock, so Puts never wait for the
-	// cache's fsync. Until the overlay advances just below, a Get may still
-	// see an own write the file now holds a newer version of: the same as if
-	// the follower were those microseconds slower.
-	if err := s.applyBatchesWith(bs, own); err != nil {
-		return err
-	}
-	s.ov.mu.Lock()
-	late := s.ov.unseenLocked(bs) // own writes acknowledged during the commit
-	late = slices.DeleteFunc(late, func(w ownWrite) bool {
-		return slices.ContainsFunc(own, func(o ownWrite) bool { return o.part == w.part && o.key == w.key && o.offset == w.offset })
-	})
-	for _, b := range bs {
-		s.ov.advanceLocked(b.Partition, b.Next)
-	}
-	s.ov.mu.Unlock()
-	if len(late) == 0 {
-		return nil
-	}
-	return s.db.Update(func(tx *bolt.Tx) error { return writeOwn(tx, s.buckets, late) })
-}
-
-// TailErr returns the error that stopped the store following its topic, or
-// nil while it follows. After such an error Get serves the cache as it was.
-func (s *Store[V]) TailErr() error {
-	s.tailMu.Lock()
-	defer s.tailMu.Unlock()
-	return s.tailErr
 }

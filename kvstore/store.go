@@ -44,15 +44,24 @@ type Store[V any] struct {
 	statsMu sync.Mutex
 	restore RestoreStats
 	guards  guardCounts
+	track   *tracker // stats.go
 
-	mu       sync.RWMutex   // held shared by operations, exclusively by Close
-	async    sync.WaitGroup // PutAsync and DeleteAsync in flight
-	closed   bool
+	// closing is set first thing in Close: from then on every call returns
+	// ErrClosed at once, without waiting for any lock.
+	closing atomic.Bool
+	// wmu orders writes registering in writes (shared) against Close
+	// (exclusive), so that Close's wait sees every write it must. No one
+	// holds it across a network wait.
+	wmu    sync.RWMutex
+	writes sync.WaitGroup // writes handed to the producer and not yet called back
+
+	// mu guards db: held shared while a call reads the file, exclusively to
+	// swap in a rebuilt file or to close it. No one holds it across a
+	// network wait.
+	mu       sync.RWMutex
+	closed   bool // db is closed
 	stopTail context.CancelFunc
 	tailDone chan struct{}
-
-	tailMu  sync.Mutex
-	tailErr error
 
 	poisonSkipped atomic.Int64 // poison.go
 	mis           misroutes    // partition.go
@@ -103,6 +112,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 		path:  filepath.Join(cfg.dir, topic+".db"),
 		log:   cfg.logger.With("topic", topic),
 		part:  cfg.partitioner.hasher(),
+		track: newTracker(0, cfg.stateListener),
 	}
 	ok := false
 	defer func() {
@@ -115,6 +125,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 	w, err := changelog.NewWriter(topic, append([]kgo.Opt{
 		kgo.SeedBrokers(cfg.brokers...),
 		kgo.ProducerBatchCompression(codec),
+		kgo.RecordDeliveryTimeout(cfg.deliveryTimeout),
 	}, cfg.kgoOpts...)...)
 	if err != nil {
 		return nil, err
@@ -132,6 +143,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 	for p := range s.info.Partitions {
 		s.buckets = append(s.buckets, partBucket(p))
 	}
+	s.track = newTracker(s.info.Partitions, cfg.stateListener)
 
 	rc, err := sr.NewClient(append([]sr.ClientOpt{sr.URLs(cfg.registryURL)}, cfg.srOpts...)...)
 	if err != nil {
@@ -148,7 +160,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 	}
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stopTail, s.tailDone = cancel, make(chan struct{})
-	go s.tail(tctx, r, next)
+	go s.follow(tctx, r, next)
 	ok = true
 	return s, nil
 }
@@ -189,15 +201,17 @@ func (s *Store[V]) RestoreStats() RestoreStats {
 // Put writes value under key: it encodes the value (a value that does not fit
 // the schema returns ErrInvalidValue and produces nothing), produces it with
 // acks=all, waits for the broker's acknowledgement, and then makes it visible
-// to Get. An error means the write was not acknowledged; it may still have
-// reached the topic (a later read will show it), but Get does not show it yet.
+// to Get. It waits at most until ctx ends or DeliveryTimeout (default 2m)
+// passes, whichever is first. An error means the write was not
+// acknowledged; it may still have reached the topic (a later read will show
+// it), but Get does not show it yet.
 func (s *Store[V]) Put(ctx context.Context, key string, value V) error {
 	return wait(func(done func(error)) { s.PutAsync(ctx, key, value, done) })
 }
 
 // Delete writes a tombstone (the key with a null value) and, once the broker
 // has acknowledged it, hides the key from Get. Deleting a missing key still
-// writes a tombstone.
+// writes a tombstone. It waits as Put does.
 func (s *Store[V]) Delete(ctx context.Context, key string) error {
 	return wait(func(done func(error)) { s.DeleteAsync(ctx, key, done) })
 }
@@ -210,14 +224,16 @@ func wait(start func(done func(error))) error {
 }
 
 // PutAsync is Put without the wait: it encodes the value and hands the
-// record to the producer, then returns. done is called exactly once, with nil
-// once the broker has acknowledged the record (from then on Get returns the
-// value) or with the error that failed it; an invalid value or a closed store
-// calls done before PutAsync returns. done runs on the producer's goroutine
-// and must not block. Close waits for every PutAsync in flight. Many writes
-// in flight share batches, which makes PutAsync the fast way to load data.
+// record to the producer, then returns. done is called exactly once: with
+// nil once the broker has acknowledged the record (from then on Get returns
+// the value), or with the error that failed it, at the latest when ctx ends
+// or DeliveryTimeout passes; an invalid value or a closed store calls done
+// before PutAsync returns. done may run on the producer's goroutine and must
+// not block. Close waits for every PutAsync in flight, up to CloseTimeout.
+// Many writes in flight share batches, which makes PutAsync the fast way to
+// load data.
 func (s *Store[V]) PutAsync(ctx context.Context, key string, value V, done func(error)) {
-	if s.isClosed() {
+	if s.closing.Load() {
 		done(ErrClosed)
 		return
 	}
@@ -243,33 +259,57 @@ func (s *Store[V]) DeleteAsync(ctx context.Context, key string, done func(error)
 }
 
 func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, done func(error)) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.closed {
+	s.wmu.RLock()
+	if s.closing.Load() {
+		s.wmu.RUnlock()
 		done(ErrClosed)
 		return
 	}
-	s.async.Add(1) // Close waits for it after taking s.mu, so not before this
+	s.writes.Add(1) // Close waits for it after taking wmu, so not before this
+	s.wmu.RUnlock()
+
+	op := &writeOp{done: done, key: key}
+	op.timer = time.AfterFunc(s.cfg.deliveryTimeout, func() {
+		op.finish(fmt.Errorf("%w (%v)", ErrDeliveryTimeout, s.cfg.deliveryTimeout))
+	})
+	op.stopCtx = context.AfterFunc(ctx, func() { op.finish(ctx.Err()) })
 	kb := []byte(key)
 	p := s.part(kb, s.info.Partitions)
 	s.w.ProduceAsync(ctx, p, kb, value, func(off int64, err error) {
-		defer s.async.Done()
-		if err != nil {
-			if errors.Is(err, kgo.ErrClientClosed) {
-				err = ErrClosed
-			}
-			done(fmt.Errorf("kvstore: write %q: %w", key, err))
-			return
+		defer s.writes.Done()
+		op.timer.Stop() // set before ProduceAsync, which may call back at once
+		op.stopCtx()
+		if err == nil {
+			s.ov.put(p, key, off, value) // acknowledged: visible, even if the caller gave up
 		}
-		s.ov.put(p, key, off, value)
-		done(nil)
+		op.finish(err)
 	})
 }
 
-func (s *Store[V]) isClosed() bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.closed
+// writeOp is one write in flight: whichever of the acknowledgement, the
+// delivery timeout and the caller's ctx comes first reports to done.
+type writeOp struct {
+	key     string
+	done    func(error)
+	fired   atomic.Bool
+	timer   *time.Timer
+	stopCtx func() bool
+}
+
+func (w *writeOp) finish(err error) {
+	if !w.fired.CompareAndSwap(false, true) {
+		return
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, kgo.ErrClientClosed):
+			err = ErrClosed
+		case errors.Is(err, kgo.ErrRecordTimeout):
+			err = fmt.Errorf("%w: %w", ErrDeliveryTimeout, err)
+		}
+		err = fmt.Errorf("kvstore: write %q: %w", w.key, err)
+	}
+	w.done(err)
 }
 
 // Get returns the value stored under key and whether it exists. It reads the
@@ -292,6 +332,9 @@ func (s *Store[V]) Get(ctx context.Context, key string) (V, bool, error) {
 // the partition the partitioner picks, then (for keys another client's
 // partitioner placed elsewhere) the other partitions.
 func (s *Store[V]) lookup(key string) ([]byte, bool, error) {
+	if s.closing.Load() {
+		return nil, false, ErrClosed
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -396,6 +439,9 @@ type rawKV struct {
 // is the last key it considered (live or hidden by a delete) and more says
 // whether keys may follow it.
 func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, more bool, err error) {
+	if s.closing.Load() {
+		return nil, "", false, ErrClosed
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -450,42 +496,49 @@ func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, mo
 	return page, next, more, nil
 }
 
-// Close stops following the topic, flushes the producer, and closes the
-// cache. Calls in flight finish first. It is idempotent; afterwards every
-// method returns ErrClosed.
+// Close closes the store. From its first moment every call, Get and Scan
+// included, returns ErrClosed at once. It then waits, up to CloseTimeout
+// (default 5s) in all, for the follower to apply the store's own
+// acknowledged writes (so that the next Open has less to read) and for the
+// writes in flight to be acknowledged; writes still in flight at the bound
+// fail (their callers get ErrClosed; they may still reach the topic). Then
+// it stops following the topic and closes the cache file. It never holds a
+// lock a read needs while it waits on the network. It is idempotent: later
+// calls return nil at once.
 func (s *Store[V]) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	s.wmu.Lock()
+	if s.closing.Load() {
+		s.wmu.Unlock()
 		return nil
 	}
-	s.closed = true
-	s.mu.Unlock()
-	s.awaitOwnWrites(closeDrain)
-	s.stopFollowing() // may need s.mu to swap in a rebuilt cache: not held here
+	s.closing.Store(true)
+	s.wmu.Unlock()
 
-	s.mu.Lock() // waits for calls in flight
-	defer s.mu.Unlock()
-	s.async.Wait() // and for PutAsync and DeleteAsync in flight
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.closeTimeout)
 	defer cancel()
-	return s.closeResources(ctx)
+	s.awaitOwnWrites(ctx)
+	err := s.closeResources(ctx)
+	s.track.setAll(PartitionStopped, ErrClosed)
+	return err
 }
 
 // closeDrain bounds how long Close waits for the follower to apply the
-// store's own acknowledged writes, so that the next Open has less to read.
+// store's own acknowledged writes, within CloseTimeout.
 const closeDrain = 2 * time.Second
 
-// awaitOwnWrites waits, up to d, until the follower has applied every write
-// this store acknowledged. Nothing is lost if it gives up: the writes are in
-// the topic and the next restore reads them.
-func (s *Store[V]) awaitOwnWrites(d time.Duration) {
+// awaitOwnWrites waits, up to closeDrain and ctx, until the follower has
+// applied every write this store acknowledged. Nothing is lost if it gives
+// up: the writes are in the topic and the next restore reads them.
+func (s *Store[V]) awaitOwnWrites(ctx context.Context) {
 	if s.ov == nil || s.TailErr() != nil {
 		return
 	}
-	deadline := time.Now().Add(d)
-	for s.ov.n.Load() > 0 && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
+	t := time.NewTimer(closeDrain)
+	defer t.Stop()
+	select {
+	case <-s.ov.drained():
+	case <-t.C:
+	case <-ctx.Done():
 	}
 }
 
@@ -497,14 +550,34 @@ func (s *Store[V]) stopFollowing() {
 	}
 }
 
+// closeResources flushes and closes the producer (the flush bounded by
+// ctx; then the writes still in flight fail), stops the follower, waits for
+// every write's callback (at most until ctx ends: a client closing its
+// connections to a broker that is gone can take a second or two more, and
+// finishes in the background) and closes the cache file.
 func (s *Store[V]) closeResources(ctx context.Context) error {
-	s.stopFollowing()
 	var errs []error
-	if s.w != nil {
-		if err := s.w.Close(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("kvstore: flush producer: %w", err))
+	closed := make(chan error, 1)
+	go func() {
+		var err error
+		if s.w != nil {
+			err = s.w.Close(ctx)
 		}
+		s.writes.Wait() // the producer is closed: every callback has run
+		closed <- err
+	}()
+	s.stopFollowing()
+	select {
+	case err := <-closed:
+		if err != nil {
+			errs = append(errs, fmt.Errorf("kvstore: writes still in flight when Close gave up on them: %w", err))
+		}
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("kvstore: the producer did not close within CloseTimeout; writes still in flight fail as it does: %w", ctx.Err()))
 	}
+	s.mu.Lock() // waits only for reads of the file
+	defer s.mu.Unlock()
+	s.closed = true
 	if s.db != nil {
 		if err := s.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("kvstore: close cache: %w", err))

@@ -1,0 +1,287 @@
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/compactkv/compactkv/changelog"
+)
+
+const (
+	// probeEvery is how often the follower asks the broker for the end
+	// offsets, to tell how far behind it is (Stats) and that the broker
+	// answers at all.
+	probeEvery = time.Second
+	// probeTimeout bounds one such request; past it the partitions show as
+	// stalled.
+	probeTimeout = 5 * time.Second
+	// currentEvery is how often a caught-up follower records in the cache
+	// file that it is current, for the next Open's retention guard.
+	currentEvery = 5 * time.Second
+	// staleRebuildFloor is the least staleness that makes a running
+	// follower rebuild, whatever delete.retention.ms says: its view of its
+	// own freshness is only as fine as probeEvery plus a probe's latency,
+	// and a topic whose tombstones last less than that cannot be followed
+	// safely anyway (Open rebuilds every time on such a topic).
+	staleRebuildFloor = 10 * time.Second
+	// stallBackoff is how long the follower waits after a failed fetch or
+	// rebuild before it tries again.
+	stallBackoff = time.Second
+)
+
+// follow applies what other writers (and this store) write, until ctx ends.
+// pos is where r is positioned. The follower never gives up on a broker that
+// cannot be reached: the partitions show as stalled (Stats, TailErr) until it
+// answers again. It rebuilds the cache from the topic when the records it
+// would read next are gone (a gap), or when a partition has not been caught
+// up for longer than the topic's delete.retention.ms (tombstones it has not
+// read may be gone). It stops for good only on an error that retrying
+// cannot mend: a poison record under PoisonFail, or a cache file that cannot
+// be written.
+func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int32]int64) {
+	defer func() {
+		if r != nil {
+			go r.Close() // can take a second with the broker gone: Close need not wait
+		}
+	}()
+	defer close(s.tailDone)
+	var (
+		nextProbe time.Time // zero: at once
+		marked    time.Time // the current_at last written to the file
+		rebuild   Guard     // a rebuild still to do, GuardNone if none
+		reason    string
+	)
+	for ctx.Err() == nil {
+		if now := time.Now(); !now.Before(nextProbe) {
+			nextProbe = now.Add(probeEvery)
+			if s.probe(ctx) {
+				marked = s.markCurrent(marked)
+			}
+		}
+		if rebuild != GuardNone {
+			if r != nil {
+				r.Close()
+				r = nil
+			}
+			var err error
+			if r, pos, err = s.rebuild(ctx, rebuild, reason); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.log.Warn("kvstore: rebuilding the cache failed, will try again", "err", err)
+				s.track.setAll(PartitionStalled, err)
+				sleepCtx(ctx, stallBackoff)
+				continue
+			}
+			rebuild = GuardNone
+			continue
+		}
+
+		pctx, cancel := context.WithDeadline(ctx, nextProbe)
+		bs, err := r.Poll(pctx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		// Checked after the poll and before its records are applied: what
+		// a poll that outlived the bound brings may lack tombstones.
+		if rebuild, reason = s.retentionExceeded(); rebuild != GuardNone {
+			continue // the rebuild reads these records again
+		}
+		if len(bs) > 0 {
+			if aerr := s.applyTail(ctx, bs); aerr != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				s.track.setAll(PartitionStopped, aerr)
+				s.log.Error("kvstore: following the topic stopped", "err", aerr)
+				return
+			}
+			for _, b := range bs {
+				pos[b.Partition] = b.Next
+				s.track.applied(b.Partition, b.Next)
+			}
+			s.track.recover()
+		}
+		switch {
+		case err == nil || errors.Is(err, context.DeadlineExceeded):
+		case errors.Is(err, changelog.ErrGap):
+			rebuild, reason = GuardBelowLogStart, "records the follower had not read yet are gone: "+err.Error()
+		default:
+			s.stall(err)
+			sleepCtx(ctx, stallBackoff)
+		}
+	}
+}
+
+// stall marks the partition err names (every partition if it names none)
+// as stalled.
+func (s *Store[V]) stall(err error) {
+	s.log.Warn("kvstore: following the topic stalled, retrying", "err", err)
+	var pe *changelog.PartitionError
+	if errors.As(err, &pe) && pe.Partition >= 0 && pe.Partition < s.info.Partitions {
+		s.track.setState(pe.Partition, PartitionStalled, err)
+		return
+	}
+	s.track.setAll(PartitionStalled, err)
+}
+
+// rebuild rebuilds the cache from the start of the topic and returns a
+// reader positioned where it ends.
+func (s *Store[V]) rebuild(ctx context.Context, guard Guard, reason string) (*changelog.Reader, map[int32]int64, error) {
+	lctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	lo, err := s.listOffsets(lctx)
+	cancel()
+	if err != nil {
+		return nil, nil, err
+	}
+	return s.runRestore(ctx, guard, reason, lo.start, lo)
+}
+
+// retentionExceeded says whether some partition has not been caught up for
+// longer than the topic's delete.retention.ms (and staleRebuildFloor) while
+// the store was following it: records it has yet to read may have lost their tombstones to
+// compaction, and reading on would keep deleted keys. When the last restore
+// itself took longer than that, a rebuild cannot do better and would start
+// over for ever: the store then carries on (runRestore warns).
+func (s *Store[V]) retentionExceeded() (Guard, string) {
+	now := time.Now()
+	bound := max(s.info.DeleteRetention, staleRebuildFloor)
+	if floor := testHookStaleRebuildFloor.Load(); floor != nil {
+		bound = max(s.info.DeleteRetention, *floor)
+	}
+	if s.RestoreStats().Duration >= bound {
+		return GuardNone, ""
+	}
+	for _, ps := range s.track.snapshot() {
+		if now.Sub(ps.CaughtUpAt) > bound {
+			return GuardRetentionExceeded, fmt.Sprintf("partition %d last caught up %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
+				ps.Partition, now.Sub(ps.CaughtUpAt).Round(time.Millisecond), s.info.DeleteRetention)
+		}
+	}
+	return GuardNone, ""
+}
+
+// testHookStaleRebuildFloor, when set, replaces staleRebuildFloor.
+var testHookStaleRebuildFloor atomic.Pointer[time.Duration]
+
+// probe asks the broker for the end offsets, bounded by probeTimeout, and
+// records them; it reports whether the broker answered. A broker that does
+// not answer stalls every partition; one that answers clears a stall.
+func (s *Store[V]) probe(ctx context.Context) bool {
+	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	defer cancel()
+	at := time.Now()
+	end, err := changelog.EndOffsets(pctx, s.adm, s.topic)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.track.setAll(PartitionStalled, fmt.Errorf("kvstore: list end offsets of %q: %w", s.topic, err))
+		}
+		return false
+	}
+	for p, e := range end {
+		if p >= 0 && p < s.info.Partitions {
+			s.track.observe(p, e, at)
+		}
+	}
+	s.track.recover()
+	return true
+}
+
+// markCurrent records in the cache file the time up to which every
+// partition is caught up, when it moved by currentEvery since last, the time
+// it last recorded; it returns the time recorded.
+func (s *Store[V]) markCurrent(last time.Time) time.Time {
+	at := s.track.oldestCaughtUp()
+	if at.Sub(last) < currentEvery {
+		return last
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error { return putCurrentAt(tx, at) })
+	if err != nil {
+		s.log.Warn("kvstore: cannot record that the cache is current", "err", err)
+		return last
+	}
+	return at
+}
+
+// Test hooks, nil outside tests: testHookCommitted runs in applyTail right
+// after the batches' commit, testHookLateWindow between the overlay's
+// advance and the commit of own writes the batches did not carry.
+var testHookCommitted, testHookLateWindow func()
+
+// applyTail applies batches and advances the overlay past them.
+func (s *Store[V]) applyTail(ctx context.Context, bs []changelog.Batch) error {
+	if len(bs) == 0 {
+		return nil
+	}
+	// An own write the batches pass without carrying it (or anything newer
+	// of its key) was compacted away before the follower read it: a
+	// tombstone whose delete.retention.ms ran out, or a value whose newer
+	// tombstone did. The overlay's entry is then the key's latest state and
+	// goes into the file with the batches, or the key would come back.
+	s.ov.mu.RLock()
+	own := s.ov.unseenLocked(bs)
+	s.ov.mu.RUnlock()
+	// The commit runs without the overlay's lock, so Puts never wait for the
+	// cache's fsync. Until the overlay advances just below, a Get may still
+	// see an own write the file now holds a newer version of: the same as if
+	// the follower were those microseconds slower.
+	if err := s.applyBatchesWith(ctx, bs, own, s.track.oldestCaughtUp()); err != nil {
+		return err
+	}
+	if testHookCommitted != nil {
+		testHookCommitted()
+	}
+	s.ov.mu.Lock()
+	late := s.ov.unseenLocked(bs) // own writes acknowledged during the commit
+	late = slices.DeleteFunc(late, func(w ownWrite) bool {
+		return slices.ContainsFunc(own, func(o ownWrite) bool { return o.part == w.part && o.key == w.key && o.offset == w.offset })
+	})
+	for _, b := range bs {
+		s.ov.advanceLocked(b.Partition, b.Next, late) // late stays until it is in the file
+	}
+	s.ov.mu.Unlock()
+	if len(late) == 0 {
+		return nil
+	}
+	if testHookLateWindow != nil {
+		testHookLateWindow()
+	}
+	if err := s.db.Update(func(tx *bolt.Tx) error { return writeOwn(tx, s.buckets, late) }); err != nil {
+		return err
+	}
+	s.ov.mu.Lock()
+	s.ov.dropLocked(late)
+	s.ov.mu.Unlock()
+	return nil
+}
+
+// TailErr returns why the store is not following its topic: the error that
+// stopped it for good, or the one that stalls it for now (a broker that
+// cannot be reached), naming the partition; nil while it follows. A stall
+// clears by itself once the broker answers again. Meanwhile Get serves the
+// cache as it was. Stats says more, per partition.
+func (s *Store[V]) TailErr() error {
+	for _, ps := range s.track.snapshot() {
+		if ps.Err != nil && (ps.State == PartitionStalled || ps.State == PartitionStopped) {
+			return ps.Err
+		}
+	}
+	return nil
+}
+
+// sleepCtx waits for d or until ctx ends.
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

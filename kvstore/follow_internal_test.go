@@ -1,0 +1,75 @@
+package kvstore
+
+import (
+	"io"
+	"log/slog"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/compactkv/compactkv/changelog"
+)
+
+// bareStore is a one-partition store with a cache file at offset 0 and no
+// broker: enough to drive applyTail and lookup directly.
+func bareStore(t *testing.T) *Store[struct{}] {
+	t.Helper()
+	s := &Store[struct{}]{
+		cfg:     defaultConfig(),
+		topic:   "t",
+		info:    changelog.TopicInfo{Name: "t", Partitions: 1, DeleteRetention: time.Hour},
+		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		buckets: [][]byte{partBucket(0)},
+		part:    PartitionerMurmur2.hasher(),
+		track:   newTracker(1, nil),
+		ov:      newOverlay(1, map[int32]int64{0: 0}),
+	}
+	db, err := openBolt(filepath.Join(t.TempDir(), "t.db"), time.Second, false)
+	require.NoError(t, err)
+	t.Cleanup(func() { db.Close() })
+	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
+		return writeMeta(tx, "t", [16]byte{1}, 1, map[int32]int64{0: 0}, time.Now())
+	}))
+	s.db = db
+	return s
+}
+
+// An own write acknowledged while the follower commits a poll that passes
+// its offset without carrying it (compaction removed it) goes into the file
+// after that commit. Until it is there, Get must still see it in the
+// overlay: there is no moment at which an acknowledged write is invisible.
+func TestAnOwnWriteLeavesTheOverlayOnlyOnceItIsInTheFile(t *testing.T) {
+	s := bareStore(t)
+	mine := []byte("mine-v1")
+	testHookCommitted = func() { s.ov.put(0, "mine", 5, mine) } // acknowledged during the commit
+	var inWindow []byte
+	var foundInWindow bool
+	testHookLateWindow = func() {
+		v, ok, err := s.lookup("mine")
+		require.NoError(t, err)
+		inWindow, foundInWindow = v, ok
+	}
+	t.Cleanup(func() { testHookCommitted, testHookLateWindow = nil, nil })
+
+	// The poll covers offsets 0..9 and carries only a tombstone of another
+	// key: offset 5, the own write, was compacted away.
+	bs := []changelog.Batch{{Partition: 0, Next: 10, Records: []*kgo.Record{{Key: []byte("other"), Offset: 7}}}}
+	require.NoError(t, s.applyTail(t.Context(), bs))
+
+	require.True(t, foundInWindow, "the acknowledged write vanished between the overlay's advance and the file's commit")
+	require.Equal(t, mine, inWindow)
+	v, ok, err := s.lookup("mine")
+	require.NoError(t, err)
+	require.True(t, ok)
+	require.Equal(t, mine, v)
+	require.Zero(t, s.ov.n.Load(), "once in the file, the overlay lets go of it")
+	select {
+	case <-s.ov.drained():
+	default:
+		t.Fatal("an empty overlay reports itself drained")
+	}
+}

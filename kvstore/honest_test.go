@@ -1,0 +1,307 @@
+package kvstore_test
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+	"github.com/twmb/franz-go/pkg/sr/srfake"
+
+	"github.com/compactkv/compactkv/embedded"
+	"github.com/compactkv/compactkv/kvstore"
+	"github.com/compactkv/compactkv/testdata"
+)
+
+// restartable is a broker on a fixed address and data directory that a test
+// can stop and start again, with a registry that outlives it.
+type restartable struct {
+	t          *testing.T
+	addr, data string
+	reg        *httptest.Server
+	c          *embedded.Cluster
+}
+
+func newRestartable(t *testing.T) *restartable {
+	b := &restartable{t: t, addr: freeAddr(t), data: t.TempDir(),
+		reg: httptest.NewServer(srfake.NewRegistry().Handler())}
+	t.Cleanup(b.reg.Close)
+	b.start()
+	t.Cleanup(func() { b.stop() })
+	return b
+}
+
+func (b *restartable) start() {
+	c, err := embedded.Start(embedded.KafkaAddr(b.addr), embedded.DataDir(b.data))
+	require.NoError(b.t, err)
+	b.c = c
+}
+
+func (b *restartable) stop() {
+	if b.c != nil {
+		b.c.Close()
+		b.c = nil
+	}
+}
+
+func (b *restartable) open(extra ...kvstore.Option) *kvstore.Store[User] {
+	b.t.Helper()
+	s, err := kvstore.Open[User](ctxT(b.t), "honest", append([]kvstore.Option{
+		kvstore.Brokers(b.addr), kvstore.Registry(b.reg.URL), kvstore.ValueSchema(testdata.UserV2),
+		kvstore.Dir(b.t.TempDir()), kvstore.Partitions(2),
+	}, extra...)...)
+	require.NoError(b.t, err)
+	b.t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func allIn(st kvstore.Stats, state kvstore.PartitionState) bool {
+	for _, p := range st.Partitions {
+		if p.State != state {
+			return false
+		}
+	}
+	return len(st.Partitions) > 0
+}
+
+// stateLog records a store's state changes.
+type stateLog struct {
+	mu      sync.Mutex
+	changes []kvstore.StateChange
+}
+
+func (l *stateLog) listen(c kvstore.StateChange) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.changes = append(l.changes, c)
+}
+
+func (l *stateLog) saw(from, to kvstore.PartitionState) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, c := range l.changes {
+		if c.From == from && c.To == to {
+			return true
+		}
+	}
+	return false
+}
+
+func TestStatsShowAStalledFollowerWhileTheBrokerIsGoneAndClearWhenItIsBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("restarts a broker")
+	}
+	b := newRestartable(t)
+	var log stateLog
+	s := b.open(kvstore.WithStateListener(log.listen))
+	w := b.open()
+	ctx := ctxT(t)
+
+	require.NoError(t, w.Put(ctx, "a", User{FirstName: "before"}))
+	require.Eventually(t, func() bool {
+		st := s.Stats()
+		for _, p := range st.Partitions {
+			if p.Lag != 0 {
+				return false
+			}
+		}
+		_, ok, _ := s.Get(ctx, "a")
+		return ok && allIn(st, kvstore.PartitionFollowing)
+	}, 10*time.Second, 5*time.Millisecond)
+	st := s.Stats()
+	require.Equal(t, "honest", st.Topic)
+	require.Len(t, st.Partitions, 2)
+	var applied int64
+	for _, p := range st.Partitions {
+		require.Nil(t, p.Err)
+		require.WithinDuration(t, time.Now(), p.CaughtUpAt, 10*time.Second)
+		applied += p.Applied
+	}
+	require.EqualValues(t, 1, applied, "one record in the topic, applied")
+	require.NoError(t, s.TailErr())
+
+	b.stop()
+	require.Eventually(t, func() bool { return allIn(s.Stats(), kvstore.PartitionStalled) },
+		20*time.Second, 20*time.Millisecond, "a follower that cannot reach the broker shows it")
+	require.Error(t, s.TailErr())
+	for _, p := range s.Stats().Partitions {
+		require.Error(t, p.Err)
+	}
+	u, ok, err := s.Get(ctx, "a")
+	require.NoError(t, err, "reads are served from the cache meanwhile")
+	require.True(t, ok)
+	require.Equal(t, "before", u.FirstName)
+
+	b.start()
+	require.Eventually(t, func() bool { return allIn(s.Stats(), kvstore.PartitionFollowing) && s.TailErr() == nil },
+		30*time.Second, 20*time.Millisecond, "the stall clears once the broker is back")
+	require.NoError(t, w.Put(ctx, "a", User{FirstName: "after"}))
+	require.Eventually(t, func() bool {
+		u, _, _ := s.Get(ctx, "a")
+		return u.FirstName == "after"
+	}, 30*time.Second, 10*time.Millisecond, "and it follows again")
+	require.True(t, log.saw(kvstore.PartitionFollowing, kvstore.PartitionStalled))
+	require.True(t, log.saw(kvstore.PartitionStalled, kvstore.PartitionFollowing))
+}
+
+func TestAPoisonRecordStopsTheFollowerAndStatsSayWhere(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	var log stateLog
+	s := e.open("", kvstore.WithStateListener(log.listen))
+	require.NoError(t, s.Put(ctx, "good", User{FirstName: "good"}))
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...))
+	require.NoError(t, err)
+	defer cl.Close()
+	rec := &kgo.Record{Topic: e.topic, Key: []byte("bad"), Value: []byte("not avro")}
+	require.NoError(t, cl.ProduceSync(ctx, rec).FirstErr())
+
+	require.Eventually(t, func() bool { return s.Stats().Partitions[0].State == kvstore.PartitionStopped },
+		10*time.Second, 5*time.Millisecond)
+	p := s.Stats().Partitions[0]
+	var pe *kvstore.PoisonError
+	require.ErrorAs(t, p.Err, &pe)
+	require.Equal(t, rec.Offset, pe.Offset)
+	require.Equal(t, rec.Offset, p.Applied, "the cache stops before the poison record")
+	require.ErrorIs(t, s.TailErr(), kvstore.ErrPoison)
+	require.True(t, log.saw(kvstore.PartitionFollowing, kvstore.PartitionStopped))
+	_, ok, err := s.Get(ctx, "good")
+	require.NoError(t, err)
+	require.True(t, ok)
+}
+
+// With the broker gone, nothing waits for ever: a write ends at the delivery
+// bound, Close at its own bound, the writes Close cuts off fail, and a read
+// made while Close runs fails at once instead of queueing behind it.
+func TestWithTheBrokerGoneWritesAndCloseReturnWithinTheirBounds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("stops a broker")
+	}
+	b := newRestartable(t)
+	const delivery, closeBound = 2 * time.Second, time.Second
+	s := b.open(kvstore.DeliveryTimeout(delivery))
+	c := b.open(kvstore.CloseTimeout(closeBound))
+	ctx := ctxT(t)
+	require.NoError(t, s.Put(ctx, "k", User{FirstName: "up"}))
+	b.stop()
+
+	// A Put with no deadline of its own.
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() { done <- s.Put(context.Background(), "k", User{FirstName: "down"}) }()
+	select {
+	case err := <-done:
+		require.ErrorIs(t, err, kvstore.ErrDeliveryTimeout)
+		require.Less(t, time.Since(began), delivery+3*time.Second)
+	case <-time.After(delivery + 10*time.Second):
+		t.Fatal("a Put with the broker gone did not end at DeliveryTimeout")
+	}
+	_, _, err := s.Get(ctx, "k")
+	require.NoError(t, err)
+
+	// A write in flight on c, then Close.
+	inFlight := make(chan error, 1)
+	c.PutAsync(context.Background(), "k2", User{FirstName: "lost"}, func(err error) { inFlight <- err })
+	closed := make(chan error, 1)
+	began = time.Now()
+	go func() { closed <- c.Close() }()
+	require.Eventually(t, func() bool { return c.Stats().Closed }, 5*time.Second, time.Millisecond)
+	var getTook atomic.Int64
+	for range 3 { // reads and writes while Close runs fail at once
+		t0 := time.Now()
+		_, _, err := c.Get(ctx, "k")
+		require.ErrorIs(t, err, kvstore.ErrClosed)
+		for _, err := range c.Scan(ctx, "") {
+			require.ErrorIs(t, err, kvstore.ErrClosed)
+		}
+		require.ErrorIs(t, c.Put(ctx, "k3", User{}), kvstore.ErrClosed)
+		getTook.Store(max(getTook.Load(), int64(time.Since(t0))))
+	}
+	require.Less(t, time.Duration(getTook.Load()), 100*time.Millisecond)
+	select {
+	case <-closed:
+		require.Less(t, time.Since(began), closeBound+3*time.Second)
+	case <-time.After(closeBound + 10*time.Second):
+		t.Fatal("Close with the broker gone did not return within CloseTimeout")
+	}
+	select {
+	case err := <-inFlight:
+		require.Error(t, err)
+		require.True(t, errors.Is(err, kvstore.ErrClosed) || errors.Is(err, kvstore.ErrDeliveryTimeout), "got %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("the write Close cut off was never called back")
+	}
+	require.NoError(t, c.Close(), "Close is idempotent")
+}
+
+// A follower that falls behind for longer than delete.retention.ms may pass
+// a region whose tombstones compaction has already removed; carrying on
+// would serve the deleted key for ever. It rebuilds instead.
+func TestAFollowerBehindLongerThanDeleteRetentionRebuildsAndForgetsDeletedKeys(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("holding fetches and forced compaction")
+	t.Cleanup(kvstore.SetStaleRebuildFloor(0)) // registered first, so it runs after the stores close
+	const retention = 1500 * time.Millisecond
+	ctx := ctxT(t)
+	w := e.open("", kvstore.TopicConfig("delete.retention.ms", "1500"))
+	const sMaxWait = 777 // ms: marks s's fetches, the ones to hold
+	s := e.open("", kvstore.WithKgoOpts(kgo.FetchMaxWait(sMaxWait*time.Millisecond)))
+	// anchor keeps the log start where it is: compaction leaves a hole in
+	// the middle of the log, which a reader cannot tell from records it read.
+	require.NoError(t, w.Put(ctx, "anchor", User{FirstName: "anchor"}))
+	require.NoError(t, w.Put(ctx, "gone", User{FirstName: "deleted later"}))
+	require.Eventually(t, func() bool {
+		_, ok, _ := s.Get(ctx, "gone")
+		return ok && s.Stats().Partitions[0].Lag == 0
+	}, 10*time.Second, 5*time.Millisecond)
+
+	// Hold s's fetches: s stops seeing new records (a paused process).
+	var held atomic.Int32
+	release := make(chan struct{})
+	kc := e.cluster.Kafka()
+	kc.ControlKey(kmsg.Fetch.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		if req.(*kmsg.FetchRequest).MaxWaitMillis != sMaxWait {
+			return nil, nil, false
+		}
+		select {
+		case <-release:
+		default:
+			held.Add(1)
+			kc.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	// One of s's fetches is held, so none is in flight to bring it news.
+	require.Eventually(t, func() bool { return held.Load() >= 1 }, 10*time.Second, time.Millisecond)
+
+	require.NoError(t, w.Delete(ctx, "gone"))
+	deleted := time.Now()
+	require.NoError(t, w.Put(ctx, "later", User{FirstName: "later"}))
+	// The tombstone outlives delete.retention.ms, s is that far behind, and
+	// compaction removes the tombstone with the value it deleted.
+	require.Eventually(t, func() bool {
+		p := s.Stats().Partitions[0]
+		return time.Since(deleted) > retention && p.Lag > 0 && time.Since(p.CaughtUpAt) > retention
+	}, 10*time.Second, 10*time.Millisecond)
+	_, ok, err := s.Get(ctx, "gone")
+	require.NoError(t, err)
+	require.True(t, ok, "s has not seen the delete")
+	kc.Compact()
+	close(release)
+
+	require.Eventually(t, func() bool {
+		_, gone, _ := s.Get(ctx, "gone")
+		_, later, _ := s.Get(ctx, "later")
+		return !gone && later
+	}, 20*time.Second, 10*time.Millisecond, "the deleted key is gone once the follower catches up")
+	require.GreaterOrEqual(t, s.Stats().Guards[kvstore.GuardRetentionExceeded], int64(1))
+	require.Equal(t, kvstore.GuardRetentionExceeded, s.Stats().Restore.Guard)
+}
