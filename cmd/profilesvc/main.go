@@ -17,10 +17,25 @@
 // profilesvc -h for the list.
 //
 // The HTTP server starts before the store: until the store has restored,
-// /readyz and the profile routes answer 503. SIGINT or SIGTERM stops it:
-// the server stops accepting requests and finishes those in flight, the
-// store flushes and closes, the embedded broker saves its log, and the
-// process exits 0.
+// /readyz and the profile routes answer 503. From then on the profile routes
+// serve from the cache whatever /readyz says (a stale read beats none), and
+// /readyz answers 503 while the follower of some partition has stopped (a
+// poison record, a cache that cannot be written) and, with --max-staleness,
+// while some partition has not been caught up with the topic for longer
+// than that. A broker that does not answer leaves it ready (the partitions
+// show as stalled) until --max-staleness runs out: an outage of the broker
+// should not take every instance out of its load balancer at once.
+//
+// SIGINT or SIGTERM stops it within --shutdown-timeout, broker or no broker:
+// the server stops accepting requests and finishes those in flight until the
+// last third of the timeout (at most 5s); it then cancels those still
+// running (they answer 503) and the store closes within what is left
+// (kvstore.CloseTimeout is half of it; the rest is for stopping the follower
+// and the Kafka clients); the embedded broker then saves its log, outside
+// the bound (in embedded mode the broker cannot be gone). A store
+// still closing at the bound is left as a crash would leave it (the cache is
+// consistent, and the next start catches up from its checkpoint). The process
+// exits 0, or 1 if requests, writes or the store's close had to be given up.
 package main
 
 import (
@@ -55,23 +70,26 @@ func main() {
 		log.Error("bad configuration", "err", err)
 		os.Exit(2)
 	}
+	ln, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		log.Error("cannot listen", "http_addr", cfg.HTTPAddr, "err", err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, cfg, log); err != nil {
+	if err := run(ctx, cfg, ln, log); err != nil {
 		log.Error("profilesvc failed", "err", err)
 		stop()
 		os.Exit(1)
 	}
 }
 
-// run serves until ctx ends (a signal), then shuts down in order: the HTTP
+// run serves HTTP on ln (cfg.HTTPAddr is not used) until ctx ends (a
+// signal), then shuts down in order, within cfg.ShutdownTimeout: the HTTP
 // server (finishing requests in flight), the store, the embedded cluster.
 // Deferred calls run in reverse, so they are registered in the opposite order.
-func run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
-	ln, err := net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", cfg.HTTPAddr, err)
-	}
+// It closes ln.
+func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logger) (err error) {
 	httpURL := "http://" + ln.Addr().String()
 	cacheDir := filepath.Join(cfg.DataDir, "cache")
 
@@ -102,19 +120,28 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 			"topic", cfg.Topic, "cache_dir", cacheDir)
 	}
 
+	// One deadline bounds the whole shutdown, from the moment it begins.
+	sd := newShutdown(cfg.ShutdownTimeout)
 	var store *kvstore.Store[httpapi.User]
 	defer func() {
 		if store == nil {
 			return
 		}
-		if e := store.Close(); e != nil {
+		if e := closeStore(store, sd.deadline()); e != nil {
 			err = errors.Join(err, fmt.Errorf("close store: %w", e))
+			log.Warn("closing the store", "err", e)
+			return
 		}
 		log.Info("store closed")
 	}()
 
-	api := httpapi.New(log, filepath.Join(cacheDir, cfg.Topic+".db"))
+	api := httpapi.New(log, filepath.Join(cacheDir, cfg.Topic+".db"), httpapi.MaxStaleness(cfg.MaxStaleness))
+	// Requests run under reqCtx, so that a shutdown can end the store calls
+	// of those it can no longer wait for.
+	reqCtx, cancelRequests := context.WithCancel(context.Background())
+	defer cancelRequests()
 	srv := &http.Server{
+		BaseContext:       func(net.Listener) context.Context { return reqCtx },
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
@@ -125,9 +152,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	defer func() {
-		shCtx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-		defer cancel()
-		if e := srv.Shutdown(shCtx); e != nil {
+		if e := drain(srv, cancelRequests, sd.httpEnd()); e != nil {
 			err = errors.Join(err, fmt.Errorf("shut down HTTP server: %w", e))
 		}
 		log.Info("HTTP server stopped")
@@ -146,6 +171,7 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 			kvstore.Dir(cacheDir),
 			kvstore.WithPartitioner(partitioner(cfg.Partitioner)),
 			kvstore.WithRestoreListener(api.RestoreListener()),
+			kvstore.CloseTimeout(closeTimeout(cfg.ShutdownTimeout)),
 			kvstore.WithLogger(log))
 		openDone <- opened{s, err}
 	}()
@@ -171,9 +197,17 @@ func run(ctx context.Context, cfg config.Config, log *slog.Logger) (err error) {
 		case <-ctx.Done():
 			log.Info("shutting down: finishing requests in flight")
 			if openDone != nil {
-				// Open gives up once ctx is done; close what it may still return.
-				if o := <-openDone; o.err == nil {
-					store = o.s
+				// Open gives up once ctx is done; close what it may still
+				// return, unless it takes longer than the shutdown may.
+				t := time.NewTimer(time.Until(sd.httpEnd()))
+				defer t.Stop()
+				select {
+				case o := <-openDone:
+					if o.err == nil {
+						store = o.s
+					}
+				case <-t.C:
+					log.Warn("the store was still opening at the shutdown's bound; exiting without it")
 				}
 			}
 			return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/compactkv/compactkv/cmd/profilesvc/internal/config"
 	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
 	"github.com/compactkv/compactkv/testdata"
@@ -61,7 +63,8 @@ func freeAddr(t *testing.T) string {
 // settingVars are the variables profilesvc reads; the parent's are dropped
 // so that the test decides them all.
 var settingVars = []string{"HTTP_ADDR", "KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "PROFILE_TOPIC",
-	"DATA_DIR", "EMBEDDED_KAFKA_ADDR", "EMBEDDED_REGISTRY_ADDR", "EMBEDDED_COMPACT_INTERVAL", "SHUTDOWN_TIMEOUT"}
+	"DATA_DIR", "EMBEDDED_KAFKA_ADDR", "EMBEDDED_REGISTRY_ADDR", "EMBEDDED_COMPACT_INTERVAL", "SHUTDOWN_TIMEOUT",
+	"MAX_STALENESS"}
 
 func childEnv(extra ...string) []string {
 	var env []string
@@ -100,14 +103,16 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// svc is one running profilesvc process.
+// svc is one running profilesvc: a process (start), or run in this process
+// (runInProcess).
 type svc struct {
 	t      *testing.T
-	cmd    *exec.Cmd
+	cmd    *exec.Cmd          // the process; nil in this process
+	cancel context.CancelFunc // run's signal, in this process
 	base   string
 	log    *syncBuffer
 	exited chan struct{}
-	err    error // cmd.Wait's, once exited is closed
+	err    error // cmd.Wait's or run's, once exited is closed
 }
 
 // start runs the binary in workDir with args and env, and waits until
@@ -166,10 +171,52 @@ func (s *svc) waitReady() {
 	s.t.Fatalf("profilesvc not ready within 30s\n%s", s.log.String())
 }
 
+// runInProcess runs the service (run, as main does) in this process on a
+// listener of its own, with settings from args alone (no environment, no
+// .env file), and waits until /readyz answers 200. terminate ends it as
+// SIGTERM does.
+func runInProcess(t *testing.T, args ...string) *svc {
+	t.Helper()
+	cfg, err := config.Load(args, func(string) (string, bool) { return "", false },
+		filepath.Join(t.TempDir(), ".env"), io.Discard)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &svc{t: t, cancel: cancel, base: "http://" + ln.Addr().String(), log: &syncBuffer{}, exited: make(chan struct{})}
+	go func() {
+		s.err = run(ctx, cfg, ln, slog.New(slog.NewTextHandler(s.log, nil)))
+		close(s.exited)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-s.exited:
+		case <-time.After(30 * time.Second):
+			t.Errorf("run did not return within 30s of its end")
+		}
+		if t.Failed() {
+			t.Logf("profilesvc output:\n%s", s.log.String())
+		}
+	})
+	s.waitReady()
+	return s
+}
+
+// terminate sends SIGTERM, or does what it does to run in this process.
+func (s *svc) terminate() {
+	s.t.Helper()
+	if s.cmd == nil {
+		s.cancel()
+		return
+	}
+	require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM))
+}
+
 // stop sends SIGTERM and requires exit code 0.
 func (s *svc) stop() {
 	s.t.Helper()
-	require.NoError(s.t, s.cmd.Process.Signal(syscall.SIGTERM))
+	s.terminate()
 	select {
 	case <-s.exited:
 	case <-time.After(30 * time.Second):
@@ -193,17 +240,28 @@ func (r response) json(t *testing.T) map[string]any {
 
 func (s *svc) do(method, path string, body []byte) response {
 	s.t.Helper()
-	req, err := http.NewRequest(method, s.base+path, bytes.NewReader(body))
+	r, err := s.try(method, path, body)
 	require.NoError(s.t, err)
+	return r
+}
+
+// try is do for other goroutines than the test's, and for calls that may
+// fail: it returns the error.
+func (s *svc) try(method, path string, body []byte) (response, error) {
+	req, err := http.NewRequest(method, s.base+path, bytes.NewReader(body))
+	if err != nil {
+		return response{}, err
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
-	require.NoError(s.t, err)
+	if err != nil {
+		return response{}, err
+	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	require.NoError(s.t, err)
-	return response{resp.StatusCode, resp.Header, b}
+	return response{resp.StatusCode, resp.Header, b}, err
 }
 
 // metric returns the value of one sample line of /metrics, 0 if absent.
@@ -497,4 +555,133 @@ func TestServiceOnExistingClusterReadsRecordsOfTheOriginalSchema(t *testing.T) {
 	s.stop()
 	require.FileExists(t, filepath.Join(work, "d", "cache", "legacy.db"))
 	require.NoDirExists(t, filepath.Join(work, "d", "kafka"), "no embedded broker in external mode")
+}
+
+// readyz returns /readyz's status code and body, from any goroutine.
+func (s *svc) readyz() (int, map[string]any) {
+	r, err := s.try("GET", "/readyz", nil)
+	if err != nil {
+		return 0, nil
+	}
+	var body map[string]any
+	if json.Unmarshal(r.body, &body) != nil {
+		return 0, nil
+	}
+	return r.code, body
+}
+
+// A record the store can never serve stops the follower (the default
+// poison policy is to fail): /readyz answers 503 naming the topic, the
+// partition, the record's offset and the cause, and the cache is still
+// served.
+func TestReadyzNamesAStoppedFollowerAndReadsGoOn(t *testing.T) {
+	c, err := embedded.Start()
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	s := runInProcess(t, "--brokers", c.Brokers()[0], "--registry", c.RegistryURL(),
+		"--topic", "people", "--data-dir", t.TempDir())
+
+	r := s.do("PUT", "/profiles/user-1", []byte(`{"first_name":"Ada","last_name":"Lovelace","age":36}`))
+	require.Equal(t, 200, r.code, "%s", r.body)
+	poisonAt := endOffsets(t, c.Brokers()[0], "people")[0]
+	require.Eventually(t, func() bool {
+		_, body := s.readyz()
+		ps, _ := body["partition_stats"].([]any)
+		return len(ps) == 1 && ps[0].(map[string]any)["applied"] == float64(poisonAt)
+	}, 10*time.Second, 10*time.Millisecond, "the follower applies the PUT")
+
+	// Raw bytes, no Confluent header, from a producer of another kind.
+	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...))
+	require.NoError(t, err)
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: "people", Key: []byte("raw-1"), Value: []byte("not avro")}).FirstErr())
+
+	var body map[string]any
+	require.Eventually(t, func() bool {
+		var code int
+		code, body = s.readyz()
+		return code == http.StatusServiceUnavailable
+	}, 10*time.Second, 10*time.Millisecond, "/readyz turns 503")
+	require.Equal(t, false, body["ready"])
+	un := body["unready"].([]any)
+	require.Len(t, un, 1)
+	require.Subset(t, un[0], map[string]any{"topic": "people", "partition": 0.0, "offset": float64(poisonAt), "state": "stopped"})
+	require.Contains(t, un[0].(map[string]any)["cause"],
+		fmt.Sprintf(`poison record in topic "people" partition 0 offset %d: malformed value`, poisonAt))
+	require.Subset(t, body["partition_stats"].([]any)[0], map[string]any{"state": "stopped", "applied": float64(poisonAt)})
+	require.Equal(t, "full", body["mode"], "the restore's fields stay")
+
+	r = s.do("GET", "/profiles/user-1", nil)
+	require.Equal(t, 200, r.code, "reads are served while unready: %s", r.body)
+	require.Equal(t, "Ada", r.json(t)["first_name"])
+	require.Equal(t, 0.0, s.metric("profilesvc_ready"))
+	require.Equal(t, 1.0, s.metric(`profilesvc_partition_state{partition="0",state="stopped"}`))
+	require.Equal(t, 0.0, s.metric(`profilesvc_partition_state{partition="0",state="following"}`))
+	s.stop()
+}
+
+// With the broker gone, --max-staleness turns /readyz 503 while reads go
+// on, and a shutdown with a PUT waiting on the broker ends within
+// --shutdown-timeout, the PUT answered 503.
+func TestShutdownWithTheBrokerGoneEndsWithinShutdownTimeout(t *testing.T) {
+	c, err := embedded.Start()
+	require.NoError(t, err)
+	closeCluster := sync.OnceFunc(c.Close)
+	t.Cleanup(closeCluster)
+	const shutdownTimeout, maxStaleness = 3 * time.Second, 3 * time.Second
+	s := runInProcess(t, "--brokers", c.Brokers()[0], "--registry", c.RegistryURL(),
+		"--topic", "people", "--data-dir", t.TempDir(),
+		"--shutdown-timeout", shutdownTimeout.String(), "--max-staleness", maxStaleness.String())
+	r := s.do("PUT", "/profiles/user-1", []byte(`{"first_name":"Ada","last_name":"Lovelace","age":36}`))
+	require.Equal(t, 200, r.code, "%s", r.body)
+
+	closeCluster()
+	var body map[string]any
+	require.Eventually(t, func() bool {
+		var code int
+		code, body = s.readyz()
+		un, _ := body["unready"].([]any)
+		return code == http.StatusServiceUnavailable && len(un) == 1 && un[0].(map[string]any)["state"] == "stalled"
+	}, 30*time.Second, 20*time.Millisecond, "/readyz turns 503 once the staleness passes --max-staleness, the partition stalled")
+	un := body["unready"].([]any)
+	require.Len(t, un, 1)
+	require.Subset(t, un[0], map[string]any{"topic": "people", "partition": 0.0, "state": "stalled"})
+	require.Contains(t, un[0].(map[string]any)["cause"], "longer than the max staleness 3s")
+	require.GreaterOrEqual(t, body["staleness_ms"], float64(maxStaleness.Milliseconds()))
+	r = s.do("GET", "/profiles/user-1", nil)
+	require.Equal(t, 200, r.code, "reads are served while unready: %s", r.body)
+
+	// A PUT now waits on the broker (kvstore.DeliveryTimeout, 2m).
+	putCode := make(chan int, 1)
+	go func() {
+		r, err := s.try("PUT", "/profiles/user-2", []byte(`{"first_name":"Grace","last_name":"Hopper","age":85}`))
+		if err != nil {
+			putCode <- -1
+			return
+		}
+		putCode <- r.code
+	}()
+	require.Eventually(t, func() bool {
+		r, err := s.try("GET", "/metrics", nil)
+		return err == nil && bytes.Contains(r.body, []byte(`profilesvc_store_operations_in_flight{op="put"} 1`+"\n"))
+	}, 10*time.Second, 10*time.Millisecond, "the PUT reaches the store")
+
+	began := time.Now()
+	s.terminate()
+	const margin = time.Second
+	select {
+	case <-s.exited:
+	case <-time.After(shutdownTimeout + margin):
+		t.Fatalf("still shutting down %v after SIGTERM (--shutdown-timeout %v)", shutdownTimeout+margin, shutdownTimeout)
+	}
+	t.Logf("shut down in %v: %v", time.Since(began).Round(time.Millisecond), s.err)
+	require.ErrorContains(t, s.err, "cancelled the requests still in flight", "the shutdown says it gave up on the PUT")
+	select {
+	case code := <-putCode:
+		require.Equal(t, http.StatusServiceUnavailable, code, "the PUT in flight is answered, not cut off")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the PUT in flight got no answer")
+	}
 }

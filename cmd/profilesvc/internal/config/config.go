@@ -38,9 +38,14 @@ type Config struct {
 	// CompactInterval is how often embedded mode compacts the in-process
 	// broker's topics; 0 turns it off. Default 30s.
 	CompactInterval time.Duration
-	// ShutdownTimeout bounds how long a shutdown waits for requests in
-	// flight. Default 15s.
+	// ShutdownTimeout bounds a whole shutdown (SIGINT, SIGTERM), broker or
+	// no broker: finishing the requests in flight, then closing the store.
+	// Default 15s.
 	ShutdownTimeout time.Duration
+	// MaxStaleness makes /readyz answer 503 while some partition has not
+	// been caught up with the topic for longer than this; 0 (the default)
+	// turns the check off.
+	MaxStaleness time.Duration
 	// Partitioner is how keys map to partitions: "murmur2" (default; Java
 	// clients, franz-go, librdkafka's murmur2_random) or "crc32"
 	// (librdkafka's default consistent_random).
@@ -64,7 +69,8 @@ var settings = []setting{
 	{"embedded-kafka-addr", "EMBEDDED_KAFKA_ADDR", "127.0.0.1:19092", "listen address of the in-process Kafka broker (embedded mode)"},
 	{"embedded-registry-addr", "EMBEDDED_REGISTRY_ADDR", "127.0.0.1:18081", "listen address of the in-process schema registry (embedded mode)"},
 	{"compact-interval", "EMBEDDED_COMPACT_INTERVAL", "30s", "how often to compact the in-process broker's topics (embedded mode; 0 disables)"},
-	{"shutdown-timeout", "SHUTDOWN_TIMEOUT", "15s", "how long a shutdown waits for requests in flight"},
+	{"shutdown-timeout", "SHUTDOWN_TIMEOUT", "15s", "bound on a whole shutdown: requests in flight, then closing the store (its last third, at most 5s)"},
+	{"max-staleness", "MAX_STALENESS", "0", "/readyz answers 503 while a partition has not been caught up with the topic for longer than this (0 disables; the store checks about once a second, so keep it well above 1s)"},
 	{"partitioner", "PARTITIONER", "murmur2", "how keys map to partitions: murmur2 (Java clients; librdkafka's murmur2_random) or crc32 (librdkafka's default)"},
 }
 
@@ -131,6 +137,9 @@ func Load(args []string, lookupEnv func(string) (string, bool), dotenvPath strin
 		return Config{}, err
 	}
 	if c.ShutdownTimeout, err = parseDuration(*vals["shutdown-timeout"], source["shutdown-timeout"]); err != nil {
+		return Config{}, err
+	}
+	if c.MaxStaleness, err = parseDuration(*vals["max-staleness"], source["max-staleness"]); err != nil {
 		return Config{}, err
 	}
 	for _, req := range []struct{ name, v string }{

@@ -63,6 +63,19 @@ EMBEDDED_COMPACT_INTERVAL=5s
 	require.Equal(t, "127.0.0.1:18081", c.EmbeddedRegistryAddr, "default")
 }
 
+func TestMaxStalenessIsOffByDefaultAndSetLikeTheOthers(t *testing.T) {
+	nofile := filepath.Join(t.TempDir(), ".env")
+	c, err := Load(nil, envOf(nil), nofile, io.Discard)
+	require.NoError(t, err)
+	require.Zero(t, c.MaxStaleness)
+	c, err = Load(nil, envOf(nil), writeDotEnv(t, "MAX_STALENESS=2m\n"), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Minute, c.MaxStaleness)
+	c, err = Load([]string{"--max-staleness", "30s"}, envOf(map[string]string{"MAX_STALENESS": "1m"}), nofile, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 30*time.Second, c.MaxStaleness)
+}
+
 func TestEmptyEnvironmentVariableStillWins(t *testing.T) {
 	dotenv := writeDotEnv(t, "KAFKA_BOOTSTRAP_SERVERS=k:9092\nSCHEMA_REGISTRY_URL=http://r:8081\n")
 	c, err := Load(nil, envOf(map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "", "SCHEMA_REGISTRY_URL": ""}), dotenv, io.Discard)
@@ -87,6 +100,8 @@ func TestBadValuesNameTheirSource(t *testing.T) {
 	nofile := filepath.Join(t.TempDir(), ".env")
 	_, err := Load(nil, envOf(map[string]string{"EMBEDDED_COMPACT_INTERVAL": "soon"}), nofile, io.Discard)
 	require.ErrorContains(t, err, "EMBEDDED_COMPACT_INTERVAL")
+	_, err = Load(nil, envOf(map[string]string{"MAX_STALENESS": "-1s"}), nofile, io.Discard)
+	require.ErrorContains(t, err, `MAX_STALENESS: "-1s" is not a non-negative duration`)
 	_, err = Load([]string{"--topic", " "}, envOf(nil), nofile, io.Discard)
 	require.ErrorContains(t, err, "--topic: must not be empty")
 	_, err = Load(nil, envOf(map[string]string{"PARTITIONER": "random"}), nofile, io.Discard)

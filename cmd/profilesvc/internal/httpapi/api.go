@@ -4,6 +4,16 @@
 // The handler serves from the moment it is built; the store arrives later,
 // through SetReady, once its restore is done. Until then /readyz and every
 // profile route answer 503, and /healthz answers 200.
+//
+// Once the store is there, the profile routes serve from it whatever
+// /readyz says: a stale read beats none. /readyz answers 503 while the
+// follower of some partition has stopped (a poison record, a cache that
+// cannot be written, Close) and, with MaxStaleness, while some partition has
+// not been caught up with the topic for longer than that. A partition the
+// follower cannot read for now (a broker that does not answer: stalled)
+// leaves the service ready until MaxStaleness says otherwise, so that a
+// broker outage does not take every instance out of its load balancer at
+// once.
 package httpapi
 
 import (
@@ -33,15 +43,18 @@ type Store interface {
 	Get(ctx context.Context, key string) (User, bool, error)
 	Delete(ctx context.Context, key string) error
 	Scan(ctx context.Context, prefix string, opts ...kvstore.ScanOption) iter.Seq2[kvstore.Entry[User], error]
+	// Stats is read by /readyz, /healthz and at every scrape of /metrics.
+	Stats() kvstore.Stats
 }
 
 // API is the HTTP API. Its methods are safe for concurrent use.
 type API struct {
-	log      *slog.Logger
-	m        *metrics
-	state    atomic.Pointer[readyState]
-	progress progress
-	handler  http.Handler
+	log          *slog.Logger
+	maxStaleness time.Duration
+	m            *metrics
+	state        atomic.Pointer[readyState]
+	progress     progress
+	handler      http.Handler
 }
 
 type readyState struct {
@@ -49,10 +62,27 @@ type readyState struct {
 	stats kvstore.RestoreStats
 }
 
+// Option configures the API.
+type Option interface{ apply(*API) }
+
+type optFn func(*API)
+
+func (f optFn) apply(a *API) { f(a) }
+
+// MaxStaleness makes /readyz answer 503 while some partition of the topic
+// has not been caught up with it for longer than d (kvstore.PartitionStats
+// CaughtUpAt), whatever its state. Default 0: no bound; only a stopped
+// follower makes the API unready.
+func MaxStaleness(d time.Duration) Option { return optFn(func(a *API) { a.maxStaleness = d }) }
+
 // New returns the API, not ready yet. cachePath is the store's cache file,
 // whose size /metrics reports (empty: not reported).
-func New(log *slog.Logger, cachePath string) *API {
+func New(log *slog.Logger, cachePath string, opts ...Option) *API {
 	a := &API{log: log, m: newMetrics(cachePath)}
+	for _, o := range opts {
+		o.apply(a)
+	}
+	a.m.reg.MustRegister(storeCollector{a}) // readiness.go
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.HandlerFunc) { mux.HandleFunc(pattern, h) }
 
@@ -79,7 +109,8 @@ func New(log *slog.Logger, cachePath string) *API {
 func (a *API) Handler() http.Handler { return a.handler }
 
 // SetReady hands the API its store, restored as stats says; the profile
-// routes and /readyz start answering. Call it once.
+// routes start serving and /readyz judges the store's Stats from then on.
+// Call it once.
 func (a *API) SetReady(s Store, stats kvstore.RestoreStats) {
 	a.m.restored(stats)
 	a.m.watchMisrouted(s) // misrouted.go
@@ -95,53 +126,6 @@ func (a *API) store(w http.ResponseWriter) Store {
 		return nil
 	}
 	return st.store
-}
-
-// readiness is the body of /healthz and /readyz.
-type readiness struct {
-	Ready           bool   `json:"ready"`
-	Mode            string `json:"mode,omitempty"`
-	Reason          string `json:"reason,omitempty"`
-	RestoredRecords int64  `json:"restored_records"`
-	RestoredBytes   int64  `json:"restored_bytes"`
-	DurationMS      int64  `json:"duration_ms"`
-	Partitions      int32  `json:"partitions,omitempty"`
-	// Percent is how much of the restore is done, while it runs.
-	Percent *float64 `json:"percent,omitempty"`
-}
-
-func (a *API) readiness() readiness {
-	st := a.state.Load()
-	if st == nil {
-		var rd readiness
-		a.progress.fill(&rd)
-		return rd
-	}
-	return readiness{
-		Ready:           true,
-		Mode:            st.stats.Mode,
-		Reason:          st.stats.Reason,
-		RestoredRecords: st.stats.Records,
-		RestoredBytes:   st.stats.Bytes,
-		DurationMS:      st.stats.Duration.Milliseconds(),
-		Partitions:      st.stats.Partitions,
-	}
-}
-
-// healthz answers 200 while the process runs, with the restore state.
-func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, a.readiness())
-}
-
-// readyz answers 503 until the store has restored, then 200.
-func (a *API) readyz(w http.ResponseWriter, _ *http.Request) {
-	rd := a.readiness()
-	code := http.StatusOK
-	if !rd.Ready {
-		code = http.StatusServiceUnavailable
-		w.Header().Set("Retry-After", "1")
-	}
-	writeJSON(w, code, rd)
 }
 
 // errorBody is every error response: what went wrong and, for bad input,
@@ -176,30 +160,32 @@ type instrumented struct {
 }
 
 func (i instrumented) Put(ctx context.Context, key string, v User) error {
-	start := time.Now()
+	done := i.m.storeOp("put")
 	err := i.s.Put(ctx, key, v)
-	i.m.storeOp("put", start, err)
+	done(err)
 	return err
 }
 
 func (i instrumented) Get(ctx context.Context, key string) (User, bool, error) {
-	start := time.Now()
+	done := i.m.storeOp("get")
 	u, ok, err := i.s.Get(ctx, key)
-	i.m.storeOp("get", start, err)
+	done(err)
 	return u, ok, err
 }
 
 func (i instrumented) Delete(ctx context.Context, key string) error {
-	start := time.Now()
+	done := i.m.storeOp("delete")
 	err := i.s.Delete(ctx, key)
-	i.m.storeOp("delete", start, err)
+	done(err)
 	return err
 }
+
+func (i instrumented) Stats() kvstore.Stats { return i.s.Stats() }
 
 // Scan times the whole iteration, until the loop ends or breaks.
 func (i instrumented) Scan(ctx context.Context, prefix string, opts ...kvstore.ScanOption) iter.Seq2[kvstore.Entry[User], error] {
 	return func(yield func(kvstore.Entry[User], error) bool) {
-		start := time.Now()
+		done := i.m.storeOp("scan")
 		var err error
 		for e, e2 := range i.s.Scan(ctx, prefix, opts...) {
 			if e2 != nil {
@@ -209,7 +195,7 @@ func (i instrumented) Scan(ctx context.Context, prefix string, opts ...kvstore.S
 				break
 			}
 		}
-		i.m.storeOp("scan", start, err)
+		done(err)
 	}
 }
 

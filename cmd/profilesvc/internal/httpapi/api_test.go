@@ -85,7 +85,15 @@ func TestReadyzReportsTheRestore(t *testing.T) {
 	api.SetReady(s, kvstore.RestoreStats{Mode: "full", Reason: "no cache", Records: 12, Bytes: 340, Duration: 1500 * time.Millisecond, Partitions: 1})
 	r := call(t, api.Handler(), "GET", "/readyz", "")
 	require.Equal(t, 200, r.code)
-	require.JSONEq(t, `{"ready":true,"mode":"full","reason":"no cache","restored_records":12,"restored_bytes":340,"duration_ms":1500,"partitions":1}`, r.raw)
+	require.Subset(t, r.body, map[string]any{"ready": true, "mode": "full", "reason": "no cache",
+		"restored_records": 12.0, "restored_bytes": 340.0, "duration_ms": 1500.0, "partitions": 1.0, "topic": "profiles"})
+	require.NotContains(t, r.body, "unready")
+	require.NotContains(t, r.body, "max_staleness_ms", "off by default")
+	ps := r.body["partition_stats"].([]any)
+	require.Len(t, ps, 1)
+	require.Subset(t, ps[0], map[string]any{"partition": 0.0, "state": "following", "applied": 0.0, "end": 0.0, "lag": 0.0})
+	require.GreaterOrEqual(t, ps[0].(map[string]any)["caught_up_age_ms"], 0.0)
+	require.NotContains(t, ps[0], "error")
 	m := call(t, api.Handler(), "GET", "/metrics", "").raw
 	require.Contains(t, m, "profilesvc_ready 1")
 	require.Contains(t, m, "profilesvc_restore_records 12")

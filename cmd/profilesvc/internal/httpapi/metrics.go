@@ -21,8 +21,8 @@ type metrics struct {
 	httpDuration *prometheus.HistogramVec // route
 	storeOps     *prometheus.HistogramVec // op
 	storeErrors  *prometheus.CounterVec   // op
+	storeBusy    *prometheus.GaugeVec     // op
 
-	ready           prometheus.Gauge
 	restoreRecords  prometheus.Gauge
 	restoreBytes    prometheus.Gauge
 	restoreDuration prometheus.Gauge
@@ -52,10 +52,10 @@ func newMetrics(cachePath string) *metrics {
 			Name: "profilesvc_store_errors_total",
 			Help: "Store calls that returned an error, by operation.",
 		}, []string{"op"}),
-		ready: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "profilesvc_ready",
-			Help: "1 once the store has restored and the profile routes serve, else 0.",
-		}),
+		storeBusy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "profilesvc_store_operations_in_flight",
+			Help: "Store calls under way, by operation: a write that waits on a broker that does not answer shows here.",
+		}, []string{"op"}),
 		restoreRecords: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "profilesvc_restore_records",
 			Help: "Records (tombstones included) the startup restore read from the topic.",
@@ -76,9 +76,10 @@ func newMetrics(cachePath string) *metrics {
 	for _, op := range storeOps {
 		m.storeOps.WithLabelValues(op)
 		m.storeErrors.WithLabelValues(op)
+		m.storeBusy.WithLabelValues(op)
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.storeOps, m.storeErrors,
-		m.ready, m.restoreRecords, m.restoreBytes, m.restoreDuration, m.restoreInfo,
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.storeOps, m.storeErrors, m.storeBusy,
+		m.restoreRecords, m.restoreBytes, m.restoreDuration, m.restoreInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if cachePath != "" {
@@ -101,17 +102,23 @@ func (m *metrics) handler() http.Handler {
 }
 
 func (m *metrics) restored(s kvstore.RestoreStats) {
-	m.ready.Set(1)
 	m.restoreRecords.Set(float64(s.Records))
 	m.restoreBytes.Set(float64(s.Bytes))
 	m.restoreDuration.Set(s.Duration.Seconds())
 	m.restoreInfo.WithLabelValues(s.Mode, s.Reason).Set(1)
 }
 
-func (m *metrics) storeOp(op string, start time.Time, err error) {
-	m.storeOps.WithLabelValues(op).Observe(time.Since(start).Seconds())
-	if err != nil {
-		m.storeErrors.WithLabelValues(op).Inc()
+// storeOp starts timing a store call; done ends it with the call's error.
+func (m *metrics) storeOp(op string) (done func(error)) {
+	start := time.Now()
+	busy := m.storeBusy.WithLabelValues(op)
+	busy.Inc()
+	return func(err error) {
+		busy.Dec()
+		m.storeOps.WithLabelValues(op).Observe(time.Since(start).Seconds())
+		if err != nil {
+			m.storeErrors.WithLabelValues(op).Inc()
+		}
 	}
 }
 

@@ -1,0 +1,208 @@
+package httpapi
+
+import (
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/compactkv/compactkv/kvstore"
+)
+
+// readiness is the body of /healthz and /readyz.
+type readiness struct {
+	Ready           bool   `json:"ready"`
+	Mode            string `json:"mode,omitempty"`
+	Reason          string `json:"reason,omitempty"`
+	RestoredRecords int64  `json:"restored_records"`
+	RestoredBytes   int64  `json:"restored_bytes"`
+	DurationMS      int64  `json:"duration_ms"`
+	Partitions      int32  `json:"partitions,omitempty"`
+	// Percent is how much of the restore is done, while it runs.
+	Percent *float64 `json:"percent,omitempty"`
+
+	// The rest is there once the store is open.
+
+	Topic string `json:"topic,omitempty"`
+	// StalenessMS is how long ago the stalest partition was last caught up
+	// with the topic: how stale a read can be at worst. Null while some
+	// partition has never been caught up.
+	StalenessMS *int64 `json:"staleness_ms,omitempty"`
+	// MaxStalenessMS is the MaxStaleness bound; absent when off.
+	MaxStalenessMS int64 `json:"max_staleness_ms,omitempty"`
+	// Unready says why Ready is false: one entry per partition at fault.
+	Unready []unready `json:"unready,omitempty"`
+	// PartitionStats has one entry per partition of the topic.
+	PartitionStats []partitionStatus `json:"partition_stats,omitempty"`
+}
+
+// unready is one partition that makes /readyz answer 503, and why.
+type unready struct {
+	Topic     string `json:"topic"`
+	Partition int32  `json:"partition"`
+	// Offset is the partition's applied offset: the next record the cache
+	// would apply (with a poison record, that record's offset).
+	Offset int64  `json:"offset"`
+	State  string `json:"state"`
+	Cause  string `json:"cause"`
+}
+
+// partitionStatus is one partition's kvstore.PartitionStats as JSON.
+type partitionStatus struct {
+	Partition int32  `json:"partition"`
+	State     string `json:"state"`
+	Applied   int64  `json:"applied"`
+	End       int64  `json:"end"`
+	Lag       int64  `json:"lag"`
+	// CaughtUpAgeMS is how long ago the cache last held every record of the
+	// partition; null if it never has.
+	CaughtUpAgeMS *int64 `json:"caught_up_age_ms"`
+	Error         string `json:"error,omitempty"`
+}
+
+// status returns what /readyz says at now, and the store's stats it judged
+// (zero before SetReady).
+func (a *API) status(now time.Time) (readiness, kvstore.Stats) {
+	st := a.state.Load()
+	if st == nil {
+		var rd readiness
+		a.progress.fill(&rd)
+		return rd, kvstore.Stats{}
+	}
+	stats := st.store.Stats()
+	rd := readiness{
+		Mode:            st.stats.Mode,
+		Reason:          st.stats.Reason,
+		RestoredRecords: st.stats.Records,
+		RestoredBytes:   st.stats.Bytes,
+		DurationMS:      st.stats.Duration.Milliseconds(),
+		Partitions:      st.stats.Partitions,
+		Topic:           stats.Topic,
+		MaxStalenessMS:  a.maxStaleness.Milliseconds(),
+	}
+	if p, _, ok := stats.Stalest(now); ok {
+		rd.StalenessMS = caughtUpAgeMS(p, now)
+	}
+	for _, ps := range stats.Partitions {
+		rd.PartitionStats = append(rd.PartitionStats, partitionStatus{
+			Partition: ps.Partition, State: ps.State.String(),
+			Applied: ps.Applied, End: ps.End, Lag: ps.Lag,
+			CaughtUpAgeMS: caughtUpAgeMS(ps, now), Error: errText(ps.Err),
+		})
+		var cause string
+		switch age := now.Sub(ps.CaughtUpAt); {
+		case ps.State == kvstore.PartitionStopped:
+			cause = "the follower stopped"
+			if ps.Err != nil {
+				cause = ps.Err.Error()
+			}
+		case a.maxStaleness > 0 && ps.CaughtUpAt.IsZero():
+			cause = "never caught up with the topic; max staleness " + a.maxStaleness.String()
+		case a.maxStaleness > 0 && age > a.maxStaleness:
+			cause = fmt.Sprintf("not caught up with the topic for %v, longer than the max staleness %v",
+				age.Round(time.Millisecond), a.maxStaleness)
+		default:
+			continue
+		}
+		if ps.State != kvstore.PartitionStopped && ps.Err != nil {
+			cause += " (" + ps.State.String() + ": " + ps.Err.Error() + ")"
+		}
+		rd.Unready = append(rd.Unready, unready{Topic: stats.Topic, Partition: ps.Partition,
+			Offset: ps.Applied, State: ps.State.String(), Cause: cause})
+	}
+	rd.Ready = len(rd.Unready) == 0
+	return rd, stats
+}
+
+func caughtUpAgeMS(ps kvstore.PartitionStats, now time.Time) *int64 {
+	if ps.CaughtUpAt.IsZero() {
+		return nil
+	}
+	ms := now.Sub(ps.CaughtUpAt).Milliseconds()
+	return &ms
+}
+
+func errText(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// healthz answers 200 while the process runs, with what /readyz would say.
+func (a *API) healthz(w http.ResponseWriter, _ *http.Request) {
+	rd, _ := a.status(time.Now())
+	writeJSON(w, http.StatusOK, rd)
+}
+
+// readyz answers 200 while the store serves fresh enough data, else 503
+// with the causes: until the store has restored, while the follower of some
+// partition has stopped, and while some partition is staler than
+// MaxStaleness. The profile routes keep serving meanwhile.
+func (a *API) readyz(w http.ResponseWriter, _ *http.Request) {
+	rd, _ := a.status(time.Now())
+	code := http.StatusOK
+	if !rd.Ready {
+		code = http.StatusServiceUnavailable
+		w.Header().Set("Retry-After", "1")
+	}
+	writeJSON(w, code, rd)
+}
+
+var (
+	readyDesc = prometheus.NewDesc("profilesvc_ready",
+		"1 while /readyz answers 200 (the store has restored, no partition's follower has stopped "+
+			"and, with --max-staleness, every partition is fresh enough), else 0.", nil, nil)
+	partitionStateDesc = prometheus.NewDesc("profilesvc_partition_state",
+		"1 for the state each partition of the topic is in (restoring, following, stalled, stopped), "+
+			"0 for the others.", []string{"partition", "state"}, nil)
+	partitionLagDesc = prometheus.NewDesc("profilesvc_partition_lag_records",
+		"Records of each partition the cache has yet to apply: the end offset as last seen (at most "+
+			"about a second ago while the broker answers) minus the applied offset.", []string{"partition"}, nil)
+	partitionAgeDesc = prometheus.NewDesc("profilesvc_partition_caught_up_age_seconds",
+		"Seconds since the cache last held every record of each partition: how stale a read of it "+
+			"can be. +Inf if it never has.", []string{"partition"}, nil)
+)
+
+var partitionStates = []kvstore.PartitionState{kvstore.PartitionRestoring, kvstore.PartitionFollowing,
+	kvstore.PartitionStalled, kvstore.PartitionStopped}
+
+// storeCollector exports readiness and the store's per-partition Stats,
+// read at each scrape.
+type storeCollector struct{ a *API }
+
+func (storeCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- readyDesc
+	ch <- partitionStateDesc
+	ch <- partitionLagDesc
+	ch <- partitionAgeDesc
+}
+
+func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
+	now := time.Now()
+	rd, stats := c.a.status(now)
+	ready := 0.0
+	if rd.Ready {
+		ready = 1
+	}
+	ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, ready)
+	for _, ps := range stats.Partitions {
+		p := strconv.Itoa(int(ps.Partition))
+		for _, s := range partitionStates {
+			v := 0.0
+			if ps.State == s {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(partitionStateDesc, prometheus.GaugeValue, v, p, s.String())
+		}
+		ch <- prometheus.MustNewConstMetric(partitionLagDesc, prometheus.GaugeValue, float64(ps.Lag), p)
+		age := math.Inf(1)
+		if !ps.CaughtUpAt.IsZero() {
+			age = now.Sub(ps.CaughtUpAt).Seconds()
+		}
+		ch <- prometheus.MustNewConstMetric(partitionAgeDesc, prometheus.GaugeValue, age, p)
+	}
+}
