@@ -56,6 +56,32 @@
 // the old one atomically, so a process killed during a restore leaves the
 // previous cache or none.
 //
+// # Freshness and readiness
+//
+// Stats is one snapshot of the store: per partition its state (restoring,
+// following, stalled, stopped), the offset applied, the end offset last
+// seen, the lag between them, and CaughtUpAt, the latest moment at which the
+// cache held everything the partition then held (the follower asks the
+// broker for the end offsets about once a second, so it is that fine).
+// WithStateListener is told of every change. A broker that cannot be
+// reached stalls the follower (TailErr says why) without stopping it; it
+// carries on once the broker answers. Only what retrying cannot mend stops
+// it: a poison record under PoisonFail, a cache file that cannot be written,
+// Close. Reads keep serving the cache in every state: a stale answer beats
+// none, and Stats tells how stale. A partition that has not been caught up
+// for longer than the topic's delete.retention.ms (and at least 10s) while
+// following is rebuilt from the topic, as Open would after such an absence:
+// compaction may have removed tombstones it never read.
+//
+// # Bounds
+//
+// Nothing waits on the network without a bound. A write waits for its
+// acknowledgement until its ctx ends or DeliveryTimeout (default 2m, as
+// Kafka's delivery.timeout.ms) passes, then fails with ErrDeliveryTimeout.
+// Close returns within about CloseTimeout (default 5s) with the broker gone
+// and writes in flight; those writes fail with ErrClosed. From the moment
+// Close is called, Get, Scan and every write return ErrClosed at once.
+//
 // # Caveats
 //
 // Reads are local and eventually consistent with other writers: a record

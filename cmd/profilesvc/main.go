@@ -145,7 +145,7 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 		Handler:           api.Handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      60 * time.Second,
+		WriteTimeout:      writeDelivery + 30*time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -172,6 +172,9 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 			kvstore.WithPartitioner(partitioner(cfg.Partitioner)),
 			kvstore.WithRestoreListener(api.RestoreListener()),
 			kvstore.CloseTimeout(closeTimeout(cfg.ShutdownTimeout)),
+			// Below the server's WriteTimeout, so that a write the broker
+			// never acknowledges still gets its 503 to the client.
+			kvstore.DeliveryTimeout(writeDelivery),
 			kvstore.WithLogger(log))
 		openDone <- opened{s, err}
 	}()
@@ -254,3 +257,7 @@ func partitioner(name string) kvstore.Partitioner {
 	}
 	return kvstore.PartitionerMurmur2
 }
+
+// writeDelivery bounds how long a PUT or DELETE waits for the broker's
+// acknowledgement (kvstore.DeliveryTimeout).
+const writeDelivery = 30 * time.Second

@@ -189,6 +189,10 @@ func (a *API) storeError(w http.ResponseWriter, r *http.Request, op, id string, 
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error(), Field: "body"})
 	case errors.Is(err, kvstore.ErrClosed):
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the service is shutting down"})
+	case errors.Is(err, kvstore.ErrDeliveryTimeout):
+		a.log.Warn("the broker did not acknowledge a write in time", "op", op, "id", id, "err", err)
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the broker did not acknowledge the write in time; it may or may not have been stored, retry it"})
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		a.log.Warn("store call ended with its request", "op", op, "id", id, "err", err)
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the request was cancelled or timed out before the store answered"})
