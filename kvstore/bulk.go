@@ -9,8 +9,13 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	"os"
+	"runtime/debug"
 	"slices"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 // sorter collects the records of a full restore, keeps the last version of
@@ -26,7 +31,9 @@ import (
 type sorter struct {
 	limit      int
 	dir        string
-	runPattern string // spilled run file name pattern, for os.CreateTemp
+	runPattern string       // spilled run file name pattern, for os.CreateTemp
+	pageSize   int          // of the bbolt file writeBolt writes; 0: os.Getpagesize()
+	log        *slog.Logger // nil: slog.Default()
 
 	chunks [][]byte // arena; entries point into it
 	used   int      // bytes in chunks plus entry overhead
@@ -400,15 +407,170 @@ func (s *sorter) merge(mem []sortEnt, fn func(part int32, key, val []byte) error
 }
 
 // writeBolt writes the sorter's live contents into a new bbolt file at path,
-// one bucket per partition named bucket(p), without going through bbolt's
-// transactions: it lays out the B+tree pages itself, leaves packed full and
-// in key order (what bbolt would write with FillPercent 1.0 and sorted
-// inserts), then the branch pages above them, the root bucket and the two
-// meta pages. Partitions without live keys get no bucket. The file has no
-// freelist page (open it with NoFreelistSync, as openBolt does) and is not
-// synced. A bbolt transaction writes everything else (the meta bucket).
-func (s *sorter) writeBolt(path string, bucket func(p int32) []byte) (err error) {
+// one bucket per partition named bucket(p); partitions without live keys get
+// no bucket. It lays the pages out itself (writePages), then makes sure the
+// file is one the store will open: checkFile accepts it, and bbolt opens it
+// and reads every bucket's first and last key. Should either refuse it (or
+// should the bbolt this binary was built with not be the version the page
+// writer was verified against), it logs a warning and loads the same data
+// through bbolt's own API instead (loadBolt), which is slower but leaves a
+// file bbolt wrote itself. The file is not synced; a bbolt transaction then
+// writes everything else (the meta bucket).
+func (s *sorter) writeBolt(path string, bucket func(p int32) []byte) error {
 	defer s.cleanup()
+	ps := s.pageSize
+	if ps == 0 {
+		ps = os.Getpagesize()
+	}
+	if v := builtBbolt(); v != "" && v != pageWriterBbolt {
+		s.logger().Warn("kvstore: bbolt is not the version the bulk loader's page writer was verified against; loading through bbolt's API",
+			"bbolt", v, "verified", pageWriterBbolt)
+		return s.loadBolt(path, ps, bucket)
+	}
+	if err := s.writePages(path, ps, bucket); err != nil {
+		return err
+	}
+	if err := verifyWritten(path); err != nil {
+		s.logger().Warn("kvstore: bbolt refused the file the bulk loader's page writer made; loading through bbolt's API",
+			"bbolt", pageWriterBbolt, "path", path, "err", err)
+		return s.loadBolt(path, ps, bucket)
+	}
+	return nil
+}
+
+// pageWriterBbolt is the bbolt version whose file format writePages was
+// verified against (TestBulkLoadPagesPinTheBboltVersion fails when go.mod
+// moves to another; see there for what to check).
+const pageWriterBbolt = "v1.4.3"
+
+// builtBbolt returns the version of bbolt built into the binary; tests
+// replace it.
+var builtBbolt = bboltVersion
+
+// bboltVersion returns the version of bbolt built into the binary, or "" if
+// the binary does not say (test binaries do not). A replaced module counts
+// as unverified.
+func bboltVersion() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return ""
+	}
+	for _, d := range info.Deps {
+		if d.Path == "go.etcd.io/bbolt" {
+			if d.Replace != nil {
+				return "replaced by " + d.Replace.Path + " " + d.Replace.Version
+			}
+			return d.Version
+		}
+	}
+	return ""
+}
+
+// verifyWritten checks a file writePages made; tests replace it to force
+// the fallback.
+var verifyWritten = verifyPages
+
+func verifyPages(path string) error {
+	if err := checkFile(path); err != nil {
+		return err
+	}
+	db, err := openBolt(path, time.Second, true)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	return safeView(db, func(tx *bolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bolt.Bucket) error {
+			c := b.Cursor()
+			c.First()
+			c.Last()
+			return nil
+		})
+	})
+}
+
+// loadTxBytes is how many key and value bytes loadBolt puts in one
+// transaction.
+const loadTxBytes = 32 << 20
+
+// loadBolt writes the sorter's live contents into a new bbolt file at path
+// through bbolt's API: sorted Puts with FillPercent 1.0 in large
+// transactions, what writePages does by hand.
+func (s *sorter) loadBolt(path string, pageSize int, bucket func(p int32) []byte) (err error) {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: true, PageSize: pageSize, FreelistType: bolt.FreelistMapType})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	tx, err := db.Begin(true)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if tx != nil {
+			tx.Rollback()
+		}
+	}()
+	var (
+		b     *bolt.Bucket
+		cur   int32 = -1
+		inTx  int
+		bname []byte
+	)
+	err = s.walk(func(part int32, key, val []byte) error {
+		if inTx >= loadTxBytes {
+			if err := tx.Commit(); err != nil {
+				return err
+			}
+			var err error
+			if tx, err = db.Begin(true); err != nil {
+				return err
+			}
+			b, inTx = tx.Bucket(bname), 0
+			b.FillPercent = 1.0
+		}
+		if part != cur {
+			cur, bname = part, bucket(part)
+			var err error
+			if b, err = tx.CreateBucket(bname); err != nil {
+				return fmt.Errorf("create bucket %q: %w", bname, err)
+			}
+			b.FillPercent = 1.0
+		}
+		inTx += len(key) + len(val)
+		// bbolt keeps the value until the commit; the sorter reuses it.
+		return b.Put(key, bytes.Clone(val))
+	})
+	if err != nil {
+		return err
+	}
+	err = tx.Commit()
+	tx = nil
+	return err
+}
+
+func (s *sorter) logger() *slog.Logger {
+	if s.log == nil {
+		return slog.Default()
+	}
+	return s.log
+}
+
+// writePages writes the sorter's live contents into a new bbolt file at
+// path with pages of ps bytes, without going through bbolt's transactions:
+// it lays out the B+tree pages itself, leaves packed full and in key order
+// (what bbolt would write with FillPercent 1.0 and sorted inserts), then the
+// branch pages above them, the root bucket, an empty freelist page (every
+// page is in use) and the two meta pages. With the freelist written, bbolt
+// opens the file without walking all its pages to find the free ones.
+func (s *sorter) writePages(path string, ps int, bucket func(p int32) []byte) (err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
 		return err
@@ -418,7 +580,7 @@ func (s *sorter) writeBolt(path string, bucket func(p int32) []byte) (err error)
 			err = cerr
 		}
 	}()
-	pw := &pageWriter{w: bufio.NewWriterSize(f, 4<<20), pageSize: os.Getpagesize()}
+	pw := &pageWriter{w: bufio.NewWriterSize(f, 4<<20), pageSize: ps}
 	// Pages 0 and 1 are the meta pages, written last.
 	if err := pw.emit(make([]byte, 2*pw.pageSize)); err != nil {
 		return err
@@ -457,6 +619,10 @@ func (s *sorter) writeBolt(path string, bucket func(p int32) []byte) (err error)
 	if err != nil {
 		return err
 	}
+	freelistPg := pw.next
+	if err := pw.emitFreelist(); err != nil {
+		return err
+	}
 	if err := pw.w.Flush(); err != nil {
 		return err
 	}
@@ -472,7 +638,7 @@ func (s *sorter) writeBolt(path string, bucket func(p int32) []byte) (err error)
 		binary.NativeEndian.PutUint32(m[12:], 0)          // flags
 		binary.NativeEndian.PutUint64(m[16:], rootPg)     // root bucket: root
 		binary.NativeEndian.PutUint64(m[24:], 0)          // root bucket: sequence
-		binary.NativeEndian.PutUint64(m[32:], ^uint64(0)) // no freelist page
+		binary.NativeEndian.PutUint64(m[32:], freelistPg) // freelist page
 		binary.NativeEndian.PutUint64(m[40:], pw.next)    // high water mark
 		binary.NativeEndian.PutUint64(m[48:], uint64(i))  // txid
 		h := fnv.New64a()
@@ -503,6 +669,14 @@ type pageWriter struct {
 	pageSize int
 	next     uint64 // id of the next page
 	buf      []byte
+}
+
+// emitFreelist writes an empty freelist page.
+func (pw *pageWriter) emitFreelist() error {
+	buf := make([]byte, pw.pageSize)
+	binary.NativeEndian.PutUint64(buf[0:], pw.next)
+	binary.NativeEndian.PutUint16(buf[8:], freelistPageFlag) // count 0: no free pages
+	return pw.emit(buf)
 }
 
 func (pw *pageWriter) emit(b []byte) error {

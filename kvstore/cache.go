@@ -140,12 +140,19 @@ func putCurrentAt(tx *bolt.Tx, now time.Time) error {
 
 // openBolt opens path with the store's settings. timeout bounds the wait for
 // the file lock another process holds.
+//
+// The freelist is synced (written with every commit, as bbolt does by
+// default): bbolt then reads it at open instead of walking every page of the
+// file to find the free ones, a walk that panics on its own goroutine, out of
+// reach of any recover, when it meets a damaged page. A file without a
+// freelist (written with NoFreelistSync by an earlier version) gets one at
+// its first open, after one such walk; Open has checked the file by then
+// (checkFile).
 func openBolt(path string, timeout time.Duration, noSync bool) (*bolt.DB, error) {
 	db, err := bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        timeout,
-		NoSync:         noSync,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
+		Timeout:      timeout,
+		NoSync:       noSync,
+		FreelistType: bolt.FreelistMapType,
 	})
 	if err != nil {
 		return nil, err
