@@ -139,7 +139,7 @@ func childRestore() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	st := s.RestoreStats()
+	st := s.Stats().Restore
 	s.Close()
 	json.NewEncoder(os.Stdout).Encode(restoreResult{Mode: st.Mode, Records: st.Records, Bytes: st.Bytes,
 		Seconds: took.Seconds(), Restore: st.Duration.Seconds(), HeapPeak: peak.Load(), RSSPeak: vmHWM(),

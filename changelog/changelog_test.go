@@ -7,53 +7,61 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/compactkv/compactkv/changelog"
 	"github.com/compactkv/compactkv/embedded"
 )
 
-func setup(t *testing.T) (*embedded.Cluster, *kadm.Client, context.Context) {
+func setup(t *testing.T) (*embedded.Cluster, context.Context) {
 	t.Helper()
 	c, err := embedded.Start()
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
-	cl, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...))
-	require.NoError(t, err)
-	t.Cleanup(cl.Close)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
-	return c, kadm.NewClient(cl), ctx
+	return c, ctx
 }
 
-func TestEnsureTopicCreatesACompactedTopicAndRefusesOneThatIsNot(t *testing.T) {
-	c, adm, ctx := setup(t)
-	info, err := changelog.EnsureTopic(ctx, adm, "t", changelog.TopicSpec{Partitions: 3, ReplicationFactor: -1,
-		Configs: map[string]string{"delete.retention.ms": "1234", "cleanup.policy": "delete"}})
+func open(t *testing.T, ctx context.Context, c *embedded.Cluster, name string, spec changelog.TopicSpec) *changelog.Topic {
+	t.Helper()
+	tp, err := changelog.Open(ctx, name, changelog.Config{Brokers: c.Brokers(), Spec: spec})
 	require.NoError(t, err)
+	t.Cleanup(func() { tp.Close(context.Background()) })
+	return tp
+}
+
+var oneP = changelog.TopicSpec{Partitions: 1, ReplicationFactor: -1}
+
+func TestOpenCreatesACompactedTopicAndRefusesOneThatIsNot(t *testing.T) {
+	c, ctx := setup(t)
+	tp := open(t, ctx, c, "t", changelog.TopicSpec{Partitions: 3, ReplicationFactor: -1,
+		Configs: map[string]string{"delete.retention.ms": "1234", "cleanup.policy": "delete"}})
+	info := tp.Info()
+	require.Equal(t, "t", tp.Name())
 	require.Equal(t, int32(3), info.Partitions)
 	require.Equal(t, "compact", info.CleanupPolicy, "cleanup.policy is always compact")
 	require.Equal(t, 1234*time.Millisecond, info.DeleteRetention)
 	require.NotEqual(t, [16]byte{}, info.ID)
 
-	again, err := changelog.EnsureTopic(ctx, adm, "t", changelog.TopicSpec{Partitions: 1, ReplicationFactor: -1})
-	require.NoError(t, err)
-	require.Equal(t, info, again, "an existing topic keeps what it has")
+	again := open(t, ctx, c, "t", oneP)
+	require.Equal(t, info, again.Info(), "an existing topic keeps what it has")
 
 	require.NoError(t, c.Kafka().CreateTopic("plain", 1, map[string]string{"cleanup.policy": "delete"}))
-	_, err = changelog.EnsureTopic(ctx, adm, "plain", changelog.TopicSpec{Partitions: 1, ReplicationFactor: -1})
+	_, err := changelog.Open(ctx, "plain", changelog.Config{Brokers: c.Brokers(), Spec: oneP})
 	require.ErrorIs(t, err, changelog.ErrNotCompacted)
 	require.ErrorContains(t, err, `topic "plain" has cleanup.policy="delete"`)
+
+	_, err = changelog.Open(ctx, "t", changelog.Config{})
+	require.ErrorContains(t, err, "no brokers")
 }
 
 // A reader hands out committed records only, and its Next moves past
 // transaction markers, so a resume never waits for a record that is not
 // there.
 func TestTheReaderSkipsAbortedRecordsAndResumesPastMarkers(t *testing.T) {
-	c, adm, ctx := setup(t)
-	_, err := changelog.EnsureTopic(ctx, adm, "t", changelog.TopicSpec{Partitions: 1, ReplicationFactor: -1})
-	require.NoError(t, err)
+	c, ctx := setup(t)
+	tp := open(t, ctx, c, "t", oneP)
 	tx, err := kgo.NewClient(kgo.SeedBrokers(c.Brokers()...), kgo.DefaultProduceTopic("t"), kgo.TransactionalID("tx"))
 	require.NoError(t, err)
 	defer tx.Close()
@@ -64,11 +72,14 @@ func TestTheReaderSkipsAbortedRecordsAndResumesPastMarkers(t *testing.T) {
 		}
 		require.NoError(t, tx.EndTransaction(ctx, kgo.TransactionEndTry(commit)))
 	}
-	_, end, err := changelog.Offsets(ctx, adm, "t")
+	_, end, err := tp.Offsets(ctx)
 	require.NoError(t, err)
 	require.Equal(t, int64(12), end[0], "3 transactions of 3 records and a marker each")
+	onlyEnd, err := tp.EndOffsets(ctx)
+	require.NoError(t, err)
+	require.Equal(t, end, onlyEnd)
 
-	r, err := changelog.NewReader("t", map[int32]int64{0: 0}, kgo.SeedBrokers(c.Brokers()...))
+	r, err := tp.NewReader(map[int32]int64{0: 0})
 	require.NoError(t, err)
 	defer r.Close()
 	var keys []string
@@ -88,20 +99,16 @@ func TestTheReaderSkipsAbortedRecordsAndResumesPastMarkers(t *testing.T) {
 }
 
 func TestTheReaderStopsAtAGapInsteadOfSkippingIt(t *testing.T) {
-	c, adm, ctx := setup(t)
-	_, err := changelog.EnsureTopic(ctx, adm, "t", changelog.TopicSpec{Partitions: 1, ReplicationFactor: -1})
-	require.NoError(t, err)
-	w, err := changelog.NewWriter("t", kgo.SeedBrokers(c.Brokers()...))
-	require.NoError(t, err)
-	defer w.Close(ctx)
+	c, ctx := setup(t)
+	tp := open(t, ctx, c, "t", oneP)
 	for i := range 5 {
-		off, err := w.Produce(ctx, 0, fmt.Appendf(nil, "k%d", i), []byte("v"))
+		off, err := tp.Produce(ctx, 0, fmt.Appendf(nil, "k%d", i), []byte("v"))
 		require.NoError(t, err)
 		require.Equal(t, int64(i), off)
 	}
 	require.NoError(t, c.Kafka().DeleteRecords("t", 0, 3))
 
-	r, err := changelog.NewReader("t", map[int32]int64{0: 1}, kgo.SeedBrokers(c.Brokers()...)) // records 1 and 2 are gone
+	r, err := tp.NewReader(map[int32]int64{0: 1}) // records 1 and 2 are gone
 	require.NoError(t, err)
 	defer r.Close()
 	_, err = r.Poll(ctx)
@@ -110,4 +117,29 @@ func TestTheReaderStopsAtAGapInsteadOfSkippingIt(t *testing.T) {
 	require.ErrorAs(t, err, &pe)
 	require.Equal(t, "t", pe.Topic)
 	require.Equal(t, int32(0), pe.Partition)
+}
+
+// The client's errors reach callers as the package's own: a write after
+// Close is ErrClosed, a write the broker cannot take in time is
+// ErrDeliveryTimeout, and a Reader polled after Close says ErrClosed.
+func TestClientErrorsAreTranslated(t *testing.T) {
+	c, ctx := setup(t)
+	tp, err := changelog.Open(ctx, "t", changelog.Config{Brokers: c.Brokers(), Spec: oneP, DeliveryTimeout: time.Second})
+	require.NoError(t, err)
+	r, err := tp.NewReader(map[int32]int64{0: 0})
+	require.NoError(t, err)
+	r.Close()
+	_, err = r.Poll(ctx)
+	require.ErrorIs(t, err, changelog.ErrClosed)
+
+	c.Close() // the broker goes away
+	_, err = tp.Produce(context.Background(), 0, []byte("k"), []byte("v"))
+	require.ErrorIs(t, err, changelog.ErrDeliveryTimeout)
+	var pe *changelog.PartitionError
+	require.ErrorAs(t, err, &pe)
+	require.Equal(t, int32(0), pe.Partition)
+
+	require.NoError(t, tp.Close(ctx))
+	_, err = tp.Produce(ctx, 0, []byte("k"), []byte("v"))
+	require.ErrorIs(t, err, changelog.ErrClosed)
 }

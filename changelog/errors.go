@@ -19,8 +19,14 @@ var (
 	// truncated. Reading on would skip them, so the Reader stops there.
 	ErrGap = errors.New("changelog: records at the next offset are gone")
 
-	// ErrClosed is returned by a Writer or Reader used after Close.
+	// ErrClosed is returned (wrapped) by a Topic or Reader used after Close,
+	// and by writes that were still in flight when the Topic closed.
 	ErrClosed = errors.New("changelog: closed")
+
+	// ErrDeliveryTimeout is returned (wrapped) by a write the broker did not
+	// acknowledge within Config.DeliveryTimeout. The record may still reach
+	// the topic.
+	ErrDeliveryTimeout = errors.New("changelog: write not acknowledged within the delivery timeout")
 )
 
 // PartitionError says which topic, partition and offset an error belongs to.

@@ -6,17 +6,23 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
+
+// Record is one data record of a partition. A nil Value is a tombstone.
+// Key and Value belong to the Reader's caller; they are not copied again.
+type Record struct {
+	Key, Value []byte
+	Offset     int64
+}
 
 // Batch is what one poll returned for one partition: the data records in
 // offset order (control records left out) and Next, the offset after the last
 // record the broker returned, control records included. Resume from Next.
 type Batch struct {
 	Partition int32
-	Records   []*kgo.Record
+	Records   []Record
 	Next      int64
 	Bytes     int // key and value bytes of Records
 }
@@ -29,9 +35,9 @@ type Reader struct {
 	byP   map[int32]int // reused: partition -> index in the returned batches
 }
 
-// NewReader returns a Reader of topic that starts partition p at from[p].
+// newReader returns a Reader of topic that starts partition p at from[p].
 // opts carry the connection; fetch sizes may be overridden with them.
-func NewReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, error) {
+func newReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, error) {
 	offs := make(map[int32]kgo.Offset, len(from))
 	for p, o := range from {
 		offs[p] = kgo.NewOffset().At(o)
@@ -69,7 +75,7 @@ func NewReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, er
 func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 	fs := r.cl.PollFetches(ctx)
 	if fs.IsClientClosed() {
-		return nil, ErrClosed
+		return nil, fmt.Errorf("changelog: poll topic %q: %w", r.topic, ErrClosed)
 	}
 	if err := ctx.Err(); err != nil && fs.Empty() {
 		return nil, err
@@ -84,7 +90,7 @@ func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 		case errors.Is(fe.Err, kerr.OffsetOutOfRange) || errors.As(fe.Err, &dl):
 			first = &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fmt.Errorf("%w: %w", ErrGap, fe.Err)}
 		default:
-			first = &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fe.Err}
+			first = &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: translate(fe.Err)}
 		}
 	}
 	clear(r.byP)
@@ -105,7 +111,7 @@ func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 			if rec.Attrs.IsControl() {
 				continue
 			}
-			b.Records = append(b.Records, rec)
+			b.Records = append(b.Records, Record{Key: rec.Key, Value: rec.Value, Offset: rec.Offset})
 			b.Bytes += len(rec.Key) + len(rec.Value)
 		}
 	})
@@ -114,37 +120,3 @@ func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 
 // Close closes the Reader's connection. It is idempotent.
 func (r *Reader) Close() { r.cl.Close() }
-
-// Offsets returns, per partition, the log start offset and the end offset a
-// read_committed reader reaches (the last stable offset).
-func Offsets(ctx context.Context, adm *kadm.Client, topic string) (start, end map[int32]int64, err error) {
-	so, err := adm.ListStartOffsets(ctx, topic)
-	if err == nil {
-		err = so.Error()
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("changelog: list start offsets of topic %q: %w", topic, err)
-	}
-	if end, err = EndOffsets(ctx, adm, topic); err != nil {
-		return nil, nil, err
-	}
-	start = make(map[int32]int64)
-	so.Each(func(o kadm.ListedOffset) { start[o.Partition] = o.Offset })
-	return start, end, nil
-}
-
-// EndOffsets returns, per partition, the end offset a read_committed reader
-// reaches (the last stable offset). It is Offsets without the start offsets:
-// one request instead of two.
-func EndOffsets(ctx context.Context, adm *kadm.Client, topic string) (map[int32]int64, error) {
-	eo, err := adm.ListCommittedOffsets(ctx, topic)
-	if err == nil {
-		err = eo.Error()
-	}
-	if err != nil {
-		return nil, fmt.Errorf("changelog: list end offsets of topic %q: %w", topic, err)
-	}
-	end := make(map[int32]int64)
-	eo.Each(func(o kadm.ListedOffset) { end[o.Partition] = o.Offset })
-	return end, nil
-}

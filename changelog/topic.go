@@ -34,10 +34,10 @@ type TopicSpec struct {
 	Configs           map[string]string // extra topic configs; cleanup.policy is always compact
 }
 
-// EnsureTopic creates topic with cleanup.policy=compact if it does not exist,
+// ensureTopic creates topic with cleanup.policy=compact if it does not exist,
 // then describes it. An existing topic whose cleanup.policy does not include
 // compact is refused with ErrNotCompacted, naming the topic and its policy.
-func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, spec TopicSpec) (TopicInfo, error) {
+func ensureTopic(ctx context.Context, adm *kadm.Client, topic string, spec TopicSpec) (TopicInfo, error) {
 	configs := map[string]*string{"cleanup.policy": kadm.StringPtr("compact")}
 	for k, v := range spec.Configs {
 		if k == "cleanup.policy" {
@@ -54,7 +54,7 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, spec Topic
 	}
 	// A freshly created topic can take a moment to show in metadata.
 	for {
-		info, err := DescribeTopic(ctx, adm, topic)
+		info, err := describeTopic(ctx, adm, topic)
 		if !errors.Is(err, ErrTopicMissing) {
 			return info, err
 		}
@@ -66,10 +66,10 @@ func EnsureTopic(ctx context.Context, adm *kadm.Client, topic string, spec Topic
 	}
 }
 
-// DescribeTopic returns the identity and cleanup settings of an existing
+// describeTopic returns the identity and cleanup settings of an existing
 // topic. A topic that does not exist returns ErrTopicMissing; one that is not
 // compacted returns ErrNotCompacted.
-func DescribeTopic(ctx context.Context, adm *kadm.Client, topic string) (TopicInfo, error) {
+func describeTopic(ctx context.Context, adm *kadm.Client, topic string) (TopicInfo, error) {
 	tds, err := adm.ListTopics(ctx, topic)
 	if err != nil {
 		return TopicInfo{}, fmt.Errorf("changelog: describe topic %q: %w", topic, err)

@@ -81,9 +81,9 @@ func DataDir(dir string) Option { return optFn(func(c *config) { c.dataDir = dir
 // entries (one ID for two schemas) makes Start fail. Default: in memory only.
 func RegistryFile(path string) Option { return optFn(func(c *config) { c.registryFile = path }) }
 
-// WithLogger sends the broker's warnings and errors (such as a failure to
+// Logger sends the broker's warnings and errors (such as a failure to
 // persist its log on Close) to l. Default: discarded.
-func WithLogger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l }) }
+func Logger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l }) }
 
 // slogKfake adapts a *slog.Logger to kfake.Logger.
 type slogKfake struct{ l *slog.Logger }
@@ -101,9 +101,10 @@ func (s slogKfake) Logf(level kfake.LogLevel, format string, args ...any) {
 	s.l.Log(context.Background(), lvl, "embedded kafka: "+fmt.Sprintf(format, args...))
 }
 
-// WithKfakeOpts passes extra options to kfake.NewCluster (SASL users, broker
-// configs, ...). They are applied after this package's own.
-func WithKfakeOpts(opts ...kfake.Opt) Option {
+// KfakeOpts passes extra options to kfake.NewCluster (SASL users, TLS,
+// broker configs, ...). They are applied after this package's own.
+// Default: none.
+func KfakeOpts(opts ...kfake.Opt) Option {
 	return optFn(func(c *config) { c.kfakeOpts = append(c.kfakeOpts, opts...) })
 }
 

@@ -137,7 +137,7 @@ func TestStoreRecordsDecodeAfterClusterRestart(t *testing.T) {
 	c2 := start(t, opts...)
 	s = open(c2)
 	defer s.Close()
-	require.Equal(t, "full", s.RestoreStats().Mode)
+	require.Equal(t, "full", s.Stats().Restore.Mode)
 	got, ok, err := s.Get(ctxT(t), "u1")
 	require.NoError(t, err)
 	require.True(t, ok)

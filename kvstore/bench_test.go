@@ -100,7 +100,7 @@ func newBenchData(b *testing.B, n int, partitions int32) *benchData {
 
 func (d *benchData) opts(dir string, extra ...kvstore.Option) []kvstore.Option {
 	if *benchLog {
-		extra = append(extra, kvstore.WithLogger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
+		extra = append(extra, kvstore.Logger(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	}
 	return append([]kvstore.Option{
 		kvstore.Brokers(d.cluster.Brokers()...),
@@ -153,7 +153,7 @@ func BenchmarkRestoreFull(b *testing.B) {
 		b.StartTimer()
 		s := d.open(b, dir)
 		b.StopTimer()
-		st := s.RestoreStats()
+		st := s.Stats().Restore
 		require.Equal(b, "full", st.Mode)
 		records += st.Records
 		took += st.Duration
@@ -186,7 +186,7 @@ func BenchmarkRestoreDelta(b *testing.B) {
 		b.StartTimer()
 		s := d.open(b, dir)
 		b.StopTimer()
-		st := s.RestoreStats()
+		st := s.Stats().Restore
 		require.Equal(b, "delta", st.Mode, st.Reason)
 		records += st.Records
 		took += st.Duration

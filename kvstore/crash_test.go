@@ -37,13 +37,13 @@ func TestHelperRestoreProcess(t *testing.T) {
 	s, err := kvstore.Open[User](context.Background(), os.Getenv("COMPACTKV_CHILD_TOPIC"),
 		kvstore.Brokers(os.Getenv("COMPACTKV_CHILD_BROKERS")), kvstore.Registry(os.Getenv("COMPACTKV_CHILD_REGISTRY")),
 		kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(dir), kvstore.RestoreMemory(1<<20),
-		kvstore.WithRestoreListener(printer{}),
-		kvstore.WithKgoOpts(kgo.FetchMaxPartitionBytes(128<<10), kgo.FetchMaxBytes(128<<10))) // many small batches
+		kvstore.OnRestore(printer{}),
+		kvstore.KafkaOpts(kgo.FetchMaxPartitionBytes(128<<10), kgo.FetchMaxBytes(128<<10))) // many small batches
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(2)
 	}
-	fmt.Println("restored", s.RestoreStats().Mode)
+	fmt.Println("restored", s.Stats().Restore.Mode)
 	select {} // wait for the kill
 }
 
@@ -165,5 +165,5 @@ func TestAProcessKilledDuringRestoreEndsWithTheTopicsState(t *testing.T) {
 	require.Equal(t, model, got)
 	left, _ := filepath.Glob(filepath.Join(dir, "*.tmp"))
 	require.Empty(t, left, "temporary restore files must be cleaned up")
-	t.Logf("kills during restore: %d, keys: %d, last restore: %+v", kills, len(got), s.RestoreStats())
+	t.Logf("kills during restore: %d, keys: %d, last restore: %+v", kills, len(got), s.Stats().Restore)
 }

@@ -56,6 +56,16 @@
 // the old one atomically, so a process killed during a restore leaves the
 // previous cache or none.
 //
+// A damaged cache file never stops the store. Open checks every page of the
+// file before bbolt reads it (page types, bounds, key order, the freelist,
+// both meta pages); a file that fails is moved aside as
+// "<dir>/<topic>.db.corrupt-<ns>" and rebuilt from the topic. Damage a
+// running store meets (a Get, or the follower's commit) is returned as an
+// error rather than a crash, and the follower rebuilds the file, serving
+// reads from it meanwhile. bbolt keeps no checksums of data pages, so bytes
+// changed inside a value, with the page's structure intact, are not detected;
+// the value then fails to decode and Get says so.
+//
 // # Freshness and readiness
 //
 // Stats is one snapshot of the store: per partition its state (restoring,
@@ -63,7 +73,7 @@
 // seen, the lag between them, and CaughtUpAt, the latest moment at which the
 // cache held everything the partition then held (the follower asks the
 // broker for the end offsets about once a second, so it is that fine).
-// WithStateListener is told of every change. A broker that cannot be
+// OnStateChange is told of every change. A broker that cannot be
 // reached stalls the follower (TailErr says why) without stopping it; it
 // carries on once the broker answers. Only what retrying cannot mend stops
 // it: a poison record under PoisonFail, a cache file that cannot be written,
@@ -88,7 +98,7 @@
 // another process writes becomes visible once the store's consumer has read
 // it (usually within milliseconds). A store's own writes are visible to its
 // own reads at once. On a topic with more than one partition, every writer
-// must use the same partitioner (WithPartitioner); a key another client's
+// must use the same partitioner (KeyPartitioner); a key another client's
 // partitioner put elsewhere is still found by Get, but its versions in
 // different partitions are not ordered against each other.
 //

@@ -48,7 +48,7 @@ var (
 	// ErrDeliveryTimeout is returned (wrapped) by a write the broker did not
 	// acknowledge within DeliveryTimeout. The record may still reach the
 	// topic; a later read shows it if it did.
-	ErrDeliveryTimeout = errors.New("kvstore: write not acknowledged within the delivery timeout")
+	ErrDeliveryTimeout = changelog.ErrDeliveryTimeout
 
 	// ErrBadConfig is returned (wrapped) by Open for a missing or contradictory option.
 	ErrBadConfig = errors.New("kvstore: bad configuration")

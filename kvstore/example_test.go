@@ -62,7 +62,7 @@ func Example() {
 }
 
 // A store opened on a fresh directory restores everything from the topic.
-func ExampleStore_RestoreStats() {
+func ExampleStore_Stats() {
 	ctx := context.Background()
 	cluster, _ := embedded.Start()
 	defer cluster.Close()
@@ -82,7 +82,7 @@ func ExampleStore_RestoreStats() {
 	}
 	r := open()
 	defer r.Close()
-	st := r.RestoreStats()
+	st := r.Stats().Restore
 	fmt.Println(st.Mode, st.Reason, st.Records)
 	// Output: full no cache 3
 }

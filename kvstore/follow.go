@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"slices"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/compactkv/compactkv/changelog"
+	"github.com/compactkv/compactkv/serde"
 )
 
 const (
@@ -31,8 +35,10 @@ const (
 	// safely anyway (Open rebuilds every time on such a topic).
 	staleRebuildFloor = 10 * time.Second
 	// stallBackoff is how long the follower waits after a failed fetch or
-	// rebuild before it tries again.
-	stallBackoff = time.Second
+	// rebuild before it tries again; it doubles with each failure in a row,
+	// up to maxStallBackoff.
+	stallBackoff    = time.Second
+	maxStallBackoff = 30 * time.Second
 )
 
 // follow applies what other writers (and this store) write, until ctx ends.
@@ -50,23 +56,22 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			go r.Close() // can take a second with the broker gone: Close need not wait
 		}
 	}()
-	defer close(s.tailDone)
 	var (
-		nextProbe time.Time // zero: at once
-		marked    time.Time // the current_at last written to the file
-		rebuild   Guard     // a rebuild still to do, GuardNone if none
-		reason    string
+		marked  time.Time // the current_at last written to the file
+		rebuild Guard     // a rebuild still to do, GuardNone if none
+		reason  string
+		backoff = stallBackoff
 	)
+	// stalled waits before the next try, longer each time in a row.
+	stalled := func() {
+		sleepCtx(ctx, backoff)
+		backoff = min(2*backoff, maxStallBackoff)
+	}
 	for ctx.Err() == nil {
-		if now := time.Now(); !now.Before(nextProbe) {
-			nextProbe = now.Add(probeEvery)
-			if s.probe(ctx) {
-				marked = s.markCurrent(marked)
-			}
-		}
+		marked = s.markCurrent(marked)
 		if rebuild != GuardNone {
 			if r != nil {
-				r.Close()
+				go r.Close()
 				r = nil
 			}
 			var err error
@@ -74,16 +79,20 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 				if ctx.Err() != nil {
 					return
 				}
-				s.log.Warn("kvstore: rebuilding the cache failed, will try again", "err", err)
+				if permanent(err) {
+					s.stop(err)
+					return
+				}
+				s.log.Warn("kvstore: rebuilding the cache failed, will try again", "err", err, "in", backoff)
 				s.track.setAll(PartitionStalled, err)
-				sleepCtx(ctx, stallBackoff)
+				stalled()
 				continue
 			}
-			rebuild = GuardNone
+			rebuild, backoff = GuardNone, stallBackoff
 			continue
 		}
 
-		pctx, cancel := context.WithDeadline(ctx, nextProbe)
+		pctx, cancel := context.WithTimeout(ctx, probeEvery)
 		bs, err := r.Poll(pctx)
 		cancel()
 		if ctx.Err() != nil {
@@ -94,28 +103,78 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		if rebuild, reason = s.retentionExceeded(); rebuild != GuardNone {
 			continue // the rebuild reads these records again
 		}
+		if s.damaged.CompareAndSwap(true, false) {
+			rebuild, reason = GuardCorrupt, "a read met a damaged cache file"
+			continue
+		}
 		if len(bs) > 0 {
 			if aerr := s.applyTail(ctx, bs); aerr != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				s.track.setAll(PartitionStopped, aerr)
-				s.log.Error("kvstore: following the topic stopped", "err", aerr)
+				if errors.Is(aerr, errDamaged) {
+					rebuild, reason = GuardCorrupt, "cache file damaged: "+aerr.Error()
+					continue // the rebuild reads these records again
+				}
+				s.stop(aerr)
 				return
 			}
 			for _, b := range bs {
 				pos[b.Partition] = b.Next
 				s.track.applied(b.Partition, b.Next)
 			}
-			s.track.recover()
 		}
 		switch {
 		case err == nil || errors.Is(err, context.DeadlineExceeded):
+			s.track.recoverFetch()
+			backoff = stallBackoff
 		case errors.Is(err, changelog.ErrGap):
 			rebuild, reason = GuardBelowLogStart, "records the follower had not read yet are gone: "+err.Error()
 		default:
 			s.stall(err)
-			sleepCtx(ctx, stallBackoff)
+			stalled()
+		}
+	}
+}
+
+// stop stops following for good, with err as the cause.
+func (s *Store[V]) stop(err error) {
+	s.track.setAll(PartitionStopped, err)
+	s.log.Error("kvstore: following the topic stopped", "err", err)
+}
+
+// permanent says whether err is one that trying again cannot mend: a poison
+// record, or the cache's file system refusing a write (a full disk, a
+// read-only file). Errors of the network, the broker and the registry are
+// not: they pass.
+func permanent(err error) bool {
+	var pe *PoisonError
+	if errors.As(err, &pe) {
+		return true
+	}
+	var ne net.Error
+	var ce *changelog.PartitionError
+	if errors.As(err, &ne) || errors.As(err, &ce) || errors.Is(err, changelog.ErrGap) ||
+		errors.Is(err, serde.ErrRegistryUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var pathErr *fs.PathError
+	var errno syscall.Errno
+	return errors.As(err, &pathErr) || errors.As(err, &errno)
+}
+
+// probeLoop asks the broker for the end offsets every probeEvery, until ctx
+// ends, on a goroutine of its own so that a slow broker never holds up the
+// follower's reads.
+func (s *Store[V]) probeLoop(ctx context.Context) {
+	t := time.NewTicker(probeEvery)
+	defer t.Stop()
+	for {
+		s.probe(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 	}
 }
@@ -126,10 +185,12 @@ func (s *Store[V]) stall(err error) {
 	s.log.Warn("kvstore: following the topic stalled, retrying", "err", err)
 	var pe *changelog.PartitionError
 	if errors.As(err, &pe) && pe.Partition >= 0 && pe.Partition < s.info.Partitions {
-		s.track.setState(pe.Partition, PartitionStalled, err)
+		s.track.stallFetch(pe.Partition, err)
 		return
 	}
-	s.track.setAll(PartitionStalled, err)
+	for p := range s.info.Partitions {
+		s.track.stallFetch(p, err)
+	}
 }
 
 // rebuild rebuilds the cache from the start of the topic and returns a
@@ -156,7 +217,7 @@ func (s *Store[V]) retentionExceeded() (Guard, string) {
 	if floor := testHookStaleRebuildFloor.Load(); floor != nil {
 		bound = max(s.info.DeleteRetention, *floor)
 	}
-	if s.RestoreStats().Duration >= bound {
+	if s.lastRestore().Duration >= bound {
 		return GuardNone, ""
 	}
 	for _, ps := range s.track.snapshot() {
@@ -172,26 +233,25 @@ func (s *Store[V]) retentionExceeded() (Guard, string) {
 var testHookStaleRebuildFloor atomic.Pointer[time.Duration]
 
 // probe asks the broker for the end offsets, bounded by probeTimeout, and
-// records them; it reports whether the broker answered. A broker that does
-// not answer stalls every partition; one that answers clears a stall.
-func (s *Store[V]) probe(ctx context.Context) bool {
+// records them. A broker that does not answer stalls every partition; one
+// that answers clears the stalls a probe caused.
+func (s *Store[V]) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
 	at := time.Now()
-	end, err := changelog.EndOffsets(pctx, s.adm, s.topic)
+	end, err := s.tp.EndOffsets(pctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.track.setAll(PartitionStalled, fmt.Errorf("kvstore: list end offsets of %q: %w", s.topic, err))
+			s.track.stallAll(fmt.Errorf("kvstore: list end offsets of %q: %w", s.topic, err))
 		}
-		return false
+		return
 	}
 	for p, e := range end {
 		if p >= 0 && p < s.info.Partitions {
 			s.track.observe(p, e, at)
 		}
 	}
-	s.track.recover()
-	return true
+	s.track.recoverProbe()
 }
 
 // markCurrent records in the cache file the time up to which every
@@ -202,7 +262,7 @@ func (s *Store[V]) markCurrent(last time.Time) time.Time {
 	if at.Sub(last) < currentEvery {
 		return last
 	}
-	err := s.db.Update(func(tx *bolt.Tx) error { return putCurrentAt(tx, at) })
+	err := safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrentAt(tx, at) })
 	if err != nil {
 		s.log.Warn("kvstore: cannot record that the cache is current", "err", err)
 		return last
@@ -253,7 +313,7 @@ func (s *Store[V]) applyTail(ctx context.Context, bs []changelog.Batch) error {
 	if testHookLateWindow != nil {
 		testHookLateWindow()
 	}
-	if err := s.db.Update(func(tx *bolt.Tx) error { return writeOwn(tx, s.buckets, late) }); err != nil {
+	if err := safeUpdate(s.db, func(tx *bolt.Tx) error { return writeOwn(tx, s.buckets, late) }); err != nil {
 		return err
 	}
 	s.ov.mu.Lock()

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/compactkv/compactkv/changelog"
@@ -57,7 +56,7 @@ func TestAnOwnWriteLeavesTheOverlayOnlyOnceItIsInTheFile(t *testing.T) {
 
 	// The poll covers offsets 0..9 and carries only a tombstone of another
 	// key: offset 5, the own write, was compacted away.
-	bs := []changelog.Batch{{Partition: 0, Next: 10, Records: []*kgo.Record{{Key: []byte("other"), Offset: 7}}}}
+	bs := []changelog.Batch{{Partition: 0, Next: 10, Records: []changelog.Record{{Key: []byte("other"), Offset: 7}}}}
 	require.NoError(t, s.applyTail(t.Context(), bs))
 
 	require.True(t, foundInWindow, "the acknowledged write vanished between the overlay's advance and the file's commit")

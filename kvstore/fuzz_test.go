@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 	bolt "go.etcd.io/bbolt"
@@ -163,7 +162,7 @@ func fzPolls(codec *serde.Codec[fzUser], data []byte) [][]changelog.Batch {
 			bt = &changelog.Batch{Partition: p}
 			cur[p] = bt
 		}
-		bt.Records = append(bt.Records, &kgo.Record{Key: key, Value: val, Partition: p, Offset: next[p]})
+		bt.Records = append(bt.Records, changelog.Record{Key: key, Value: val, Offset: next[p]})
 		next[p]++
 		bt.Next = next[p] + int64(b%3) // control records leave gaps
 		next[p] = bt.Next

@@ -35,9 +35,10 @@ func (g Guard) String() string {
 // guardCounts counts how often each guard fired for one store.
 type guardCounts [numGuards]atomic.Int64
 
-// GuardCounts returns how often each guard has forced a full restore of this
-// store's cache (at Open, and while running when the follower meets a gap).
-func (s *Store[V]) GuardCounts() map[Guard]int64 {
+// guardsFired returns how often each guard has forced a full restore of this
+// store's cache (at Open, and while running when the follower meets a gap),
+// leaving out those that never fired.
+func (s *Store[V]) guardsFired() map[Guard]int64 {
 	out := map[Guard]int64{}
 	for g := range numGuards {
 		if n := s.guards[g].Load(); n > 0 {

@@ -46,11 +46,11 @@ func (e *env) seeded(dir string, n int, extra ...kvstore.Option) map[string]User
 
 func requireFullRestore(t *testing.T, s *kvstore.Store[User], g kvstore.Guard, reason string) {
 	t.Helper()
-	st := s.RestoreStats()
+	st := s.Stats().Restore
 	require.Equal(t, "full", st.Mode)
 	require.Equal(t, g, st.Guard, "reason: %s", st.Reason)
 	require.Contains(t, st.Reason, reason)
-	require.Equal(t, map[kvstore.Guard]int64{g: 1}, s.GuardCounts())
+	require.Equal(t, map[kvstore.Guard]int64{g: 1}, s.Stats().Guards)
 }
 
 func TestACacheReopenedUnchangedRestoresOnlyTheDelta(t *testing.T) {
@@ -58,9 +58,9 @@ func TestACacheReopenedUnchangedRestoresOnlyTheDelta(t *testing.T) {
 	dir := t.TempDir()
 	model := e.seeded(dir, 200)
 	s := e.open(dir)
-	require.Equal(t, "delta", s.RestoreStats().Mode)
-	require.Zero(t, s.RestoreStats().Records)
-	require.Empty(t, s.GuardCounts())
+	require.Equal(t, "delta", s.Stats().Restore.Mode)
+	require.Zero(t, s.Stats().Restore.Records)
+	require.Empty(t, s.Stats().Guards)
 	require.Equal(t, model, contents(t, s))
 }
 
@@ -141,7 +141,7 @@ func TestAKeyDeletedWhileOfflineDoesNotComeBackAfterCompaction(t *testing.T) {
 	}, 10*time.Second, 20*time.Millisecond)
 
 	s := e.open(dir)
-	require.Equal(t, "full", s.RestoreStats().Mode)
+	require.Equal(t, "full", s.Stats().Restore.Mode)
 	_, ok, err := s.Get(ctx, "k")
 	require.NoError(t, err)
 	require.False(t, ok, "a deleted key came back")
@@ -206,7 +206,7 @@ func TestAnUnreadableCacheIsMovedAsideAndRebuilt(t *testing.T) {
 			hurt(t, e.cachePath(dir))
 
 			var logs syncBuf
-			s := e.open(dir, kvstore.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
+			s := e.open(dir, kvstore.Logger(slog.New(slog.NewTextHandler(&logs, nil))))
 			requireFullRestore(t, s, kvstore.GuardCorrupt, "unreadable")
 			require.Equal(t, model, contents(t, s))
 			aside, _ := filepath.Glob(e.cachePath(dir) + ".corrupt-*")
@@ -273,9 +273,9 @@ func TestTheRestoreListenerHearsStartEveryBatchAndEnd(t *testing.T) {
 			end := e.endOffsets()
 			var rec recorder
 			var logs syncBuf
-			s := e.open(dir, kvstore.WithRestoreListener(&rec), kvstore.ProgressInterval(time.Nanosecond),
-				kvstore.WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
-			st := s.RestoreStats()
+			s := e.open(dir, kvstore.OnRestore(&rec), kvstore.ProgressInterval(time.Nanosecond),
+				kvstore.Logger(slog.New(slog.NewTextHandler(&logs, nil))))
+			st := s.Stats().Restore
 
 			rec.mu.Lock()
 			defer rec.mu.Unlock()

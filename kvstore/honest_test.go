@@ -2,7 +2,6 @@ package kvstore_test
 
 import (
 	"context"
-	"errors"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
@@ -99,7 +98,7 @@ func TestStatsShowAStalledFollowerWhileTheBrokerIsGoneAndClearWhenItIsBack(t *te
 	}
 	b := newRestartable(t)
 	var log stateLog
-	s := b.open(kvstore.WithStateListener(log.listen))
+	s := b.open(kvstore.OnStateChange(log.listen))
 	w := b.open()
 	ctx := ctxT(t)
 
@@ -154,7 +153,7 @@ func TestAPoisonRecordStopsTheFollowerAndStatsSayWhere(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
 	var log stateLog
-	s := e.open("", kvstore.WithStateListener(log.listen))
+	s := e.open("", kvstore.OnStateChange(log.listen))
 	require.NoError(t, s.Put(ctx, "good", User{FirstName: "good"}))
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...))
@@ -226,17 +225,17 @@ func TestWithTheBrokerGoneWritesAndCloseReturnWithinTheirBounds(t *testing.T) {
 	}
 	require.Less(t, time.Duration(getTook.Load()), 100*time.Millisecond)
 	select {
-	case <-closed:
-		require.Less(t, time.Since(began), closeBound+3*time.Second)
+	case err := <-closed:
+		require.NoError(t, err, "writes cut off are their callers' news, not Close's error")
+		require.Less(t, time.Since(began), closeBound+time.Second)
 	case <-time.After(closeBound + 10*time.Second):
 		t.Fatal("Close with the broker gone did not return within CloseTimeout")
 	}
 	select {
 	case err := <-inFlight:
-		require.Error(t, err)
-		require.True(t, errors.Is(err, kvstore.ErrClosed) || errors.Is(err, kvstore.ErrDeliveryTimeout), "got %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("the write Close cut off was never called back")
+		require.ErrorIs(t, err, kvstore.ErrClosed)
+	default:
+		t.Fatal("the write Close cut off had no answer when Close returned")
 	}
 	require.NoError(t, c.Close(), "Close is idempotent")
 }
@@ -252,7 +251,7 @@ func TestAFollowerBehindLongerThanDeleteRetentionRebuildsAndForgetsDeletedKeys(t
 	ctx := ctxT(t)
 	w := e.open("", kvstore.TopicConfig("delete.retention.ms", "1500"))
 	const sMaxWait = 777 // ms: marks s's fetches, the ones to hold
-	s := e.open("", kvstore.WithKgoOpts(kgo.FetchMaxWait(sMaxWait*time.Millisecond)))
+	s := e.open("", kvstore.KafkaOpts(kgo.FetchMaxWait(sMaxWait*time.Millisecond)))
 	// anchor keeps the log start where it is: compaction leaves a hole in
 	// the middle of the log, which a reader cannot tell from records it read.
 	require.NoError(t, w.Put(ctx, "anchor", User{FirstName: "anchor"}))
@@ -304,4 +303,29 @@ func TestAFollowerBehindLongerThanDeleteRetentionRebuildsAndForgetsDeletedKeys(t
 	}, 20*time.Second, 10*time.Millisecond, "the deleted key is gone once the follower catches up")
 	require.GreaterOrEqual(t, s.Stats().Guards[kvstore.GuardRetentionExceeded], int64(1))
 	require.Equal(t, kvstore.GuardRetentionExceeded, s.Stats().Restore.Guard)
+}
+
+// A broker slow to list offsets (each listing takes longer than the
+// follower's probe interval) must not keep the follower from reading.
+func TestASlowOffsetListingDoesNotStarveTheFollower(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("slowing ListOffsets")
+	ctx := ctxT(t)
+	w := e.open("")
+	s := e.open("")
+	require.NoError(t, w.Put(ctx, "before", User{FirstName: "x"}))
+	require.Eventually(t, func() bool { _, ok, _ := s.Get(ctx, "before"); return ok }, 10*time.Second, 10*time.Millisecond)
+
+	var slowed atomic.Int32
+	kc := e.cluster.Kafka()
+	kc.ControlKey(kmsg.ListOffsets.Int16(), func(kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		slowed.Add(1)
+		kc.SleepControl(func() { time.Sleep(1200 * time.Millisecond) })
+		return nil, nil, false
+	})
+	require.Eventually(t, func() bool { return slowed.Load() >= 2 }, 10*time.Second, 10*time.Millisecond)
+	require.NoError(t, w.Put(ctx, "after", User{FirstName: "y"}))
+	require.Eventually(t, func() bool { _, ok, _ := s.Get(ctx, "after"); return ok }, 10*time.Second, 10*time.Millisecond,
+		"the follower keeps reading while the offset listings are slow")
 }

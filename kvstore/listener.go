@@ -42,13 +42,14 @@ type BatchRestored struct {
 	Next      int64 // the partition's next offset after the batch
 }
 
-// WithRestoreListener sets a listener told about every restore. Default: none.
-func WithRestoreListener(l RestoreListener) Option {
+// OnRestore sets a listener told about every restore. Default: none.
+func OnRestore(l RestoreListener) Option {
 	return optFn(func(c *config) { c.listener = l })
 }
 
 // ProgressInterval sets how often a running restore logs its progress
-// (percent done, records/s, ETA) at Info level. Default 5s.
+// (percent done, records/s, ETA) at Info level; 0 turns the progress log
+// off. Default 5s.
 func ProgressInterval(d time.Duration) Option {
 	return optFn(func(c *config) { c.progressEvery = d })
 }

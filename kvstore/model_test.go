@@ -76,7 +76,7 @@ func TestRandomOpsMatchAPlainMap(t *testing.T) {
 					require.NoError(t, s.Close())
 					e.cluster.Kafka().Compact()
 					s = open()
-					script = append(script, "compact offline ("+s.RestoreStats().Mode+")")
+					script = append(script, "compact offline ("+s.Stats().Restore.Mode+")")
 					counts["compact"]++
 				case op < 88:
 					e.cluster.Kafka().Compact() // under the running store
@@ -85,14 +85,14 @@ func TestRandomOpsMatchAPlainMap(t *testing.T) {
 				case op < 95:
 					require.NoError(t, s.Close())
 					s = open()
-					script = append(script, "restart ("+s.RestoreStats().Mode+")")
+					script = append(script, "restart ("+s.Stats().Restore.Mode+")")
 					counts["restart"]++
 				default:
 					require.NoError(t, s.Close())
 					require.NoError(t, os.RemoveAll(dir))
 					require.NoError(t, os.MkdirAll(dir, 0o755))
 					s = open()
-					require.Equal(t, "full", s.RestoreStats().Mode)
+					require.Equal(t, "full", s.Stats().Restore.Mode)
 					script = append(script, "wipe cache")
 					counts["wipe"]++
 				}

@@ -1,6 +1,7 @@
 package kvstore
 
 import (
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -18,50 +19,6 @@ type Option interface{ apply(*config) }
 type optFn func(*config)
 
 func (f optFn) apply(c *config) { f(c) }
-
-// Compression is the producer's batch compression codec.
-type Compression int
-
-// Compression codecs, as in Kafka's compression.type.
-const (
-	CompressionNone Compression = iota
-	CompressionGzip
-	CompressionSnappy
-	CompressionLZ4
-	CompressionZstd
-)
-
-func (c Compression) String() string {
-	switch c {
-	case CompressionNone:
-		return "none"
-	case CompressionGzip:
-		return "gzip"
-	case CompressionSnappy:
-		return "snappy"
-	case CompressionLZ4:
-		return "lz4"
-	case CompressionZstd:
-		return "zstd"
-	}
-	return fmt.Sprintf("Compression(%d)", int(c))
-}
-
-func (c Compression) codec() (kgo.CompressionCodec, bool) {
-	switch c {
-	case CompressionNone:
-		return kgo.NoCompression(), true
-	case CompressionGzip:
-		return kgo.GzipCompression(), true
-	case CompressionSnappy:
-		return kgo.SnappyCompression(), true
-	case CompressionLZ4:
-		return kgo.Lz4Compression(), true
-	case CompressionZstd:
-		return kgo.ZstdCompression(), true
-	}
-	return kgo.CompressionCodec{}, false
-}
 
 // Partitioner picks the partition of a key. Every writer of a topic with more
 // than one partition must use the same one, or a key's versions land in
@@ -141,7 +98,6 @@ type config struct {
 	replication     int16
 	topicConfigs    map[string]string
 	compat          sr.CompatibilityLevel
-	compression     Compression
 	partitioner     Partitioner
 	restoreMemory   int
 	logger          *slog.Logger
@@ -162,7 +118,6 @@ func defaultConfig() config {
 		partitions:      1,
 		replication:     -1,
 		compat:          sr.CompatFullTransitive,
-		compression:     CompressionNone,
 		partitioner:     PartitionerMurmur2,
 		restoreMemory:   64 << 20,
 		progressEvery:   5 * time.Second,
@@ -173,38 +128,60 @@ func defaultConfig() config {
 	}
 }
 
-func (c *config) validate() error {
-	switch {
-	case len(c.brokers) == 0:
-		return fmt.Errorf("%w: no brokers (use Brokers)", ErrBadConfig)
-	case c.registryURL == "":
-		return fmt.Errorf("%w: no schema registry URL (use Registry)", ErrBadConfig)
-	case strings.TrimSpace(c.schema) == "":
-		return fmt.Errorf("%w: no value schema (use ValueSchema)", ErrBadConfig)
-	case c.dir == "":
-		return fmt.Errorf("%w: empty cache directory (use Dir)", ErrBadConfig)
-	case c.partitions < 1:
-		return fmt.Errorf("%w: Partitions(%d): want at least 1", ErrBadConfig, c.partitions)
-	case c.replication < -1 || c.replication == 0:
-		return fmt.Errorf("%w: ReplicationFactor(%d): want -1 (broker default) or at least 1", ErrBadConfig, c.replication)
-	case c.restoreMemory < 1<<20:
-		return fmt.Errorf("%w: RestoreMemory(%d): want at least 1 MiB", ErrBadConfig, c.restoreMemory)
-	case c.lockTimeout <= 0:
-		return fmt.Errorf("%w: LockTimeout(%v): want a positive wait", ErrBadConfig, c.lockTimeout)
-	case c.deliveryTimeout < time.Second:
-		return fmt.Errorf("%w: DeliveryTimeout(%v): want at least 1s", ErrBadConfig, c.deliveryTimeout)
-	case c.closeTimeout <= 0:
-		return fmt.Errorf("%w: CloseTimeout(%v): want a positive wait", ErrBadConfig, c.closeTimeout)
-	case c.logger == nil:
-		return fmt.Errorf("%w: nil logger", ErrBadConfig)
+// validate checks the topic name and the whole configuration and reports
+// every problem at once: errors.Join of one error per problem, each wrapping
+// ErrBadConfig and naming the option to fix.
+func (c *config) validate(topic string) error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%w: "+format, append([]any{ErrBadConfig}, args...)...))
 	}
-	if _, ok := c.compression.codec(); !ok {
-		return fmt.Errorf("%w: unknown compression %v", ErrBadConfig, c.compression)
+	if err := validTopic(topic); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.brokers) == 0 {
+		bad("no brokers (use Brokers)")
+	}
+	if c.registryURL == "" {
+		bad("no schema registry URL (use Registry)")
+	}
+	if strings.TrimSpace(c.schema) == "" {
+		bad("no value schema (use ValueSchema)")
+	}
+	if c.dir == "" {
+		bad("empty cache directory (use Dir)")
+	}
+	if c.partitions < 1 {
+		bad("Partitions(%d): want at least 1", c.partitions)
+	}
+	if c.replication < -1 || c.replication == 0 {
+		bad("ReplicationFactor(%d): want -1 (broker default) or at least 1", c.replication)
 	}
 	if c.partitioner != PartitionerMurmur2 && c.partitioner != PartitionerCRC32 {
-		return fmt.Errorf("%w: unknown partitioner %v", ErrBadConfig, c.partitioner)
+		bad("KeyPartitioner(%v): want PartitionerMurmur2 or PartitionerCRC32", c.partitioner)
 	}
-	return nil
+	if c.restoreMemory < 1<<20 {
+		bad("RestoreMemory(%d): want at least 1 MiB", c.restoreMemory)
+	}
+	if c.lockTimeout <= 0 {
+		bad("LockTimeout(%v): want a positive wait", c.lockTimeout)
+	}
+	if c.deliveryTimeout < time.Second {
+		bad("DeliveryTimeout(%v): want at least 1s", c.deliveryTimeout)
+	}
+	if c.closeTimeout <= 0 {
+		bad("CloseTimeout(%v): want a positive wait", c.closeTimeout)
+	}
+	if c.progressEvery < 0 {
+		bad("ProgressInterval(%v): want 0 (no progress log) or a positive interval", c.progressEvery)
+	}
+	if c.poison != PoisonFail && c.poison != PoisonSkip {
+		bad("OnPoison(%v): want PoisonFail or PoisonSkip", c.poison)
+	}
+	if c.logger == nil {
+		bad("Logger(nil): want a logger (the default discards)")
+	}
+	return errors.Join(errs...)
 }
 
 // Brokers sets the Kafka bootstrap servers, "host:port". Required.
@@ -259,20 +236,24 @@ func TopicConfig(key, value string) Option {
 // compacted topic until its key is written again, so any version may meet
 // any other. Under BACKWARD, a new version that drops a field without a
 // default would be accepted and break the old instances.
+//
+// What FULL_TRANSITIVE allows: adding or removing fields that have a
+// default. A required field (no default) can therefore never be removed
+// while any version that requires it is registered. To retire one: first
+// deploy a version that gives it a default, everywhere; then, once no
+// instance runs an older version, register the version without the field
+// under a looser rule for that one deploy (SchemaCompatibility(sr.CompatFull),
+// which checks against the latest version only, or the registry's level for
+// the subject).
 func SchemaCompatibility(level sr.CompatibilityLevel) Option {
 	return optFn(func(c *config) { c.compat = level })
 }
 
-// WithCompression sets the producer's compression codec. Default CompressionNone.
-func WithCompression(codec Compression) Option {
-	return optFn(func(c *config) { c.compression = codec })
-}
-
-// WithPartitioner sets how keys map to partitions; it matters only for
+// KeyPartitioner sets how keys map to partitions; it matters only for
 // topics with more than one partition. Default PartitionerMurmur2
 // (Java-compatible). Use PartitionerCRC32 when librdkafka clients with their
 // default partitioner write to the same topic.
-func WithPartitioner(p Partitioner) Option {
+func KeyPartitioner(p Partitioner) Option {
 	return optFn(func(c *config) { c.partitioner = p })
 }
 
@@ -286,19 +267,41 @@ func RestoreMemory(bytes int) Option { return optFn(func(c *config) { c.restoreM
 // Default 5s.
 func LockTimeout(d time.Duration) Option { return optFn(func(c *config) { c.lockTimeout = d }) }
 
-// WithLogger sets the logger. Default: discard.
-func WithLogger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l }) }
+// Logger sets the logger the store writes to (restore progress, skipped
+// poison records, misrouted keys, the follower's troubles). Default: a
+// logger that discards everything. nil is refused.
+func Logger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l }) }
 
-// WithKgoOpts adds franz-go client options (TLS, SASL, timeouts) to both the
-// producer and the consumer. They are applied after the store's own options,
-// except those the store's guarantees rest on (acks, isolation level).
-func WithKgoOpts(opts ...kgo.Opt) Option {
+// KafkaOpts adds franz-go client options to the producer, the admin requests
+// and the consumer: TLS, SASL, compression, timeouts, a custom dialer. They
+// are applied after the store's own options, except those the store's
+// guarantees rest on (acks=all, explicit partitions, read_committed, never
+// skipping past missing offsets), which are applied last and cannot be
+// changed. Credentials go to franz-go as they are; the store never logs
+// them or puts them in an error. Default: none (plaintext, no SASL, no
+// compression). For example:
+//
+//	kvstore.KafkaOpts(
+//		kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}), // TLS
+//		kgo.SASL(plain.Auth{User: user, Pass: pass}.AsMechanism()),   // SASL/PLAIN (pkg/sasl/plain)
+//		kgo.ProducerBatchCompression(kgo.ZstdCompression()),          // compress batches
+//	)
+//
+// SCRAM is kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism())
+// (or AsSha512Mechanism) from pkg/sasl/scram; OAUTHBEARER and AWS MSK IAM
+// have their own packages under pkg/sasl.
+func KafkaOpts(opts ...kgo.Opt) Option {
 	return optFn(func(c *config) { c.kgoOpts = append(c.kgoOpts, opts...) })
 }
 
-// WithRegistryOpts adds schema registry client options (basic or bearer
-// auth, TLS, HTTP client).
-func WithRegistryOpts(opts ...sr.ClientOpt) Option {
+// RegistryOpts adds schema registry client options (sr.ClientOpt): basic or
+// bearer auth, TLS, an HTTP client. Default: none (no auth; an https://
+// registry URL uses the system roots). For example:
+//
+//	kvstore.RegistryOpts(sr.BasicAuth(apiKey, apiSecret)) // Confluent Cloud: the API key and secret
+//	kvstore.RegistryOpts(sr.BearerToken(token))
+//	kvstore.RegistryOpts(sr.DialTLSConfig(tlsCfg)) // a private CA or client certificates
+func RegistryOpts(opts ...sr.ClientOpt) Option {
 	return optFn(func(c *config) { c.srOpts = append(c.srOpts, opts...) })
 }
 

@@ -4,7 +4,6 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/compactkv/compactkv/changelog"
 )
@@ -23,7 +22,7 @@ func TestOverlayHandsBackOwnWritesTheFollowerPassedUnseen(t *testing.T) {
 	bs := []changelog.Batch{{
 		Partition: 0,
 		Next:      15,
-		Records: []*kgo.Record{
+		Records: []changelog.Record{
 			{Key: []byte("read"), Offset: 12, Value: []byte("v12")},
 			{Key: []byte("newer-read"), Offset: 14, Value: []byte("v14")},
 			{Key: []byte("deleted-then-compacted"), Offset: 9}, // older than the entry

@@ -4,8 +4,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/twmb/franz-go/pkg/kgo"
-
 	"github.com/compactkv/compactkv/changelog"
 )
 
@@ -32,14 +30,6 @@ type misroutes struct {
 	full bool
 }
 
-// Misrouted returns how many records this store has read since Open (during
-// restore and while following the topic) whose key sat on a partition other
-// than the one its partitioner (WithPartitioner) picks. Each such key is also
-// logged once (Warn, with both partitions). A record read again by a later
-// restore counts again. Always 0 on a topic with one partition. Safe for
-// concurrent use.
-func (s *Store[V]) Misrouted() int64 { return s.mis.count.Load() }
-
 // checkPartitions checks the key of every record in bs against the
 // partitioner. It costs one hash of the key per record on topics with more
 // than one partition, nothing on single-partition topics.
@@ -50,7 +40,8 @@ func (s *Store[V]) checkPartitions(bs []changelog.Batch) {
 	}
 	for i := range bs {
 		b := &bs[i]
-		for _, r := range b.Records {
+		for j := range b.Records {
+			r := &b.Records[j]
 			if r.Key == nil {
 				continue // no key, no partitioner choice (and poison anyway)
 			}
@@ -63,7 +54,7 @@ func (s *Store[V]) checkPartitions(bs []changelog.Batch) {
 
 // misrouted counts r, found on partition got instead of want, and logs its
 // key the first time it shows up.
-func (s *Store[V]) misrouted(r *kgo.Record, got, want int32) {
+func (s *Store[V]) misrouted(r *changelog.Record, got, want int32) {
 	s.mis.count.Add(1)
 	m := &s.mis
 	m.mu.Lock()
@@ -85,7 +76,7 @@ func (s *Store[V]) misrouted(r *kgo.Record, got, want int32) {
 	m.seen[string(r.Key)] = struct{}{}
 	s.log.Warn("kvstore: key is on a partition its partitioner does not pick: the topic's writers use different partitioners, "+
 		"so last-write-wins across them breaks (librdkafka clients: set partitioner=murmur2_random, "+
-		"or open the store WithPartitioner(PartitionerCRC32))",
+		"or open the store with KeyPartitioner(PartitionerCRC32))",
 		"key", string(r.Key), "partition", got, "expected", want, "offset", r.Offset,
 		"partitioner", s.cfg.partitioner.String())
 }

@@ -117,8 +117,8 @@ func TestKeysFromALibrdkafkaDefaultPartitionerAreDetectedAsMisrouted(t *testing.
 
 	// Restore finds them, each logged once with both partitions.
 	logs := &warnings{}
-	s := e.open("", kvstore.WithLogger(slog.New(logs)))
-	require.Equal(t, want, s.Misrouted())
+	s := e.open("", kvstore.Logger(slog.New(logs)))
+	require.Equal(t, want, s.Stats().Misrouted)
 	require.Len(t, logs.misroutedKeys(), int(want))
 	got, ok, err := s.Get(ctxT(t), "user-7")
 	require.NoError(t, err)
@@ -127,12 +127,12 @@ func TestKeysFromALibrdkafkaDefaultPartitionerAreDetectedAsMisrouted(t *testing.
 
 	// The follower finds them too; a key seen again is counted, not logged again.
 	crc.put(60, "v2")
-	require.Eventually(t, func() bool { return s.Misrouted() == 2*want }, 10*time.Second, 5*time.Millisecond)
+	require.Eventually(t, func() bool { return s.Stats().Misrouted == 2*want }, 10*time.Second, 5*time.Millisecond)
 	require.Len(t, logs.misroutedKeys(), int(want))
 
 	// A store that uses the same partitioner as the writer sees nothing wrong.
-	same := e.open("", kvstore.WithPartitioner(kvstore.PartitionerCRC32))
-	require.Zero(t, same.Misrouted())
+	same := e.open("", kvstore.KeyPartitioner(kvstore.PartitionerCRC32))
+	require.Zero(t, same.Stats().Misrouted)
 }
 
 func TestKeysFromAMurmur2PartitionerAreNotMisrouted(t *testing.T) {
@@ -142,8 +142,8 @@ func TestKeysFromAMurmur2PartitionerAreNotMisrouted(t *testing.T) {
 	require.NoError(t, s.Put(ctxT(t), "own", User{FirstName: "own"}))
 	r := e.open("")
 	require.Len(t, contents(t, r), 61)
-	require.Zero(t, r.Misrouted())
-	require.Zero(t, s.Misrouted())
+	require.Zero(t, r.Stats().Misrouted)
+	require.Zero(t, s.Stats().Misrouted)
 }
 
 func TestTheCRC32PartitionerIsTheStandardIEEEOne(t *testing.T) {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/compactkv/compactkv/changelog"
@@ -28,7 +27,7 @@ const (
 	// stays before the record. The default.
 	PoisonFail PoisonPolicy = iota
 	// PoisonSkip leaves poison records out: each is logged (Warn, with
-	// topic, partition, offset and reason) and counted (PoisonSkipped), and
+	// topic, partition, offset and reason) and counted (Stats().PoisonSkipped), and
 	// the key keeps the value it had before.
 	PoisonSkip
 )
@@ -45,9 +44,6 @@ func (p PoisonPolicy) String() string {
 
 // OnPoison sets what to do with poison records. Default PoisonFail.
 func OnPoison(p PoisonPolicy) Option { return optFn(func(c *config) { c.poison = p }) }
-
-// SkipPoison is OnPoison(PoisonSkip): log, count and leave out poison records.
-func SkipPoison() Option { return OnPoison(PoisonSkip) }
 
 // ErrPoison is wrapped by every *PoisonError.
 var ErrPoison = errors.New("kvstore: poison record")
@@ -79,11 +75,6 @@ func (e *PoisonError) Unwrap() []error {
 	return []error{ErrPoison, e.Err}
 }
 
-// PoisonSkipped returns how many poison records this store has left out
-// under PoisonSkip since Open (a record read again by a later restore counts
-// again). Safe for concurrent use.
-func (s *Store[V]) PoisonSkipped() int64 { return s.poisonSkipped.Load() }
-
 // An unavailable registry says nothing about a record, so it never makes a
 // record poison. During Open, checking waits for it up to registryWait (and
 // Open's ctx), then Open fails. While following the topic, the check gives up
@@ -101,7 +92,7 @@ const (
 // It checks cheapest first: the key, the tombstone case, the Confluent header
 // and its schema ID (resolved once per ID and cached by the codec), and last
 // the full decode, which is what finds truncated or garbled bodies.
-func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *kgo.Record, retry bool) error {
+func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *changelog.Record, retry bool) error {
 	poison := func(reason string, err error) error {
 		return &PoisonError{Topic: s.topic, Partition: part, Offset: r.Offset, Reason: reason, Err: err}
 	}
@@ -159,8 +150,9 @@ func (s *Store[V]) screen(ctx context.Context, bs []changelog.Batch) ([]changelo
 	defer cancel()
 	var out []changelog.Batch
 	for i, b := range bs {
-		var keep []*kgo.Record // nil until the first poison record of b
-		for j, r := range b.Records {
+		var keep []changelog.Record // nil until the first poison record of b
+		for j := range b.Records {
+			r := &b.Records[j]
 			err := s.checkRecord(ctx, b.Partition, r, opening)
 			if err != nil && !opening && errors.Is(err, serde.ErrRegistryUnavailable) {
 				s.log.Warn("kvstore: schema registry unavailable, record applied unchecked",
@@ -169,7 +161,7 @@ func (s *Store[V]) screen(ctx context.Context, bs []changelog.Batch) ([]changelo
 			}
 			if err == nil {
 				if keep != nil {
-					keep = append(keep, r)
+					keep = append(keep, *r)
 				}
 				continue
 			}
@@ -181,7 +173,7 @@ func (s *Store[V]) screen(ctx context.Context, bs []changelog.Batch) ([]changelo
 			s.log.Warn("kvstore: skipped poison record", "partition", pe.Partition, "offset", pe.Offset,
 				"reason", pe.Reason, "err", pe.Err)
 			if keep == nil {
-				keep = append(make([]*kgo.Record, 0, len(b.Records)), b.Records[:j]...)
+				keep = append(make([]changelog.Record, 0, len(b.Records)), b.Records[:j]...)
 			}
 		}
 		if keep == nil {

@@ -141,8 +141,8 @@ func TestAPoisonRecordFailsARestoreNamingWhereItIs(t *testing.T) {
 			}
 
 			log, logs := captureLogs()
-			s := e.open("", kvstore.SkipPoison(), kvstore.WithLogger(log))
-			require.EqualValues(t, 1, s.PoisonSkipped())
+			s := e.open("", kvstore.OnPoison(kvstore.PoisonSkip), kvstore.Logger(log))
+			require.EqualValues(t, 1, s.Stats().PoisonSkipped)
 			require.Contains(t, logs.String(), "skipped poison record")
 			require.Contains(t, logs.String(), fmt.Sprintf("offset=%d", off))
 			require.Contains(t, logs.String(), "partition=0")
@@ -179,10 +179,10 @@ func TestSkippingPoisonLeavesTheCacheEqualToTheValidRecords(t *testing.T) {
 	}
 	// Full restore, then a delta restore of more of the same, then the tail.
 	dir := t.TempDir()
-	s, err := kvstore.Open[User](ctxT(t), e.topic, e.opts(dir, kvstore.SkipPoison())...)
+	s, err := kvstore.Open[User](ctxT(t), e.topic, e.opts(dir, kvstore.OnPoison(kvstore.PoisonSkip))...)
 	require.NoError(t, err)
 	require.Equal(t, model, contents(t, s))
-	require.Equal(t, poisons, s.PoisonSkipped())
+	require.Equal(t, poisons, s.Stats().PoisonSkipped)
 	require.NoError(t, s.Close())
 
 	v, err := good.Encode(User{FirstName: "delta"})
@@ -190,9 +190,9 @@ func TestSkippingPoisonLeavesTheCacheEqualToTheValidRecords(t *testing.T) {
 	w.put([]byte("k01"), []byte("garbage"))
 	w.put([]byte("k-delta"), v)
 	model["k-delta"] = User{FirstName: "delta"}
-	s = e.open(dir, kvstore.SkipPoison())
-	require.Equal(t, "delta", s.RestoreStats().Mode)
-	require.EqualValues(t, 1, s.PoisonSkipped())
+	s = e.open(dir, kvstore.OnPoison(kvstore.PoisonSkip))
+	require.Equal(t, "delta", s.Stats().Restore.Mode)
+	require.EqualValues(t, 1, s.Stats().PoisonSkipped)
 	require.Equal(t, model, contents(t, s))
 
 	w.put([]byte("k02"), v[:7])
@@ -202,7 +202,7 @@ func TestSkippingPoisonLeavesTheCacheEqualToTheValidRecords(t *testing.T) {
 		_, ok, err := s.Get(ctxT(t), "k-tail")
 		return err == nil && ok
 	}, 10*time.Second, 5*time.Millisecond)
-	require.EqualValues(t, 2, s.PoisonSkipped())
+	require.EqualValues(t, 2, s.Stats().PoisonSkipped)
 	require.NoError(t, s.TailErr())
 	require.Equal(t, model, contents(t, s))
 }
@@ -231,8 +231,8 @@ func TestAPoisonRecordInADeltaRestoreCommitsNothingPastTheLastGoodCheckpoint(t *
 
 	// The cache is as it was: its checkpoint did not move, so the next
 	// (skipping) open reads again everything after the last good one.
-	s = e.open(dir, kvstore.SkipPoison())
-	st := s.RestoreStats()
+	s = e.open(dir, kvstore.OnPoison(kvstore.PoisonSkip))
+	st := s.Stats().Restore
 	require.Equal(t, "delta", st.Mode)
 	require.EqualValues(t, e.endOffsets()[0]-checkpoint, st.Records)
 	got, ok, err := s.Get(ctxT(t), "a")
@@ -292,14 +292,14 @@ func TestAnUnreachableRegistryIsNeverTakenForPoison(t *testing.T) {
 	defer e.cluster.Registry().ClearInterceptors()
 	short, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	_, err = kvstore.Open[User](short, e.topic, e.opts("", kvstore.SkipPoison())...)
+	_, err = kvstore.Open[User](short, e.topic, e.opts("", kvstore.OnPoison(kvstore.PoisonSkip))...)
 	require.Error(t, err)
 	require.NotErrorIs(t, err, kvstore.ErrPoison)
 	require.ErrorIs(t, err, serde.ErrRegistryUnavailable)
 
 	e.cluster.Registry().ClearInterceptors()
-	s := e.open("", kvstore.SkipPoison())
-	require.Zero(t, s.PoisonSkipped())
+	s := e.open("", kvstore.OnPoison(kvstore.PoisonSkip))
+	require.Zero(t, s.Stats().PoisonSkipped)
 	got, ok, err := s.Get(ctx, "old")
 	require.NoError(t, err)
 	require.True(t, ok)

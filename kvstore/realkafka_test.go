@@ -134,7 +134,7 @@ func TestRealCleanerCompactionKeepsTheState(t *testing.T) {
 
 	before := e.open("")
 	require.Equal(t, model, contents(t, before))
-	require.EqualValues(t, 1000, before.RestoreStats().Records)
+	require.EqualValues(t, 1000, before.Stats().Restore.Records)
 
 	e.alterTopicConfig("segment.ms", "100")
 	e.rollAndAwait(w, model, "compact the topic", func() bool {
@@ -143,8 +143,8 @@ func TestRealCleanerCompactionKeepsTheState(t *testing.T) {
 
 	after := e.open("")
 	require.Equal(t, model, contents(t, after))
-	require.Less(t, after.RestoreStats().Records, before.RestoreStats().Records)
-	t.Logf("restore read %d records before the cleaner ran, %d after", before.RestoreStats().Records, after.RestoreStats().Records)
+	require.Less(t, after.Stats().Restore.Records, before.Stats().Restore.Records)
+	t.Logf("restore read %d records before the cleaner ran, %d after", before.Stats().Restore.Records, after.Stats().Restore.Records)
 }
 
 func TestRealCleanerRemovesTombstonesAndTheStaleCacheIsRebuilt(t *testing.T) {
@@ -180,7 +180,7 @@ func TestRealCleanerRemovesTombstonesAndTheStaleCacheIsRebuilt(t *testing.T) {
 		return time.Since(offline) > realDeleteRetentionMS*time.Millisecond
 	}, 10*time.Second, 10*time.Millisecond)
 	a = e.open(dir)
-	st := a.RestoreStats()
+	st := a.Stats().Restore
 	require.Equal(t, "full", st.Mode, "reason %q", st.Reason)
 	require.Contains(t, st.Reason, "delete.retention")
 	_, ok, err := a.Get(ctx, "k")
@@ -223,7 +223,7 @@ func TestRealTopicDeletedAndRecreatedIsDetectedByItsTopicID(t *testing.T) {
 		return err == nil
 	}, 30*time.Second, 100*time.Millisecond, "recreate the topic: last error %v", err)
 	t.Cleanup(func() { again.Close() })
-	st := again.RestoreStats()
+	st := again.Stats().Restore
 	require.Equal(t, "full", st.Mode)
 	require.Contains(t, st.Reason, "topic ID")
 	_, ok, err := again.Get(ctx, "old")

@@ -11,7 +11,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kgo"
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
 
@@ -65,7 +64,7 @@ type listed struct {
 // listOffsets asks the broker for the start and end offsets.
 func (s *Store[V]) listOffsets(ctx context.Context) (listed, error) {
 	at := time.Now()
-	start, end, err := changelog.Offsets(ctx, s.adm, s.topic)
+	start, end, err := s.tp.Offsets(ctx)
 	return listed{start: start, end: end, at: at}, err
 }
 
@@ -99,7 +98,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 	}
 	prog := newProgress(s.log, s.cfg.progressEvery, total)
 
-	r, err := changelog.NewReader(s.topic, from, s.readerOpts()...)
+	r, err := s.tp.NewReader(from)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -109,6 +108,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 	)
 	if mode == "full" {
 		srt := newSorter(s.cfg.restoreMemory, s.cfg.dir, s.topic)
+		srt.log = s.log
 		defer srt.cleanup()
 		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, func(bs []changelog.Batch) error {
 			bs, err := s.screen(ctx, bs) // poison.go
@@ -138,7 +138,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		if err == nil {
 			// Only now is the cache current as of lo.at: a restore killed
 			// midway leaves the time it was current before.
-			err = s.db.Update(func(tx *bolt.Tx) error { return putCurrentAt(tx, lo.at) })
+			err = safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrentAt(tx, lo.at) })
 		}
 		if err == nil {
 			err = s.db.Sync()
@@ -153,7 +153,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		return nil, nil, fmt.Errorf("kvstore: restore %q: %w", s.topic, err)
 	}
 	for p := range s.info.Partitions {
-		s.track.restored(p, next[p], lo.at)
+		s.track.restored(p, next[p], end[p], lo.at)
 	}
 	s.track.setAll(PartitionFollowing, nil)
 	st := RestoreStats{Mode: mode, Reason: reason, Guard: guard, Records: records, Bytes: nbytes,
@@ -227,8 +227,13 @@ func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason
 	return GuardNone, "", m.next, nil
 }
 
-// openAndReadMeta opens the cache file and reads its metadata, turning a
-// panic of bbolt on a damaged file into an error.
+// openAndReadMeta opens the cache file and reads its metadata. A damaged
+// file is an error wrapping errDamaged, never a crash: under a shared lock
+// (so that a process holding the file is waited for, up to timeout, and
+// reported with bbolt's ErrTimeout), checkFile reads the whole file and
+// refuses anything bbolt would trip over; only then does bbolt open it for
+// writing. A panic of bbolt in this goroutine, or a fault in its memory map,
+// is turned into an error as well, should the file change in between.
 func openAndReadMeta(path string, timeout time.Duration) (db *bolt.DB, m cacheMeta, err error) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true)) // a fault in a damaged mmap becomes a panic
 	defer func() {
@@ -236,9 +241,18 @@ func openAndReadMeta(path string, timeout time.Duration) (db *bolt.DB, m cacheMe
 			if db != nil {
 				db.Close()
 			}
-			db, err = nil, fmt.Errorf("damaged cache file: %v", r)
+			db, err = nil, fmt.Errorf("%w: bbolt: %v", errDamaged, r)
 		}
 	}()
+	ro, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: timeout})
+	if err != nil {
+		return nil, m, err
+	}
+	err = checkFile(path)
+	ro.Close()
+	if err != nil {
+		return nil, m, err
+	}
 	db, err = openBolt(path, timeout, true)
 	if err != nil {
 		return nil, m, err
@@ -324,7 +338,7 @@ func (s *Store[V]) readUntil(ctx context.Context, r *changelog.Reader, from, end
 			// invisible (aborted, or compacted away). If the broker's end
 			// has not moved, there is nothing more to wait for; the tail
 			// reads whatever comes later.
-			_, now, lerr := changelog.Offsets(ctx, s.adm, s.topic)
+			now, lerr := s.tp.EndOffsets(ctx)
 			if lerr != nil {
 				return nil, 0, 0, lerr
 			}
@@ -425,7 +439,7 @@ func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, o
 		return err
 	}
 	s.checkPartitions(bs) // partition.go
-	return s.db.Update(func(tx *bolt.Tx) error {
+	return safeUpdate(s.db, func(tx *bolt.Tx) error {
 		next := make(map[int32]int64, len(bs))
 		for _, bt := range bs {
 			next[bt.Partition] = bt.Next
@@ -440,7 +454,7 @@ func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, o
 			if len(recs) > 1 {
 				recs = slices.Clone(recs)
 				// Key order for locality; stable, so the last version of a key is applied last.
-				slices.SortStableFunc(recs, func(a, b *kgo.Record) int { return bytes.Compare(a.Key, b.Key) })
+				slices.SortStableFunc(recs, func(a, b changelog.Record) int { return bytes.Compare(a.Key, b.Key) })
 			}
 			for _, r := range recs {
 				var err error

@@ -17,6 +17,11 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/sasl"
+	"github.com/twmb/franz-go/pkg/sasl/plain"
+	"github.com/twmb/franz-go/pkg/sasl/scram"
+	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
@@ -58,15 +63,16 @@ func requireNoSecret(t *testing.T, secret string, texts ...string) {
 	}
 }
 
+// Credentials go to franz-go through KafkaOpts, spelled as its doc shows.
 func TestSASLAndTLSConnectAndAWrongPasswordFailsWithoutLeakingIt(t *testing.T) {
 	const user = "alice"
 	mechs := []struct {
 		name string
-		opt  func(user, pass string) kvstore.Option
+		mech func(user, pass string) sasl.Mechanism
 	}{
-		{"PLAIN", kvstore.SASLPlain},
-		{"SCRAM-SHA-256", kvstore.SASLScram256},
-		{"SCRAM-SHA-512", kvstore.SASLScram512},
+		{"PLAIN", func(u, p string) sasl.Mechanism { return plain.Auth{User: u, Pass: p}.AsMechanism() }},
+		{"SCRAM-SHA-256", func(u, p string) sasl.Mechanism { return scram.Auth{User: u, Pass: p}.AsSha256Mechanism() }},
+		{"SCRAM-SHA-512", func(u, p string) sasl.Mechanism { return scram.Auth{User: u, Pass: p}.AsSha512Mechanism() }},
 	}
 	for _, m := range mechs {
 		for _, withTLS := range []bool{false, true} {
@@ -84,18 +90,18 @@ func TestSASLAndTLSConnectAndAWrongPasswordFailsWithoutLeakingIt(t *testing.T) {
 					server, client = selfSigned(t)
 					kopts = append(kopts, kfake.TLS(server))
 				}
-				c, err := embedded.Start(embedded.WithKfakeOpts(kopts...))
+				c, err := embedded.Start(embedded.KfakeOpts(kopts...))
 				require.NoError(t, err)
 				defer c.Close()
 				log, logs := captureLogs()
 				opts := func(pass string) []kvstore.Option {
-					o := []kvstore.Option{kvstore.Brokers(c.Brokers()...), kvstore.Registry(c.RegistryURL()),
-						kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(t.TempDir()), kvstore.WithLogger(log),
-						m.opt(user, pass)}
+					kopts := []kgo.Opt{kgo.SASL(m.mech(user, pass))}
 					if withTLS {
-						o = append(o, kvstore.TLS(client))
+						kopts = append(kopts, kgo.DialTLSConfig(client))
 					}
-					return o
+					return []kvstore.Option{kvstore.Brokers(c.Brokers()...), kvstore.Registry(c.RegistryURL()),
+						kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(t.TempDir()), kvstore.Logger(log),
+						kvstore.KafkaOpts(kopts...)}
 				}
 				ctx := ctxT(t)
 				s, err := kvstore.Open[User](ctx, "secure", opts(pass)...)
@@ -128,6 +134,8 @@ func TestSASLAndTLSConnectAndAWrongPasswordFailsWithoutLeakingIt(t *testing.T) {
 	}
 }
 
+// Credentials go to the registry client through RegistryOpts, spelled as
+// its doc shows.
 func TestRegistryAuthAndAWrongSecretFailsWithoutLeakingIt(t *testing.T) {
 	cases := []struct {
 		name         string
@@ -136,10 +144,11 @@ func TestRegistryAuthAndAWrongSecretFailsWithoutLeakingIt(t *testing.T) {
 		secret, bad2 string
 	}{
 		{"basic", embedded.RegistryBasicAuth("reg-user", "reg-pass-51d0e8"),
-			kvstore.RegistryBasicAuth("reg-user", "reg-pass-51d0e8"), kvstore.RegistryBasicAuth("reg-user", "nope-reg-pass-51d0e8"),
+			kvstore.RegistryOpts(sr.BasicAuth("reg-user", "reg-pass-51d0e8")),
+			kvstore.RegistryOpts(sr.BasicAuth("reg-user", "nope-reg-pass-51d0e8")),
 			"reg-pass-51d0e8", "nope-reg-pass-51d0e8"},
 		{"bearer", embedded.RegistryBearerToken("tok-9b2e44aa"),
-			kvstore.RegistryBearerToken("tok-9b2e44aa"), kvstore.RegistryBearerToken("tok-bad-0000"),
+			kvstore.RegistryOpts(sr.BearerToken("tok-9b2e44aa")), kvstore.RegistryOpts(sr.BearerToken("tok-bad-0000")),
 			"tok-9b2e44aa", "tok-bad-0000"},
 	}
 	for _, c := range cases {
@@ -150,7 +159,7 @@ func TestRegistryAuthAndAWrongSecretFailsWithoutLeakingIt(t *testing.T) {
 			log, logs := captureLogs()
 			opts := func(extra ...kvstore.Option) []kvstore.Option {
 				return append([]kvstore.Option{kvstore.Brokers(cl.Brokers()...), kvstore.Registry(cl.RegistryURL()),
-					kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(t.TempDir()), kvstore.WithLogger(log)}, extra...)
+					kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(t.TempDir()), kvstore.Logger(log)}, extra...)
 			}
 			ctx := ctxT(t)
 			s, err := kvstore.Open[User](ctx, "reg", opts(c.right)...)

@@ -255,7 +255,7 @@ func TestAcknowledgedWritesSurviveKill9(t *testing.T) {
 	defer own.Close()
 	fresh := e.open("")
 	ownState, freshState := contents(t, own), contents(t, fresh)
-	require.Equal(t, freshState, ownState, "the writer's cache equals a fresh restore (mode %s)", own.RestoreStats().Mode)
+	require.Equal(t, freshState, ownState, "the writer's cache equals a fresh restore (mode %s)", own.Stats().Restore.Mode)
 
 	lost := 0
 	for key, allowed := range lg.allowed {

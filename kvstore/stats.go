@@ -61,7 +61,9 @@ type PartitionStats struct {
 	Err error
 }
 
-// Stats is a snapshot of a store's state, taken at once.
+// Stats is a snapshot of a store's state. Each part is consistent in itself
+// (one partition's offsets and state are read together); the parts are read
+// one after the other, microseconds apart.
 type Stats struct {
 	Topic string
 	// Partitions has one entry per partition of the topic, in order.
@@ -71,10 +73,14 @@ type Stats struct {
 	Restore RestoreStats
 	// Guards counts, per guard, the full restores it forced since Open.
 	Guards map[Guard]int64
-	// PoisonSkipped counts the poison records left out under PoisonSkip.
+	// PoisonSkipped counts the poison records left out under PoisonSkip
+	// since Open (a record read again by a later restore counts again).
 	PoisonSkipped int64
 	// Misrouted counts records whose key sat on a partition other than the
-	// one the store's partitioner picks (see Store.Misrouted).
+	// one the store's partitioner (KeyPartitioner) picks, read since Open
+	// (during restores and while following the topic). Each such key is
+	// also logged once (Warn, with both partitions). A record read again by
+	// a later restore counts again. Always 0 on a topic with one partition.
 	Misrouted int64
 	// Closed is true once Close has been called.
 	Closed bool
@@ -107,9 +113,9 @@ type StateChange struct {
 // Close.
 type StateListener func(StateChange)
 
-// WithStateListener sets a function told about every change of a
+// OnStateChange sets a function told about every change of a
 // partition's state (restoring, following, stalled, stopped). Default: none.
-func WithStateListener(l StateListener) Option {
+func OnStateChange(l StateListener) Option {
 	return optFn(func(c *config) { c.stateListener = l })
 }
 
@@ -126,6 +132,7 @@ type endObs struct {
 
 type partTrack struct {
 	state      PartitionState
+	stallBy    stallCause // why stalled, while it is
 	applied    int64
 	end        int64
 	caughtUpAt time.Time
@@ -133,46 +140,48 @@ type partTrack struct {
 	err        error
 }
 
-// tracker holds every partition's state, offsets and freshness, and wakes
-// those waiting for a partition to reach an offset.
+// stallCause is what stalled a partition, and so what clears the stall.
+type stallCause int
+
+const (
+	stallNone  stallCause = iota
+	stallProbe            // the end offsets could not be listed: a listing clears it
+	stallFetch            // a fetch failed: a fetch without error clears it
+)
+
+// tracker holds every partition's state, offsets and freshness.
 type tracker struct {
 	listener StateListener
 
-	mu      sync.Mutex
-	parts   []partTrack
-	changed chan struct{} // closed and replaced whenever anything advances
-	fired   []StateChange // to tell the listener, outside mu
-	lmu     sync.Mutex    // one listener call at a time
+	mu    sync.Mutex
+	parts []partTrack
+	lmu   sync.Mutex // one listener call at a time
 }
 
 func newTracker(partitions int32, l StateListener) *tracker {
-	return &tracker{listener: l, parts: make([]partTrack, partitions), changed: make(chan struct{})}
+	return &tracker{listener: l, parts: make([]partTrack, partitions)}
 }
 
 // update runs fn on partition p's state under the lock, then tells the
-// listener about a state change and wakes waiters.
+// listener about a state change.
 func (t *tracker) update(p int32, fn func(*partTrack)) {
 	t.mu.Lock()
 	pt := &t.parts[p]
 	from := pt.state
 	fn(pt)
+	if pt.state != PartitionStalled {
+		pt.stallBy = stallNone
+	}
 	var ch *StateChange
 	if pt.state != from {
 		ch = &StateChange{Partition: p, From: from, To: pt.state, Err: pt.err}
 	}
-	close(t.changed)
-	t.changed = make(chan struct{})
 	t.mu.Unlock()
 	if ch != nil && t.listener != nil {
 		t.lmu.Lock()
 		defer t.lmu.Unlock()
 		t.listener(*ch)
 	}
-}
-
-// setState moves p to state, with err as its cause (nil clears it).
-func (t *tracker) setState(p int32, state PartitionState, err error) {
-	t.update(p, func(pt *partTrack) { pt.state, pt.err = state, err })
 }
 
 // setAll moves every partition to state with err; a stopped partition stays
@@ -187,32 +196,64 @@ func (t *tracker) setAll(state PartitionState, err error) {
 	}
 }
 
-// recover moves every stalled partition back to following.
-func (t *tracker) recover() {
+// stallAll stalls every following partition because the end offsets could
+// not be listed.
+func (t *tracker) stallAll(err error) {
+	for p := range t.parts {
+		t.update(int32(p), func(pt *partTrack) {
+			if pt.state == PartitionFollowing {
+				pt.state, pt.err, pt.stallBy = PartitionStalled, err, stallProbe
+			}
+		})
+	}
+}
+
+// stallFetch stalls partition p because a fetch of it failed.
+func (t *tracker) stallFetch(p int32, err error) {
+	t.update(p, func(pt *partTrack) {
+		if pt.state == PartitionFollowing || pt.state == PartitionStalled {
+			pt.state, pt.err, pt.stallBy = PartitionStalled, err, stallFetch
+		}
+	})
+}
+
+// recoverProbe clears the stalls a failed listing caused.
+func (t *tracker) recoverProbe() { t.recover(stallProbe) }
+
+// recoverFetch clears the stalls a failed fetch caused.
+func (t *tracker) recoverFetch() { t.recover(stallFetch) }
+
+func (t *tracker) recover(cause stallCause) {
 	t.mu.Lock()
 	var stalled []int32
 	for p := range t.parts {
-		if t.parts[p].state == PartitionStalled {
+		if t.parts[p].state == PartitionStalled && t.parts[p].stallBy == cause {
 			stalled = append(stalled, int32(p))
 		}
 	}
 	t.mu.Unlock()
 	for _, p := range stalled {
 		t.update(p, func(pt *partTrack) {
-			if pt.state == PartitionStalled {
+			if pt.state == PartitionStalled && pt.stallBy == cause {
 				pt.state, pt.err = PartitionFollowing, nil
 			}
 		})
 	}
 }
 
-// restored records that a restore listed the end offsets at at and brought
-// p up to next; the cache is then caught up as of at.
-func (t *tracker) restored(p int32, next int64, at time.Time) {
+// restored records that a restore, which listed the end offsets at at and
+// found end, brought p up to next. The cache is caught up as of at only if
+// next reached end: a restore can end short of it (records it could not
+// see), and then the follower has yet to get there.
+func (t *tracker) restored(p int32, next, end int64, at time.Time) {
 	t.update(p, func(pt *partTrack) {
 		pt.applied, pt.obs = next, pt.obs[:0]
-		pt.end = max(pt.end, next)
-		pt.caughtUpAt = at
+		pt.end = max(next, end)
+		if next >= end {
+			pt.caughtUpAt = at
+		} else {
+			pt.obs = append(pt.obs, endObs{at, end})
+		}
 	})
 }
 
@@ -236,9 +277,13 @@ func (t *tracker) observe(p int32, end int64, at time.Time) {
 	})
 }
 
-// applied records that the cache now holds p up to next.
+// applied records that the cache now holds p up to next. Records of p
+// arrived, so a fetch stall of p is over.
 func (t *tracker) applied(p int32, next int64) {
 	t.update(p, func(pt *partTrack) {
+		if pt.state == PartitionStalled && pt.stallBy == stallFetch {
+			pt.state, pt.err = PartitionFollowing, nil
+		}
 		if next <= pt.applied {
 			return
 		}
@@ -277,19 +322,6 @@ func (t *tracker) oldestCaughtUp() time.Time {
 	return oldest
 }
 
-// caughtUpBefore returns the partitions not caught up since before cutoff.
-func (t *tracker) caughtUpBefore(cutoff time.Time) []int32 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	var out []int32
-	for p, pt := range t.parts {
-		if pt.caughtUpAt.Before(cutoff) {
-			out = append(out, int32(p))
-		}
-	}
-	return out
-}
-
 func maxTime(a, b time.Time) time.Time {
 	if b.After(a) {
 		return b
@@ -305,8 +337,8 @@ func (s *Store[V]) Stats() Stats {
 	st := Stats{
 		Topic:         s.topic,
 		Partitions:    s.track.snapshot(),
-		Restore:       s.RestoreStats(),
-		Guards:        s.GuardCounts(),
+		Restore:       s.lastRestore(),
+		Guards:        s.guardsFired(),
 		PoisonSkipped: s.poisonSkipped.Load(),
 		Misrouted:     s.mis.count.Load(),
 		Closed:        s.closing.Load(),

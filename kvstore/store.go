@@ -15,8 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
 	bolt "go.etcd.io/bbolt"
 
@@ -34,8 +32,7 @@ type Store[V any] struct {
 	path    string
 	log     *slog.Logger
 	codec   *serde.Codec[V]
-	w       *changelog.Writer
-	adm     *kadm.Client
+	tp      *changelog.Topic
 	db      *bolt.DB
 	ov      *overlay
 	buckets [][]byte // partition -> bucket name
@@ -49,11 +46,16 @@ type Store[V any] struct {
 	// closing is set first thing in Close: from then on every call returns
 	// ErrClosed at once, without waiting for any lock.
 	closing atomic.Bool
-	// wmu orders writes registering in writes (shared) against Close
+	// wmu orders writes registering in pending (shared) against Close
 	// (exclusive), so that Close's wait sees every write it must. No one
 	// holds it across a network wait.
-	wmu    sync.RWMutex
-	writes sync.WaitGroup // writes handed to the producer and not yet called back
+	wmu     sync.RWMutex
+	pending sync.WaitGroup // writes whose caller has not been answered yet
+	// dead ends when Close gives up on the writes still in flight: they
+	// fail with ErrClosed. It is also the context of every record handed to
+	// the producer, so that one caller giving up fails no other's record.
+	dead context.Context
+	kill context.CancelFunc
 
 	// mu guards db: held shared while a call reads the file, exclusively to
 	// swap in a rebuilt file or to close it. No one holds it across a
@@ -63,11 +65,14 @@ type Store[V any] struct {
 	stopTail context.CancelFunc
 	tailDone chan struct{}
 
+	damaged       atomic.Bool  // a read met a damaged file: the follower rebuilds it
 	poisonSkipped atomic.Int64 // poison.go
 	mis           misroutes    // partition.go
 }
 
-// RestoreStats describes the restore Open performed.
+// RestoreStats describes one restore: the one in Open, or a rebuild the
+// running store made later. Stats().Restore holds the last one, and
+// RestoreListener.OnRestoreEnd is handed each.
 type RestoreStats struct {
 	// Mode is "full" (the cache was built from the start of the topic) or
 	// "delta" (it was brought up to date from its checkpoint).
@@ -97,10 +102,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
-	if err := validTopic(topic); err != nil {
-		return nil, err
-	}
-	if err := cfg.validate(); err != nil {
+	if err := cfg.validate(topic); err != nil {
 		return nil, err
 	}
 	if err := os.MkdirAll(cfg.dir, 0o755); err != nil {
@@ -114,6 +116,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 		part:  cfg.partitioner.hasher(),
 		track: newTracker(0, cfg.stateListener),
 	}
+	s.dead, s.kill = context.WithCancel(context.Background())
 	ok := false
 	defer func() {
 		if !ok {
@@ -121,25 +124,20 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 		}
 	}()
 
-	codec, _ := cfg.compression.codec()
-	w, err := changelog.NewWriter(topic, append([]kgo.Opt{
-		kgo.SeedBrokers(cfg.brokers...),
-		kgo.ProducerBatchCompression(codec),
-		kgo.RecordDeliveryTimeout(cfg.deliveryTimeout),
-	}, cfg.kgoOpts...)...)
-	if err != nil {
-		return nil, err
-	}
-	s.w, s.adm = w, w.Admin()
-
-	s.info, err = changelog.EnsureTopic(ctx, s.adm, topic, changelog.TopicSpec{
-		Partitions:        cfg.partitions,
-		ReplicationFactor: cfg.replication,
-		Configs:           cfg.topicConfigs,
+	tp, err := changelog.Open(ctx, topic, changelog.Config{
+		Brokers: cfg.brokers,
+		Spec: changelog.TopicSpec{
+			Partitions:        cfg.partitions,
+			ReplicationFactor: cfg.replication,
+			Configs:           cfg.topicConfigs,
+		},
+		DeliveryTimeout: cfg.deliveryTimeout,
+		ClientOpts:      cfg.kgoOpts,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: open %q: %w", topic, err)
 	}
+	s.tp, s.info = tp, tp.Info()
 	for p := range s.info.Partitions {
 		s.buckets = append(s.buckets, partBucket(p))
 	}
@@ -160,13 +158,13 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 	}
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stopTail, s.tailDone = cancel, make(chan struct{})
-	go s.follow(tctx, r, next)
+	var running sync.WaitGroup
+	running.Add(2)
+	go func() { defer running.Done(); s.follow(tctx, r, next) }()
+	go func() { defer running.Done(); s.probeLoop(tctx) }()
+	go func() { running.Wait(); close(s.tailDone) }()
 	ok = true
 	return s, nil
-}
-
-func (s *Store[V]) readerOpts() []kgo.Opt {
-	return append([]kgo.Opt{kgo.SeedBrokers(s.cfg.brokers...)}, s.cfg.kgoOpts...)
 }
 
 // validTopic checks a topic name as Kafka does: 1 to 249 characters of
@@ -184,15 +182,9 @@ func validTopic(t string) error {
 	return nil
 }
 
-// CachePath returns the path of the store's cache file, "<dir>/<topic>.db".
-func (s *Store[V]) CachePath() string { return s.path }
-
-// Topic returns the topic's name.
-func (s *Store[V]) Topic() string { return s.topic }
-
-// RestoreStats returns what the last restore did: the one in Open, or a
+// lastRestore returns what the last restore did: the one in Open, or a
 // rebuild the store ran later after finding a gap in the topic.
-func (s *Store[V]) RestoreStats() RestoreStats {
+func (s *Store[V]) lastRestore() RestoreStats {
 	s.statsMu.Lock()
 	defer s.statsMu.Unlock()
 	return s.restore
@@ -202,9 +194,9 @@ func (s *Store[V]) RestoreStats() RestoreStats {
 // the schema returns ErrInvalidValue and produces nothing), produces it with
 // acks=all, waits for the broker's acknowledgement, and then makes it visible
 // to Get. It waits at most until ctx ends or DeliveryTimeout (default 2m)
-// passes, whichever is first. An error means the write was not
-// acknowledged; it may still have reached the topic (a later read will show
-// it), but Get does not show it yet.
+// passes, whichever is first. An error means the store stopped waiting
+// before an acknowledgement: the record may still reach the topic, and Get
+// shows it once it does (through a late acknowledgement, or the follower).
 func (s *Store[V]) Put(ctx context.Context, key string, value V) error {
 	return wait(func(done func(error)) { s.PutAsync(ctx, key, value, done) })
 }
@@ -265,22 +257,26 @@ func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, don
 		done(ErrClosed)
 		return
 	}
-	s.writes.Add(1) // Close waits for it after taking wmu, so not before this
+	s.pending.Add(1) // Close waits for it after taking wmu, so not before this
 	s.wmu.RUnlock()
 
-	op := &writeOp{done: done, key: key}
+	op := &writeOp{done: done, key: key, pending: &s.pending}
 	op.timer = time.AfterFunc(s.cfg.deliveryTimeout, func() {
 		op.finish(fmt.Errorf("%w (%v)", ErrDeliveryTimeout, s.cfg.deliveryTimeout))
 	})
 	op.stopCtx = context.AfterFunc(ctx, func() { op.finish(ctx.Err()) })
+	op.stopDead = context.AfterFunc(s.dead, func() { op.finish(ErrClosed) })
 	kb := []byte(key)
 	p := s.part(kb, s.info.Partitions)
-	s.w.ProduceAsync(ctx, p, kb, value, func(off int64, err error) {
-		defer s.writes.Done()
+	s.tp.ProduceAsync(s.dead, p, kb, value, func(off int64, err error) {
 		op.timer.Stop() // set before ProduceAsync, which may call back at once
 		op.stopCtx()
-		if err == nil {
-			s.ov.put(p, key, off, value) // acknowledged: visible, even if the caller gave up
+		op.stopDead()
+		switch {
+		case err == nil:
+			s.ov.put(p, key, off, value) // acknowledged: visible, even to a caller that gave up
+		case s.dead.Err() != nil:
+			err = ErrClosed // Close gave up on it (the producer reports that as its ctx's end)
 		}
 		op.finish(err)
 	})
@@ -289,11 +285,13 @@ func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, don
 // writeOp is one write in flight: whichever of the acknowledgement, the
 // delivery timeout and the caller's ctx comes first reports to done.
 type writeOp struct {
-	key     string
-	done    func(error)
-	fired   atomic.Bool
-	timer   *time.Timer
-	stopCtx func() bool
+	key      string
+	done     func(error)
+	pending  *sync.WaitGroup
+	fired    atomic.Bool
+	timer    *time.Timer
+	stopCtx  func() bool
+	stopDead func() bool
 }
 
 func (w *writeOp) finish(err error) {
@@ -302,14 +300,13 @@ func (w *writeOp) finish(err error) {
 	}
 	if err != nil {
 		switch {
-		case errors.Is(err, kgo.ErrClientClosed):
+		case errors.Is(err, changelog.ErrClosed):
 			err = ErrClosed
-		case errors.Is(err, kgo.ErrRecordTimeout):
-			err = fmt.Errorf("%w: %w", ErrDeliveryTimeout, err)
 		}
 		err = fmt.Errorf("kvstore: write %q: %w", w.key, err)
 	}
 	w.done(err)
+	w.pending.Done()
 }
 
 // Get returns the value stored under key and whether it exists. It reads the
@@ -347,7 +344,7 @@ func (s *Store[V]) lookup(key string) ([]byte, bool, error) {
 	}
 	var out []byte
 	var found bool
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := safeView(s.db, func(tx *bolt.Tx) error {
 		if out, found = lookupIn(tx, s.buckets[p], kb); found {
 			return nil
 		}
@@ -362,6 +359,7 @@ func (s *Store[V]) lookup(key string) ([]byte, bool, error) {
 		return nil
 	})
 	if err != nil {
+		s.noteDamage(err)
 		return nil, false, fmt.Errorf("kvstore: read cache: %w", err)
 	}
 	return out, found, nil
@@ -451,7 +449,7 @@ func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, mo
 	// it drops overlay entries, so nothing falls between the two reads.
 	own := s.ov.withPrefix(prefix, after)
 	merged := map[string][]byte{}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = safeView(s.db, func(tx *bolt.Tx) error {
 		start := max(prefix, after)
 		for p := range s.info.Partitions {
 			b := tx.Bucket(s.buckets[p])
@@ -474,6 +472,7 @@ func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, mo
 		return nil
 	})
 	if err != nil {
+		s.noteDamage(err)
 		return nil, "", false, fmt.Errorf("kvstore: read cache: %w", err)
 	}
 	for k, e := range own {
@@ -500,11 +499,16 @@ func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, mo
 // included, returns ErrClosed at once. It then waits, up to CloseTimeout
 // (default 5s) in all, for the follower to apply the store's own
 // acknowledged writes (so that the next Open has less to read) and for the
-// writes in flight to be acknowledged; writes still in flight at the bound
-// fail (their callers get ErrClosed; they may still reach the topic). Then
-// it stops following the topic and closes the cache file. It never holds a
-// lock a read needs while it waits on the network. It is idempotent: later
-// calls return nil at once.
+// writes in flight to be acknowledged. Writes still unanswered at the bound
+// fail with ErrClosed (they may still reach the topic: a later read shows
+// them if they did); every write's caller has its answer when Close
+// returns. Then it stops following the topic and closes the cache file. It
+// never holds a lock a read needs while it waits on the network, and
+// returns within about CloseTimeout even with the broker gone: Kafka
+// clients still closing their connections then finish in the background.
+// The error says what could not be closed cleanly (the cache file); writes
+// cut off are reported to their callers, and logged, not returned here. It
+// is idempotent: later calls return nil at once.
 func (s *Store[V]) Close() error {
 	s.wmu.Lock()
 	if s.closing.Load() {
@@ -542,38 +546,49 @@ func (s *Store[V]) awaitOwnWrites(ctx context.Context) {
 	}
 }
 
-func (s *Store[V]) stopFollowing() {
-	if s.stopTail != nil {
-		s.stopTail()
-		<-s.tailDone
+// stopFollowing stops the follower and the probe, waiting for them until
+// ctx ends.
+func (s *Store[V]) stopFollowing(ctx context.Context) error {
+	if s.stopTail == nil {
+		return nil
+	}
+	s.stopTail()
+	select {
+	case <-s.tailDone:
 		s.stopTail = nil
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("kvstore: the follower did not stop within CloseTimeout: %w", ctx.Err())
 	}
 }
 
 // closeResources flushes and closes the producer (the flush bounded by
-// ctx; then the writes still in flight fail), stops the follower, waits for
-// every write's callback (at most until ctx ends: a client closing its
-// connections to a broker that is gone can take a second or two more, and
-// finishes in the background) and closes the cache file.
+// ctx), stops the follower (as long as ctx allows), fails the writes still
+// unanswered, and closes the cache file.
 func (s *Store[V]) closeResources(ctx context.Context) error {
-	var errs []error
-	closed := make(chan error, 1)
+	flushed := make(chan error, 1)
 	go func() {
 		var err error
-		if s.w != nil {
-			err = s.w.Close(ctx)
+		if s.tp != nil {
+			err = s.tp.Close(ctx) // the clients' own close goes on in the background past ctx
 		}
-		s.writes.Wait() // the producer is closed: every callback has run
-		closed <- err
+		flushed <- err
 	}()
-	s.stopFollowing()
+	var errs []error
+	if err := s.stopFollowing(ctx); err != nil {
+		errs = append(errs, err)
+	}
 	select {
-	case err := <-closed:
+	case err := <-flushed:
 		if err != nil {
-			errs = append(errs, fmt.Errorf("kvstore: writes still in flight when Close gave up on them: %w", err))
+			s.log.Warn("kvstore: Close gave up on writes still in flight", "err", err)
 		}
 	case <-ctx.Done():
-		errs = append(errs, fmt.Errorf("kvstore: the producer did not close within CloseTimeout; writes still in flight fail as it does: %w", ctx.Err()))
+		s.log.Warn("kvstore: Close gave up on writes still in flight: the producer did not flush within CloseTimeout")
+	}
+	if s.kill != nil {
+		s.kill()         // every write still unanswered fails with ErrClosed
+		s.pending.Wait() // and its caller has been told
 	}
 	s.mu.Lock() // waits only for reads of the file
 	defer s.mu.Unlock()
@@ -584,4 +599,12 @@ func (s *Store[V]) closeResources(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// noteDamage asks the follower to rebuild the cache when err says a read met
+// a damaged file.
+func (s *Store[V]) noteDamage(err error) {
+	if errors.Is(err, errDamaged) {
+		s.damaged.Store(true)
+	}
 }

@@ -1,7 +1,6 @@
 package kvstore_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -125,7 +124,7 @@ func TestAFreshCacheRestoredFromTheTopicEqualsTheModel(t *testing.T) {
 			// Tiny restore memory forces spilled runs and a merge.
 			r := e.open("", kvstore.RestoreMemory(1<<20))
 			require.Equal(t, model, contents(t, r))
-			st := r.RestoreStats()
+			st := r.Stats().Restore
 			require.Equal(t, "full", st.Mode)
 			require.Equal(t, "no cache", st.Reason)
 			require.EqualValues(t, 1500, st.Records)
@@ -145,7 +144,7 @@ func TestRestoreAfterCompactionGivesTheSameStateFromFewerRecords(t *testing.T) {
 	e.cluster.Kafka().Compact()
 	after := e.open("")
 	require.Equal(t, model, contents(t, after))
-	require.Less(t, after.RestoreStats().Records, before.RestoreStats().Records)
+	require.Less(t, after.Stats().Restore.Records, before.Stats().Restore.Records)
 }
 
 func TestReopeningACacheReadsOnlyTheNewRecords(t *testing.T) {
@@ -158,12 +157,12 @@ func TestReopeningACacheReadsOnlyTheNewRecords(t *testing.T) {
 
 	first, err := kvstore.Open[User](ctxT(t), e.topic, e.opts(dir)...)
 	require.NoError(t, err)
-	require.Equal(t, "full", first.RestoreStats().Mode)
+	require.Equal(t, "full", first.Stats().Restore.Mode)
 	require.NoError(t, first.Close())
 
 	randomOps(t, w, model, 40, rng)
 	second := e.open(dir)
-	st := second.RestoreStats()
+	st := second.Stats().Restore
 	require.Equal(t, "delta", st.Mode)
 	require.EqualValues(t, 40, st.Records)
 	require.Equal(t, model, contents(t, second))
@@ -284,10 +283,12 @@ func TestRecordsFromAnotherProducerAppearInGet(t *testing.T) {
 }
 
 func TestCompressionCodecsRoundTrip(t *testing.T) {
-	for _, c := range []kvstore.Compression{kvstore.CompressionGzip, kvstore.CompressionSnappy, kvstore.CompressionLZ4, kvstore.CompressionZstd} {
-		t.Run(c.String(), func(t *testing.T) {
+	codecs := map[string]kgo.CompressionCodec{"gzip": kgo.GzipCompression(), "snappy": kgo.SnappyCompression(),
+		"lz4": kgo.Lz4Compression(), "zstd": kgo.ZstdCompression()}
+	for name, c := range codecs {
+		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
-			w := e.open("", kvstore.WithCompression(c))
+			w := e.open("", kvstore.KafkaOpts(kgo.ProducerBatchCompression(c)))
 			require.NoError(t, w.Put(ctxT(t), "k", User{FirstName: strings.Repeat("z", 500)}))
 			r := e.open("")
 			got, ok, err := r.Get(ctxT(t), "k")
@@ -296,12 +297,6 @@ func TestCompressionCodecsRoundTrip(t *testing.T) {
 			require.Len(t, got.FirstName, 500)
 		})
 	}
-}
-
-func TestBadOptionsAreRefused(t *testing.T) {
-	_, err := kvstore.Open[User](context.Background(), "t", kvstore.Registry("http://x"), kvstore.ValueSchema("{}"))
-	require.ErrorIs(t, err, kvstore.ErrBadConfig)
-	require.Contains(t, err.Error(), "brokers")
 }
 
 func TestAnIllegalTopicNameIsRefused(t *testing.T) {

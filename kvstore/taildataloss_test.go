@@ -48,9 +48,9 @@ func TestARunningStoreThatFindsAGapRebuildsItsCache(t *testing.T) {
 	close(release)
 
 	require.Eventually(t, func() bool {
-		return s.RestoreStats().Guard == kvstore.GuardBelowLogStart // set when the rebuild is done
+		return s.Stats().Restore.Guard == kvstore.GuardBelowLogStart // set when the rebuild is done
 	}, 10*time.Second, 5*time.Millisecond)
-	require.Equal(t, int64(1), s.GuardCounts()[kvstore.GuardBelowLogStart])
+	require.Equal(t, int64(1), s.Stats().Guards[kvstore.GuardBelowLogStart])
 	require.NoError(t, s.TailErr())
 	require.Equal(t, map[string]User{"survivor": {FirstName: "survivor"}}, contents(t, s))
 

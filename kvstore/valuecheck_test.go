@@ -94,7 +94,7 @@ func TestOpenRefusesAGoTypeThatCannotHoldTheSchemaBeforeItRestores(t *testing.T)
 		require.NoError(t, w.Put(ctxT(t), "ada", User{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
 		_, err := kvstore.Open[userAgeString](ctxT(t), e.topic, e.opts("")...)
 		check(t, err)
-		_, err = kvstore.Open[userAgeString](ctxT(t), e.topic, e.opts("", kvstore.SkipPoison())...)
+		_, err = kvstore.Open[userAgeString](ctxT(t), e.topic, e.opts("", kvstore.OnPoison(kvstore.PoisonSkip))...)
 		check(t, err)
 	})
 }

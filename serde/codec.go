@@ -112,11 +112,16 @@ func New[V any](ctx context.Context, client *sr.Client, subject, schema string, 
 		return nil, fmt.Errorf("serde: look up schema under subject %q: %w", subject, err)
 	}
 
-	level, ok, err := registryLevel(ctx, client, subject)
-	if err != nil {
-		return nil, err
-	}
 	r := lib
+	// Nothing is stricter than FULL_TRANSITIVE: then the registry's level
+	// need not be read (a principal may lack the right to read it).
+	var level Compatibility
+	var ok bool
+	if lib != (rule{backward: reachAll, forward: reachAll}) {
+		if level, ok, err = registryLevel(ctx, client, subject); err != nil {
+			return nil, err
+		}
+	}
 	if ok {
 		reg, err := ruleOf(level)
 		if err != nil {

@@ -35,7 +35,8 @@
 // the bound (in embedded mode the broker cannot be gone). A store
 // still closing at the bound is left as a crash would leave it (the cache is
 // consistent, and the next start catches up from its checkpoint). The process
-// exits 0, or 1 if requests, writes or the store's close had to be given up.
+// exits 0 (what it had to cut short to keep the bound is logged at Warn), or
+// 1 if closing the cache file itself failed.
 package main
 
 import (
@@ -100,7 +101,7 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 			embedded.RegistryAddr(cfg.EmbeddedRegistryAddr),
 			embedded.DataDir(filepath.Join(cfg.DataDir, "kafka")),
 			embedded.RegistryFile(filepath.Join(cfg.DataDir, "registry", "schemas.json")),
-			embedded.WithLogger(log))
+			embedded.Logger(log))
 		if err != nil {
 			ln.Close()
 			return err
@@ -128,8 +129,10 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 			return
 		}
 		if e := closeStore(store, sd.deadline()); e != nil {
-			err = errors.Join(err, fmt.Errorf("close store: %w", e))
 			log.Warn("closing the store", "err", e)
+			if !errors.Is(e, errGaveUp) {
+				err = errors.Join(err, fmt.Errorf("close store: %w", e))
+			}
 			return
 		}
 		log.Info("store closed")
@@ -152,7 +155,9 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	defer func() {
-		if e := drain(srv, cancelRequests, sd.httpEnd()); e != nil {
+		if e := drain(srv, cancelRequests, sd.httpEnd()); errors.Is(e, errGaveUp) {
+			log.Warn("shutting down the HTTP server", "err", e)
+		} else if e != nil {
 			err = errors.Join(err, fmt.Errorf("shut down HTTP server: %w", e))
 		}
 		log.Info("HTTP server stopped")
@@ -169,13 +174,13 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 			kvstore.Registry(registry),
 			kvstore.ValueSchema(testdata.UserV2),
 			kvstore.Dir(cacheDir),
-			kvstore.WithPartitioner(partitioner(cfg.Partitioner)),
-			kvstore.WithRestoreListener(api.RestoreListener()),
+			kvstore.KeyPartitioner(partitioner(cfg.Partitioner)),
+			kvstore.OnRestore(api.RestoreListener()),
 			kvstore.CloseTimeout(closeTimeout(cfg.ShutdownTimeout)),
 			// Below the server's WriteTimeout, so that a write the broker
 			// never acknowledges still gets its 503 to the client.
 			kvstore.DeliveryTimeout(writeDelivery),
-			kvstore.WithLogger(log))
+			kvstore.Logger(log))
 		openDone <- opened{s, err}
 	}()
 
@@ -191,7 +196,7 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 				return fmt.Errorf("open store: %w", o.err)
 			}
 			store = o.s
-			rs := store.RestoreStats()
+			rs := store.Stats().Restore
 			api.SetReady(store, rs)
 			log.Info("store ready", "mode", rs.Mode, "reason", rs.Reason, "records", rs.Records,
 				"bytes", rs.Bytes, "duration", rs.Duration, "partitions", rs.Partitions)

@@ -677,7 +677,8 @@ func TestShutdownWithTheBrokerGoneEndsWithinShutdownTimeout(t *testing.T) {
 		t.Fatalf("still shutting down %v after SIGTERM (--shutdown-timeout %v)", shutdownTimeout+margin, shutdownTimeout)
 	}
 	t.Logf("shut down in %v: %v", time.Since(began).Round(time.Millisecond), s.err)
-	require.ErrorContains(t, s.err, "cancelled the requests still in flight", "the shutdown says it gave up on the PUT")
+	require.NoError(t, s.err, "a shutdown that kept its bound succeeded")
+	require.Contains(t, s.log.String(), "cancelled the requests still in flight", "the log says it gave up on the PUT")
 	select {
 	case code := <-putCode:
 		require.Equal(t, http.StatusServiceUnavailable, code, "the PUT in flight is answered, not cut off")

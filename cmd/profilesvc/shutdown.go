@@ -60,12 +60,16 @@ func drain(srv *http.Server, cancelRequests context.CancelFunc, end time.Time) e
 	cancelRequests()
 	ctx, cancel = context.WithDeadline(context.Background(), end)
 	defer cancel()
-	cancelled := errors.New("cancelled the requests still in flight when the shutdown could wait no longer")
+	cancelled := fmt.Errorf("%w: cancelled the requests still in flight when the shutdown could wait no longer", errGaveUp)
 	if err := srv.Shutdown(ctx); err != nil {
 		return errors.Join(cancelled, fmt.Errorf("closed connections still busy: %w", err), srv.Close())
 	}
 	return cancelled
 }
+
+// errGaveUp marks what a shutdown cut short to keep its bound: it is
+// logged, and the process still exits 0, since it did what it was asked.
+var errGaveUp = errors.New("gave up to keep the shutdown bound")
 
 // closeStore closes s and waits for it until deadline at most. Close bounds
 // itself (kvstore.CloseTimeout); the wait here holds the shutdown to its
@@ -79,6 +83,6 @@ func closeStore(s io.Closer, deadline time.Time) error {
 	case err := <-done:
 		return err
 	case <-t.C:
-		return fmt.Errorf("still closing at the end of --shutdown-timeout; exiting without waiting for it")
+		return fmt.Errorf("%w: still closing at the end of --shutdown-timeout; exiting without waiting for it", errGaveUp)
 	}
 }

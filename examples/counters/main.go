@@ -122,7 +122,7 @@ func run(ctx context.Context, brokers, registry, topic string, events int) error
 		return err
 	}
 	defer done2()
-	rs := fresh.RestoreStats()
+	rs := fresh.Stats().Restore
 	fmt.Printf("a second store on an empty cache restored %d records for %d clicks (%s restore):\n", rs.Records, events, rs.Mode)
 	return printCounters(ctx, fresh, model)
 }

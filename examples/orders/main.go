@@ -134,7 +134,7 @@ func run(ctx context.Context, brokers, registry, topic string) error {
 		return err
 	}
 	defer done2()
-	rs := fresh.RestoreStats()
+	rs := fresh.Stats().Restore
 	fmt.Printf("a second store on an empty cache restored %d records (%s restore), cancelled orders gone:\n", rs.Records, rs.Mode)
 	return printTable(ctx, fresh)
 }

@@ -96,7 +96,7 @@ func run(ctx context.Context, brokers, registry, topic string) error {
 		return err
 	}
 	defer done2()
-	rs := fresh.RestoreStats()
+	rs := fresh.Stats().Restore
 	fmt.Printf("a second store on an empty cache restored %d records (%s restore):\n", rs.Records, rs.Mode)
 	for e, err := range fresh.Scan(ctx, "user-") {
 		if err != nil {

@@ -70,7 +70,7 @@ var settings = []setting{
 	{"embedded-registry-addr", "EMBEDDED_REGISTRY_ADDR", "127.0.0.1:18081", "listen address of the in-process schema registry (embedded mode)"},
 	{"compact-interval", "EMBEDDED_COMPACT_INTERVAL", "30s", "how often to compact the in-process broker's topics (embedded mode; 0 disables)"},
 	{"shutdown-timeout", "SHUTDOWN_TIMEOUT", "15s", "bound on a whole shutdown: requests in flight, then closing the store (its last third, at most 5s)"},
-	{"max-staleness", "MAX_STALENESS", "0", "/readyz answers 503 while a partition has not been caught up with the topic for longer than this (0 disables; the store checks about once a second, so keep it well above 1s)"},
+	{"max-staleness", "MAX_STALENESS", "0", "/readyz answers 503 while a partition has not been caught up with the topic for longer than this (0 disables; at least 3s: the store checks about once a second)"},
 	{"partitioner", "PARTITIONER", "murmur2", "how keys map to partitions: murmur2 (Java clients; librdkafka's murmur2_random) or crc32 (librdkafka's default)"},
 }
 
@@ -141,6 +141,10 @@ func Load(args []string, lookupEnv func(string) (string, bool), dotenvPath strin
 	}
 	if c.MaxStaleness, err = parseDuration(*vals["max-staleness"], source["max-staleness"]); err != nil {
 		return Config{}, err
+	}
+	if c.MaxStaleness != 0 && c.MaxStaleness < MinMaxStaleness {
+		return Config{}, fmt.Errorf("%s: %v is below %v: the store learns the topic's end offsets about once a second, so a smaller bound would turn /readyz on and off on a healthy broker (0 disables the check)",
+			source["max-staleness"], c.MaxStaleness, MinMaxStaleness)
 	}
 	for _, req := range []struct{ name, v string }{
 		{"http-addr", c.HTTPAddr}, {"topic", c.Topic}, {"data-dir", c.DataDir},
@@ -271,3 +275,8 @@ func parseValue(v string) (string, error) {
 	}
 	return strings.TrimSpace(v), nil
 }
+
+// MinMaxStaleness is the least non-zero MaxStaleness: the store's view of
+// its own freshness is about a second coarse, so a smaller bound would make
+// /readyz flap on a healthy broker.
+const MinMaxStaleness = 3 * time.Second

@@ -76,6 +76,17 @@ func TestMaxStalenessIsOffByDefaultAndSetLikeTheOthers(t *testing.T) {
 	require.Equal(t, 30*time.Second, c.MaxStaleness)
 }
 
+// A bound finer than the store's view of its freshness would flap /readyz.
+func TestMaxStalenessBelowTheFloorIsRefused(t *testing.T) {
+	nofile := filepath.Join(t.TempDir(), ".env")
+	_, err := Load([]string{"--max-staleness", "500ms"}, envOf(nil), nofile, io.Discard)
+	require.ErrorContains(t, err, "--max-staleness")
+	require.ErrorContains(t, err, "below 3s")
+	c, err := Load([]string{"--max-staleness", "3s"}, envOf(nil), nofile, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, MinMaxStaleness, c.MaxStaleness)
+}
+
 func TestEmptyEnvironmentVariableStillWins(t *testing.T) {
 	dotenv := writeDotEnv(t, "KAFKA_BOOTSTRAP_SERVERS=k:9092\nSCHEMA_REGISTRY_URL=http://r:8081\n")
 	c, err := Load(nil, envOf(map[string]string{"KAFKA_BOOTSTRAP_SERVERS": "", "SCHEMA_REGISTRY_URL": ""}), dotenv, io.Discard)

@@ -26,7 +26,7 @@ type restoreState struct {
 	next        map[int32]int64
 }
 
-// RestoreListener returns the listener to pass to kvstore.WithRestoreListener
+// RestoreListener returns the listener to pass to kvstore.OnRestore
 // so that /readyz reports the restore's progress while it runs.
 func (a *API) RestoreListener() kvstore.RestoreListener { return &a.progress }
 

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -110,8 +111,18 @@ func (a *API) status(now time.Time) (readiness, kvstore.Stats) {
 		if ps.State != kvstore.PartitionStopped && ps.Err != nil {
 			cause += " (" + ps.State.String() + ": " + ps.Err.Error() + ")"
 		}
-		rd.Unready = append(rd.Unready, unready{Topic: stats.Topic, Partition: ps.Partition,
-			Offset: ps.Applied, State: ps.State.String(), Cause: cause})
+		u := unready{Topic: stats.Topic, Partition: ps.Partition, Offset: ps.Applied, State: ps.State.String(), Cause: cause}
+		// A poison record says where it is: that partition and offset, not
+		// the whole poll's (which stopped every partition's follower).
+		var pe *kvstore.PoisonError
+		if errors.As(ps.Err, &pe) {
+			if pe.Partition != ps.Partition {
+				u.Cause = fmt.Sprintf("the follower stopped at a poison record in partition %d", pe.Partition)
+			} else {
+				u.Offset = pe.Offset
+			}
+		}
+		rd.Unready = append(rd.Unready, u)
 	}
 	rd.Ready = len(rd.Unready) == 0
 	return rd, stats
