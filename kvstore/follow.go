@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -84,7 +83,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 					return
 				}
 				s.log.Warn("kvstore: rebuilding the cache failed, will try again", "err", err, "in", backoff)
-				s.track.setAll(PartitionStalled, err)
+				s.reps.setAll(PartitionStalled, err)
 				stalled()
 				continue
 			}
@@ -121,12 +120,12 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			}
 			for _, b := range bs {
 				pos[b.Partition] = b.Next
-				s.track.applied(b.Partition, b.Next)
+				s.reps.applied(b.Partition, b.Next)
 			}
 		}
 		switch {
 		case err == nil || errors.Is(err, context.DeadlineExceeded):
-			s.track.recoverFetch()
+			s.reps.recover(stallFetch)
 			backoff = stallBackoff
 		case errors.Is(err, changelog.ErrGap):
 			rebuild, reason = GuardBelowLogStart, "records the follower had not read yet are gone: "+err.Error()
@@ -139,7 +138,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 
 // stop stops following for good, with err as the cause.
 func (s *Store[V]) stop(err error) {
-	s.track.setAll(PartitionStopped, err)
+	s.reps.setAll(PartitionStopped, err)
 	s.log.Error("kvstore: following the topic stopped", "err", err)
 }
 
@@ -185,11 +184,11 @@ func (s *Store[V]) stall(err error) {
 	s.log.Warn("kvstore: following the topic stalled, retrying", "err", err)
 	var pe *changelog.PartitionError
 	if errors.As(err, &pe) && pe.Partition >= 0 && pe.Partition < s.info.Partitions {
-		s.track.stallFetch(pe.Partition, err)
+		s.reps.stallFetch(pe.Partition, err)
 		return
 	}
 	for p := range s.info.Partitions {
-		s.track.stallFetch(p, err)
+		s.reps.stallFetch(p, err)
 	}
 }
 
@@ -220,7 +219,7 @@ func (s *Store[V]) retentionExceeded() (Guard, string) {
 	if s.lastRestore().Duration >= bound {
 		return GuardNone, ""
 	}
-	for _, ps := range s.track.snapshot() {
+	for _, ps := range s.reps.snapshot() {
 		if now.Sub(ps.CaughtUpAt) > bound {
 			return GuardRetentionExceeded, fmt.Sprintf("partition %d last caught up %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
 				ps.Partition, now.Sub(ps.CaughtUpAt).Round(time.Millisecond), s.info.DeleteRetention)
@@ -242,23 +241,23 @@ func (s *Store[V]) probe(ctx context.Context) {
 	end, err := s.tp.EndOffsets(pctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			s.track.stallAll(fmt.Errorf("kvstore: list end offsets of %q: %w", s.topic, err))
+			s.reps.stallAll(fmt.Errorf("kvstore: list end offsets of %q: %w", s.topic, err))
 		}
 		return
 	}
 	for p, e := range end {
 		if p >= 0 && p < s.info.Partitions {
-			s.track.observe(p, e, at)
+			s.reps.observe(p, e, at)
 		}
 	}
-	s.track.recoverProbe()
+	s.reps.recover(stallProbe)
 }
 
 // markCurrent records in the cache file the time up to which every
 // partition is caught up, when it moved by currentEvery since last, the time
 // it last recorded; it returns the time recorded.
 func (s *Store[V]) markCurrent(last time.Time) time.Time {
-	at := s.track.oldestCaughtUp()
+	at := s.reps.oldestCaughtUp()
 	if at.Sub(last) < currentEvery {
 		return last
 	}
@@ -283,42 +282,50 @@ func (s *Store[V]) applyTail(ctx context.Context, bs []changelog.Batch) error {
 	// An own write the batches pass without carrying it (or anything newer
 	// of its key) was compacted away before the follower read it: a
 	// tombstone whose delete.retention.ms ran out, or a value whose newer
-	// tombstone did. The overlay's entry is then the key's latest state and
-	// goes into the file with the batches, or the key would come back.
-	s.ov.mu.RLock()
-	own := s.ov.unseenLocked(bs)
-	s.ov.mu.RUnlock()
-	// The commit runs without the overlay's lock, so Puts never wait for the
-	// cache's fsync. Until the overlay advances just below, a Get may still
-	// see an own write the file now holds a newer version of: the same as if
-	// the follower were those microseconds slower.
-	if err := s.applyBatchesWith(ctx, bs, own, s.track.oldestCaughtUp()); err != nil {
+	// tombstone did. The own write is then the key's latest state and goes
+	// into the file with the batches, or the key would come back.
+	own := map[int32][]ownWrite{}
+	for i := range bs {
+		if ws := s.reps.all[bs[i].Partition].unseen(&bs[i]); len(ws) > 0 {
+			own[bs[i].Partition] = ws
+		}
+	}
+	// The commit runs without the replicas' locks, so Puts never wait for
+	// the cache's fsync. Until the replicas advance just below, a Get may
+	// still see an own write the file now holds a newer version of: the
+	// same as if the follower were those microseconds slower.
+	if err := s.applyBatchesWith(ctx, bs, own, s.reps.oldestCaughtUp()); err != nil {
 		return err
 	}
 	if testHookCommitted != nil {
 		testHookCommitted()
 	}
-	s.ov.mu.Lock()
-	late := s.ov.unseenLocked(bs) // own writes acknowledged during the commit
-	late = slices.DeleteFunc(late, func(w ownWrite) bool {
-		return slices.ContainsFunc(own, func(o ownWrite) bool { return o.part == w.part && o.key == w.key && o.offset == w.offset })
-	})
-	for _, b := range bs {
-		s.ov.advanceLocked(b.Partition, b.Next, late) // late stays until it is in the file
+	late := map[int32][]ownWrite{} // acknowledged during the commit: they stay until they are in the file
+	for i := range bs {
+		if ws := s.reps.all[bs[i].Partition].advance(&bs[i], own[bs[i].Partition]); len(ws) > 0 {
+			late[bs[i].Partition] = append(late[bs[i].Partition], ws...)
+		}
 	}
-	s.ov.mu.Unlock()
 	if len(late) == 0 {
 		return nil
 	}
 	if testHookLateWindow != nil {
 		testHookLateWindow()
 	}
-	if err := safeUpdate(s.db, func(tx *bolt.Tx) error { return writeOwn(tx, s.buckets, late) }); err != nil {
+	err := safeUpdate(s.db, func(tx *bolt.Tx) error {
+		for p, ws := range late {
+			if err := writeOwn(tx, s.reps.all[p], ws); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
 		return err
 	}
-	s.ov.mu.Lock()
-	s.ov.dropLocked(late)
-	s.ov.mu.Unlock()
+	for p, ws := range late {
+		s.reps.all[p].dropOwn(ws)
+	}
 	return nil
 }
 
@@ -328,7 +335,7 @@ func (s *Store[V]) applyTail(ctx context.Context, bs []changelog.Batch) error {
 // clears by itself once the broker answers again. Meanwhile Get serves the
 // cache as it was. Stats says more, per partition.
 func (s *Store[V]) TailErr() error {
-	for _, ps := range s.track.snapshot() {
+	for _, ps := range s.reps.snapshot() {
 		if ps.Err != nil && (ps.State == PartitionStalled || ps.State == PartitionStopped) {
 			return ps.Err
 		}

@@ -18,14 +18,13 @@ import (
 func bareStore(t *testing.T) *Store[struct{}] {
 	t.Helper()
 	s := &Store[struct{}]{
-		cfg:     defaultConfig(),
-		topic:   "t",
-		info:    changelog.TopicInfo{Name: "t", Partitions: 1, DeleteRetention: time.Hour},
-		log:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		buckets: [][]byte{partBucket(0)},
-		part:    PartitionerMurmur2.hasher(),
-		track:   newTracker(1, nil),
-		ov:      newOverlay(1, map[int32]int64{0: 0}),
+		cfg:    defaultConfig(),
+		topic:  "t",
+		info:   changelog.TopicInfo{Name: "t", Partitions: 1, DeleteRetention: time.Hour},
+		log:    slog.New(slog.NewTextHandler(io.Discard, nil)),
+		part:   PartitionerMurmur2.hasher(),
+		reps:   newReplicas(1, nil),
+		opened: true,
 	}
 	db, err := openBolt(filepath.Join(t.TempDir(), "t.db"), time.Second, false)
 	require.NoError(t, err)
@@ -44,7 +43,7 @@ func bareStore(t *testing.T) *Store[struct{}] {
 func TestAnOwnWriteLeavesTheOverlayOnlyOnceItIsInTheFile(t *testing.T) {
 	s := bareStore(t)
 	mine := []byte("mine-v1")
-	testHookCommitted = func() { s.ov.put(0, "mine", 5, mine) } // acknowledged during the commit
+	testHookCommitted = func() { s.reps.all[0].putOwn("mine", 5, mine) } // acknowledged during the commit
 	var inWindow []byte
 	var foundInWindow bool
 	testHookLateWindow = func() {
@@ -65,9 +64,9 @@ func TestAnOwnWriteLeavesTheOverlayOnlyOnceItIsInTheFile(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, mine, v)
-	require.Zero(t, s.ov.n.Load(), "once in the file, the overlay lets go of it")
+	require.Zero(t, s.reps.all[0].nOwn.Load(), "once in the file, the replica lets go of it")
 	select {
-	case <-s.ov.drained():
+	case <-s.reps.all[0].drained():
 	default:
 		t.Fatal("an empty overlay reports itself drained")
 	}

@@ -37,7 +37,7 @@ var fzCodec = sync.OnceValues(func() (*serde.Codec[fzUser], error) {
 	if err != nil {
 		return nil, err
 	}
-	return serde.New[fzUser](context.Background(), rc, "fuzz-value", testdata.UserV2, sr.CompatBackward)
+	return serde.New[fzUser](context.Background(), rc, "fuzz-value", testdata.UserV2Schema, sr.CompatBackward)
 })
 
 // fzStore is a Store with a cache file and a codec but no broker: enough to
@@ -53,9 +53,7 @@ func fzStore(tb testing.TB, policy PoisonPolicy) *Store[fzUser] {
 	s := &Store[fzUser]{cfg: cfg, topic: "fuzz", codec: codec, part: cfg.partitioner.hasher(),
 		info: changelog.TopicInfo{Name: "fuzz", Partitions: 2},
 		log:  slog.New(slog.NewTextHandler(io.Discard, nil))}
-	for p := range s.info.Partitions {
-		s.buckets = append(s.buckets, partBucket(p))
-	}
+	s.reps = newReplicas(s.info.Partitions, nil)
 	s.db, err = openBolt(filepath.Join(tb.TempDir(), "fuzz.db"), time.Second, true)
 	if err != nil {
 		tb.Fatal(err)
@@ -67,9 +65,9 @@ func fzStore(tb testing.TB, policy PoisonPolicy) *Store[fzUser] {
 // reset empties the cache and writes a fresh checkpoint at offset 0.
 func (s *Store[V]) fzReset(tb testing.TB) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range s.buckets {
-			if tx.Bucket(b) != nil {
-				if err := tx.DeleteBucket(b); err != nil {
+		for _, r := range s.reps.all {
+			if tx.Bucket(r.bucket) != nil {
+				if err := tx.DeleteBucket(r.bucket); err != nil {
 					return err
 				}
 			}
@@ -85,9 +83,9 @@ func (s *Store[V]) fzReset(tb testing.TB) {
 func (s *Store[V]) fzDump(tb testing.TB) ([2]map[string]string, map[int32]int64) {
 	var out [2]map[string]string
 	err := s.db.View(func(tx *bolt.Tx) error {
-		for p, name := range s.buckets {
+		for p, r := range s.reps.all {
 			out[p] = map[string]string{}
-			if err := tx.Bucket(name).ForEach(func(k, v []byte) error {
+			if err := tx.Bucket(r.bucket).ForEach(func(k, v []byte) error {
 				out[p][string(k)] = string(v)
 				return nil
 			}); err != nil {

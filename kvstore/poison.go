@@ -141,7 +141,7 @@ func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *changelog.Rec
 // records (Next unchanged, so the checkpoint moves past them); under
 // PoisonFail the first *PoisonError. bs is not modified.
 func (s *Store[V]) screen(ctx context.Context, bs []changelog.Batch) ([]changelog.Batch, error) {
-	opening := s.ov == nil // set once Open's restore is done, before the follower starts
+	opening := !s.opened
 	wait := registryWait
 	if !opening {
 		wait = followRegistryWait

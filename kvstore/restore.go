@@ -76,7 +76,7 @@ func (s *Store[V]) listOffsets(ctx context.Context) (listed, error) {
 func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, from map[int32]int64, lo listed) (*changelog.Reader, map[int32]int64, error) {
 	began := time.Now()
 	end := lo.end
-	s.track.setAll(PartitionRestoring, nil)
+	s.reps.setAll(PartitionRestoring, nil)
 	mode := "delta"
 	if guard != GuardNone {
 		mode = "full"
@@ -144,18 +144,15 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 			err = s.db.Sync()
 			s.db.NoSync = false
 		}
-		if err == nil && s.ov == nil {
-			s.ov = newOverlay(s.info.Partitions, next)
-		}
 	}
 	if err != nil {
 		r.Close()
 		return nil, nil, fmt.Errorf("kvstore: restore %q: %w", s.topic, err)
 	}
 	for p := range s.info.Partitions {
-		s.track.restored(p, next[p], end[p], lo.at)
+		s.reps.restored(p, next[p], end[p], lo.at)
 	}
-	s.track.setAll(PartitionFollowing, nil)
+	s.reps.setAll(PartitionFollowing, nil)
 	st := RestoreStats{Mode: mode, Reason: reason, Guard: guard, Records: records, Bytes: nbytes,
 		Duration: time.Since(began), Partitions: s.info.Partitions}
 	s.statsMu.Lock()
@@ -179,18 +176,16 @@ func (s *Store[V]) installCache(next map[int32]int64) error {
 	if err != nil {
 		return fmt.Errorf("open rebuilt cache file: %w", err)
 	}
-	if s.ov == nil { // in Open: nothing runs concurrently yet
-		s.db, s.ov = db, newOverlay(s.info.Partitions, next)
+	if !s.opened { // in Open: nothing runs concurrently yet
+		s.db = db
 		return nil
 	}
 	s.mu.Lock()
 	old := s.db
 	s.db = db
-	s.ov.mu.Lock()
 	for p, n := range next {
-		s.ov.resetLocked(p, n)
+		s.reps.all[p].reset(n) // under s.mu: no Get sees the new file with old own writes missing
 	}
-	s.ov.mu.Unlock()
 	s.mu.Unlock()
 	if old != nil {
 		old.Close()
@@ -385,7 +380,7 @@ func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64, currentAt time.Ti
 	// The sorter lays the data pages out itself, in key order and packed
 	// full (what sorted bbolt Puts with FillPercent 1.0 produce, without
 	// their per-key cost); bbolt then adds the meta bucket as usual.
-	if err := srt.writeBolt(tmp, func(p int32) []byte { return s.buckets[p] }); err != nil {
+	if err := srt.writeBolt(tmp, func(p int32) []byte { return s.reps.all[p].bucket }); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("load cache: %w", err)
 	}
@@ -430,7 +425,7 @@ func (s *Store[V]) applyBatches(ctx context.Context, bs []changelog.Batch) error
 // transaction after the batches (own writes the batches should have carried
 // but did not, see applyTail), and records that the cache was current at
 // currentAt unless that is zero.
-func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, own []ownWrite, currentAt time.Time) error {
+func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, own map[int32][]ownWrite, currentAt time.Time) error {
 	if len(bs) == 0 {
 		return nil
 	}
@@ -446,7 +441,7 @@ func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, o
 			if len(bt.Records) == 0 {
 				continue
 			}
-			b := tx.Bucket(s.buckets[bt.Partition])
+			b := tx.Bucket(s.reps.all[bt.Partition].bucket)
 			if b == nil {
 				return fmt.Errorf("cache has no bucket for partition %d", bt.Partition)
 			}
@@ -468,8 +463,10 @@ func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, o
 				}
 			}
 		}
-		if err := writeOwn(tx, s.buckets, own); err != nil {
-			return err
+		for p, ws := range own {
+			if err := writeOwn(tx, s.reps.all[p], ws); err != nil {
+				return err
+			}
 		}
 		if err := putOffsets(tx, next); err != nil {
 			return err
@@ -481,13 +478,13 @@ func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, o
 	})
 }
 
-// writeOwn writes own writes into the cache file inside tx.
-func writeOwn(tx *bolt.Tx, buckets [][]byte, own []ownWrite) error {
-	for _, w := range own {
-		b := tx.Bucket(buckets[w.part])
-		if b == nil {
-			return fmt.Errorf("cache has no bucket for partition %d", w.part)
-		}
+// writeOwn writes r's own writes ws into the cache file inside tx.
+func writeOwn(tx *bolt.Tx, r *replica, ws []ownWrite) error {
+	b := tx.Bucket(r.bucket)
+	if b == nil {
+		return fmt.Errorf("cache has no bucket for partition %d", r.p)
+	}
+	for _, w := range ws {
 		var err error
 		if w.value == nil {
 			err = b.Delete([]byte(w.key))

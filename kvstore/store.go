@@ -26,22 +26,23 @@ import (
 // is a compacted Kafka topic and whose reads are served from a local bbolt
 // cache. All methods are safe for concurrent use.
 type Store[V any] struct {
-	cfg     config
-	topic   string
-	info    changelog.TopicInfo
-	path    string
-	log     *slog.Logger
-	codec   *serde.Codec[V]
-	tp      *changelog.Topic
-	db      *bolt.DB
-	ov      *overlay
-	buckets [][]byte // partition -> bucket name
-	part    func(key []byte, n int32) int32
+	cfg   config
+	topic string
+	info  changelog.TopicInfo
+	path  string
+	log   *slog.Logger
+	codec *serde.Codec[V]
+	tp    *changelog.Topic
+	db    *bolt.DB
+	reps  *replicas // one per partition: replica.go
+	part  func(key []byte, n int32) int32
+	// opened is set once Open's restore is done, before the follower
+	// starts: restores and poison checks behave differently in Open.
+	opened bool
 
 	statsMu sync.Mutex
 	restore RestoreStats
 	guards  guardCounts
-	track   *tracker // stats.go
 
 	// closing is set first thing in Close: from then on every call returns
 	// ErrClosed at once, without waiting for any lock.
@@ -114,7 +115,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 		path:  filepath.Join(cfg.dir, topic+".db"),
 		log:   cfg.logger.With("topic", topic),
 		part:  cfg.partitioner.hasher(),
-		track: newTracker(0, cfg.stateListener),
+		reps:  newReplicas(0, cfg.stateListener),
 	}
 	s.dead, s.kill = context.WithCancel(context.Background())
 	ok := false
@@ -138,10 +139,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 		return nil, fmt.Errorf("kvstore: open %q: %w", topic, err)
 	}
 	s.tp, s.info = tp, tp.Info()
-	for p := range s.info.Partitions {
-		s.buckets = append(s.buckets, partBucket(p))
-	}
-	s.track = newTracker(s.info.Partitions, cfg.stateListener)
+	s.reps = newReplicas(s.info.Partitions, cfg.stateListener)
 
 	rc, err := sr.NewClient(append([]sr.ClientOpt{sr.URLs(cfg.registryURL)}, cfg.srOpts...)...)
 	if err != nil {
@@ -156,6 +154,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 	if err != nil {
 		return nil, err
 	}
+	s.opened = true
 	tctx, cancel := context.WithCancel(context.Background())
 	s.stopTail, s.tailDone = cancel, make(chan struct{})
 	var running sync.WaitGroup
@@ -274,7 +273,7 @@ func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, don
 		op.stopDead()
 		switch {
 		case err == nil:
-			s.ov.put(p, key, off, value) // acknowledged: visible, even to a caller that gave up
+			s.reps.all[p].putOwn(key, off, value) // acknowledged: visible, even to a caller that gave up
 		case s.dead.Err() != nil:
 			err = ErrClosed // Close gave up on it (the producer reports that as its ctx's end)
 		}
@@ -339,20 +338,20 @@ func (s *Store[V]) lookup(key string) ([]byte, bool, error) {
 	}
 	kb := []byte(key)
 	p := s.part(kb, s.info.Partitions)
-	if e, ok := s.ov.get(p, key); ok {
+	if e, ok := s.reps.all[p].getOwn(key); ok {
 		return e.value, e.value != nil, nil
 	}
 	var out []byte
 	var found bool
 	err := safeView(s.db, func(tx *bolt.Tx) error {
-		if out, found = lookupIn(tx, s.buckets[p], kb); found {
+		if out, found = lookupIn(tx, s.reps.all[p].bucket, kb); found {
 			return nil
 		}
 		for q := range s.info.Partitions {
 			if q == p {
 				continue
 			}
-			if out, found = lookupIn(tx, s.buckets[q], kb); found {
+			if out, found = lookupIn(tx, s.reps.all[q].bucket, kb); found {
 				return nil
 			}
 		}
@@ -447,12 +446,15 @@ func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, mo
 	}
 	// The overlay first, then the file: the tail commits to the file before
 	// it drops overlay entries, so nothing falls between the two reads.
-	own := s.ov.withPrefix(prefix, after)
+	own := map[string]ovEntry{}
+	for _, r := range s.reps.all {
+		r.ownWithPrefix(prefix, after, own)
+	}
 	merged := map[string][]byte{}
 	err = safeView(s.db, func(tx *bolt.Tx) error {
 		start := max(prefix, after)
 		for p := range s.info.Partitions {
-			b := tx.Bucket(s.buckets[p])
+			b := tx.Bucket(s.reps.all[p].bucket)
 			if b == nil {
 				continue
 			}
@@ -522,7 +524,7 @@ func (s *Store[V]) Close() error {
 	defer cancel()
 	s.awaitOwnWrites(ctx)
 	err := s.closeResources(ctx)
-	s.track.setAll(PartitionStopped, ErrClosed)
+	s.reps.setAll(PartitionStopped, ErrClosed)
 	return err
 }
 
@@ -534,15 +536,19 @@ const closeDrain = 2 * time.Second
 // applied every write this store acknowledged. Nothing is lost if it gives
 // up: the writes are in the topic and the next restore reads them.
 func (s *Store[V]) awaitOwnWrites(ctx context.Context) {
-	if s.ov == nil || s.TailErr() != nil {
+	if !s.opened || s.TailErr() != nil {
 		return
 	}
 	t := time.NewTimer(closeDrain)
 	defer t.Stop()
-	select {
-	case <-s.ov.drained():
-	case <-t.C:
-	case <-ctx.Done():
+	for _, r := range s.reps.all {
+		select {
+		case <-r.drained():
+		case <-t.C:
+			return
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 

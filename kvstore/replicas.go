@@ -1,0 +1,196 @@
+package kvstore
+
+import (
+	"sync"
+	"time"
+)
+
+// replicas is the store's set of replicas, one per partition, and the
+// listener told about their state changes.
+type replicas struct {
+	all      []*replica
+	listener StateListener
+	lmu      sync.Mutex // one listener call at a time
+}
+
+func newReplicas(partitions int32, l StateListener) *replicas {
+	rs := &replicas{listener: l, all: make([]*replica, partitions)}
+	for p := range partitions {
+		rs.all[p] = newReplica(p)
+	}
+	return rs
+}
+
+// maxEndObs bounds the end-offset observations kept per partition; past it
+// the newest one is overwritten, which can only make CaughtUpAt older.
+const maxEndObs = 16
+
+// endObs is an end offset seen at a time: once the cache has applied up to
+// end, it held everything the partition held at at.
+type endObs struct {
+	at  time.Time
+	end int64
+}
+
+// stallCause is what stalled a partition, and so what clears the stall.
+type stallCause int
+
+const (
+	stallNone  stallCause = iota
+	stallProbe            // the end offsets could not be listed: a listing clears it
+	stallFetch            // a fetch failed: a fetch without error clears it
+)
+
+// update runs fn on partition p's replica under its lock, then tells the
+// listener about a state change.
+func (rs *replicas) update(p int32, fn func(*replica)) {
+	r := rs.all[p]
+	r.mu.Lock()
+	from := r.state
+	fn(r)
+	if r.state != PartitionStalled {
+		r.stallBy = stallNone
+	}
+	var ch *StateChange
+	if r.state != from {
+		ch = &StateChange{Partition: p, From: from, To: r.state, Err: r.err}
+	}
+	r.mu.Unlock()
+	if ch != nil && rs.listener != nil {
+		rs.lmu.Lock()
+		defer rs.lmu.Unlock()
+		rs.listener(*ch)
+	}
+}
+
+// each runs update for every partition.
+func (rs *replicas) each(fn func(*replica)) {
+	for p := range rs.all {
+		rs.update(int32(p), fn)
+	}
+}
+
+// setAll moves every partition to state with err; a stopped partition stays
+// stopped.
+func (rs *replicas) setAll(state PartitionState, err error) {
+	rs.each(func(r *replica) {
+		if r.state != PartitionStopped {
+			r.state, r.err = state, err
+		}
+	})
+}
+
+// stallAll stalls every following partition because the end offsets could
+// not be listed.
+func (rs *replicas) stallAll(err error) {
+	rs.each(func(r *replica) {
+		if r.state == PartitionFollowing {
+			r.state, r.err, r.stallBy = PartitionStalled, err, stallProbe
+		}
+	})
+}
+
+// stallFetch stalls partition p because a fetch of it failed.
+func (rs *replicas) stallFetch(p int32, err error) {
+	rs.update(p, func(r *replica) {
+		if r.state == PartitionFollowing || r.state == PartitionStalled {
+			r.state, r.err, r.stallBy = PartitionStalled, err, stallFetch
+		}
+	})
+}
+
+// recover clears the stalls cause made.
+func (rs *replicas) recover(cause stallCause) {
+	for _, r := range rs.all {
+		r.mu.RLock()
+		stalled := r.state == PartitionStalled && r.stallBy == cause
+		r.mu.RUnlock()
+		if !stalled {
+			continue
+		}
+		rs.update(r.p, func(r *replica) {
+			if r.state == PartitionStalled && r.stallBy == cause {
+				r.state, r.err = PartitionFollowing, nil
+			}
+		})
+	}
+}
+
+// restored records that a restore, which listed the end offsets at at and
+// found end, brought p up to next. The cache is caught up as of at only if
+// next reached end: a restore can end short of it (records it could not
+// see), and then the follower has yet to get there.
+func (rs *replicas) restored(p int32, next, end int64, at time.Time) {
+	rs.update(p, func(r *replica) {
+		r.applied, r.obs = next, r.obs[:0]
+		r.end = max(next, end)
+		if next >= end {
+			r.caughtUpAt = at
+		} else {
+			r.obs = append(r.obs, endObs{at, end})
+		}
+	})
+}
+
+// observe records that p's end offset was end at at (a time taken before
+// the broker was asked).
+func (rs *replicas) observe(p int32, end int64, at time.Time) {
+	rs.update(p, func(r *replica) {
+		r.end = max(r.end, end)
+		if end <= r.applied {
+			r.caughtUpAt = maxTime(r.caughtUpAt, at)
+			return
+		}
+		if n := len(r.obs); n > 0 && r.obs[n-1].end >= end {
+			return // nothing new to reach
+		}
+		if len(r.obs) == maxEndObs {
+			r.obs[maxEndObs-1] = endObs{at, end}
+			return
+		}
+		r.obs = append(r.obs, endObs{at, end})
+	})
+}
+
+// applied records that the cache now holds p up to next (advance may have
+// moved the checkpoint already). Records of p arrived, so a fetch stall of p
+// is over.
+func (rs *replicas) applied(p int32, next int64) {
+	rs.update(p, func(r *replica) {
+		if r.state == PartitionStalled && r.stallBy == stallFetch {
+			r.state, r.err = PartitionFollowing, nil
+		}
+		r.applied = max(r.applied, next)
+		r.end = max(r.end, r.applied)
+		i := 0
+		for ; i < len(r.obs) && r.obs[i].end <= r.applied; i++ {
+			r.caughtUpAt = maxTime(r.caughtUpAt, r.obs[i].at)
+		}
+		r.obs = append(r.obs[:0], r.obs[i:]...)
+	})
+}
+
+// snapshot returns every partition's stats.
+func (rs *replicas) snapshot() []PartitionStats {
+	out := make([]PartitionStats, len(rs.all))
+	for p, r := range rs.all {
+		r.mu.RLock()
+		out[p] = PartitionStats{Partition: int32(p), State: r.state, Applied: r.applied, End: r.end,
+			Lag: max(0, r.end-r.applied), CaughtUpAt: r.caughtUpAt, Err: r.err}
+		r.mu.RUnlock()
+	}
+	return out
+}
+
+// oldestCaughtUp returns the oldest CaughtUpAt of all partitions.
+func (rs *replicas) oldestCaughtUp() time.Time {
+	var oldest time.Time
+	for p, r := range rs.all {
+		r.mu.RLock()
+		if p == 0 || r.caughtUpAt.Before(oldest) {
+			oldest = r.caughtUpAt
+		}
+		r.mu.RUnlock()
+	}
+	return oldest
+}
