@@ -67,7 +67,8 @@ func unsyncedCopy(b *testing.B, path string) string {
 // store's open before (NoFreelistSync: bbolt walks every page to find the
 // free ones, then readMeta); "new" is openAndReadMeta now (a read-only open
 // for the lock, checkFile, an open that reads the freelist page, readMeta);
-// the other rows are its parts, and tx.Check for comparison.
+// the other rows are its parts, and tx.Check for comparison. (checkFile
+// mapped and read: BenchmarkCheck in internal/boltcheck.)
 func BenchmarkOpenCheck(b *testing.B) {
 	for _, layout := range []string{"bulk-loaded", "after-updates"} {
 		b.Run("layout="+layout, func(b *testing.B) { benchOpenCheck(b, layout == "after-updates") })
@@ -130,11 +131,6 @@ func benchOpenCheck(b *testing.B, scattered bool) {
 	b.Run("part=checkFile", func(b *testing.B) {
 		for b.Loop() {
 			require.NoError(b, checkFile(path))
-		}
-	})
-	b.Run("part=checkFile(read,no-mmap)", func(b *testing.B) {
-		for b.Loop() {
-			require.NoError(b, checkFileWith(path, false))
 		}
 	})
 	b.Run("part=openBolt+readMeta", func(b *testing.B) {

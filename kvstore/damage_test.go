@@ -47,7 +47,7 @@ func TestHelperDamagedCacheProcess(t *testing.T) {
 	s, err := kvstore.Open[User](ctx, os.Getenv("COMPACTKV_DAMAGE_TOPIC"),
 		kvstore.Brokers(strings.Split(os.Getenv("COMPACTKV_DAMAGE_BROKERS"), ",")...),
 		kvstore.Registry(os.Getenv("COMPACTKV_DAMAGE_REGISTRY")),
-		kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(dir))
+		kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(dir))
 	require.NoError(t, err)
 	defer s.Close()
 	b, err := os.ReadFile(os.Getenv("COMPACTKV_DAMAGE_MODEL"))

@@ -1,0 +1,249 @@
+package extsort
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+)
+
+// Sorter collects records, keeps the last version of each (partition, key)
+// and hands them out in (partition, key) order, holding about limit bytes in
+// memory and spilling sorted runs to files beyond that (see the package
+// doc). The zero value is not usable; call New.
+//
+// Records are kept in large byte chunks; the entries that sort them are
+// small pointer-free structs pointing into the chunks, so neither the
+// garbage collector nor the sort touches the records themselves. Entries
+// sort by (partition, first 8 key bytes) with integer compares and fall back
+// to comparing bytes only when those tie.
+type Sorter struct {
+	limit   int
+	dir     string
+	pattern string // run file names, for os.CreateTemp
+	err     error  // sticky: a failed spill, or ErrClosed
+
+	chunks [][]byte // arena; entries point into it
+	used   int      // bytes in chunks plus entry overhead
+	ents   []entry
+	runs   []string // spilled run files, oldest first
+}
+
+// entry is one record in memory.
+type entry struct {
+	pfx   uint64 // first 8 key bytes, big endian, zero-padded
+	part  int32
+	chunk int32
+	off   int32
+	klen  int32
+	vlen  int32 // -1: tombstone
+}
+
+const (
+	chunkSize    = 1 << 20
+	entOverhead  = 72 // an entry and its radix-sort copy plus slack, counted against the limit
+	maxInlineRec = chunkSize / 4
+)
+
+// New returns a Sorter that holds about limit bytes of records in memory
+// (a limit of 0 or less spills at every Add) and spills sorted runs to files
+// in dir named by pattern, as os.CreateTemp takes it (a "*" is replaced by a
+// random string). dir must exist once the first run is spilled.
+func New(limit int, dir, pattern string) *Sorter {
+	return &Sorter{limit: limit, dir: dir, pattern: pattern}
+}
+
+// Add records the value val of key in partition part; a nil val is a
+// tombstone: the key is deleted. Of the records added with the same
+// partition and key, the last wins, whenever it was added (before or after
+// a spill, or an Each). Add copies key and val; the caller may reuse them.
+// It returns an error if spilling a run fails (the Sorter is then unusable)
+// or ErrClosed.
+func (s *Sorter) Add(part int32, key, val []byte) error {
+	if s.err != nil {
+		return s.err
+	}
+	n := len(key) + len(val)
+	var ci int
+	if n > maxInlineRec {
+		s.chunks = append(s.chunks, make([]byte, 0, n))
+		ci = len(s.chunks) - 1
+	} else {
+		ci = len(s.chunks) - 1
+		if ci < 0 || cap(s.chunks[ci])-len(s.chunks[ci]) < n {
+			s.chunks = append(s.chunks, make([]byte, 0, chunkSize))
+			ci++
+		}
+	}
+	c := s.chunks[ci]
+	off := len(c)
+	c = append(c, key...)
+	c = append(c, val...)
+	s.chunks[ci] = c
+	vlen := int32(len(val))
+	if val == nil {
+		vlen = -1
+	}
+	s.ents = append(s.ents, entry{pfx: keyPrefix(key), part: part, chunk: int32(ci), off: int32(off),
+		klen: int32(len(key)), vlen: vlen})
+	s.used += n + entOverhead
+	if s.used >= s.limit {
+		if err := s.spill(); err != nil {
+			s.err = err
+			return err
+		}
+	}
+	return nil
+}
+
+// Runs returns how many runs the Sorter has spilled to files so far.
+func (s *Sorter) Runs() int { return len(s.runs) }
+
+// Close removes the spilled runs and lets go of the memory. It returns the
+// first failure to remove a run, if any; it is idempotent, and after it Add
+// and Each return ErrClosed.
+func (s *Sorter) Close() error {
+	var err error
+	for _, r := range s.runs {
+		if rerr := os.Remove(r); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
+			err = fmt.Errorf("extsort: remove run: %w", rerr)
+		}
+	}
+	s.runs, s.chunks, s.ents, s.used = nil, nil, nil, 0
+	s.err = ErrClosed
+	return err
+}
+
+func keyPrefix(k []byte) uint64 {
+	if len(k) >= 8 {
+		return binary.BigEndian.Uint64(k)
+	}
+	var b [8]byte
+	copy(b[:], k)
+	return binary.BigEndian.Uint64(b[:])
+}
+
+func (s *Sorter) key(e *entry) []byte {
+	return s.chunks[e.chunk][e.off : e.off+e.klen : e.off+e.klen]
+}
+
+// val returns e's value, nil for a tombstone.
+func (s *Sorter) val(e *entry) []byte {
+	if e.vlen < 0 {
+		return nil
+	}
+	st := e.off + e.klen
+	return s.chunks[e.chunk][st : st+e.vlen : st+e.vlen]
+}
+
+// sortDedup sorts the in-memory entries by (partition, key) keeping, for
+// equal keys, only the one added last. It radix-sorts by (partition, first
+// 8 key bytes), which is stable, so entries arrive in add order within equal
+// prefixes; only those runs are then sorted by their full keys, stably too.
+// Sorted entries stay in order before entries added later, so sorting again
+// after more Adds still lets the last added win.
+func (s *Sorter) sortDedup() []entry {
+	ents := s.radixSort()
+	for i := 0; i < len(ents); {
+		j := i + 1
+		for j < len(ents) && ents[j].part == ents[i].part && ents[j].pfx == ents[i].pfx {
+			j++
+		}
+		if j-i > 1 {
+			slices.SortStableFunc(ents[i:j], func(a, b entry) int { return bytes.Compare(s.key(&a), s.key(&b)) })
+		}
+		i = j
+	}
+	out := ents[:0]
+	for i := range ents {
+		e := &ents[i]
+		if i+1 < len(ents) {
+			nx := &ents[i+1]
+			if nx.part == e.part && nx.pfx == e.pfx && bytes.Equal(s.key(nx), s.key(e)) {
+				continue // a later version follows
+			}
+		}
+		out = append(out, *e)
+	}
+	s.ents = out
+	return out
+}
+
+// radixSort sorts s.ents by (part, pfx), stably, least significant byte
+// first, skipping the bytes on which every entry agrees. Partitions sort as
+// signed integers (their sign bit flipped).
+func (s *Sorter) radixSort() []entry {
+	src := s.ents
+	if len(src) < 2 {
+		return src
+	}
+	dst := make([]entry, len(src))
+	digit := func(e *entry, d int) int {
+		if d < 8 {
+			return int(e.pfx>>(8*d)) & 0xff
+		}
+		return int((uint32(e.part)^(1<<31))>>(8*(d-8))) & 0xff
+	}
+	for d := range 12 {
+		var count [256]int
+		for i := range src {
+			count[digit(&src[i], d)]++
+		}
+		if count[digit(&src[0], d)] == len(src) {
+			continue // every entry has the same byte here
+		}
+		pos := 0
+		for b := range count {
+			pos, count[b] = pos+count[b], pos
+		}
+		for i := range src {
+			b := digit(&src[i], d)
+			dst[count[b]] = src[i]
+			count[b]++
+		}
+		src, dst = dst, src
+	}
+	s.ents = src
+	return src
+}
+
+// spill writes the sorted, deduplicated entries to a new run file and
+// empties the memory. A run is a sequence of records: partition (uint32 big
+// endian), key length (uvarint), value length plus one (uvarint, 0 for a
+// tombstone), key, value.
+func (s *Sorter) spill() error {
+	ents := s.sortDedup()
+	f, err := os.CreateTemp(s.dir, s.pattern)
+	if err != nil {
+		return fmt.Errorf("extsort: spill run: %w", err)
+	}
+	s.runs = append(s.runs, f.Name())
+	w := bufio.NewWriterSize(f, 1<<20)
+	var hdr [4 + 2*binary.MaxVarintLen64]byte
+	for i := range ents {
+		e := &ents[i]
+		b := binary.BigEndian.AppendUint32(hdr[:0], uint32(e.part))
+		b = binary.AppendUvarint(b, uint64(e.klen))
+		b = binary.AppendUvarint(b, uint64(e.vlen+1))
+		w.Write(b)
+		w.Write(s.key(e))
+		if _, err = w.Write(s.val(e)); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = w.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("extsort: spill run %s: %w", f.Name(), err)
+	}
+	s.chunks, s.ents, s.used = nil, s.ents[:0], 0
+	return nil
+}

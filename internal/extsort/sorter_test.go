@@ -1,0 +1,231 @@
+package extsort
+
+import (
+	"bytes"
+	"cmp"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// rec is one record as Each hands it out.
+type rec struct {
+	part int32
+	key  string
+	val  string
+}
+
+// model is the sort the Sorter must agree with: every record in memory, a
+// stable sort by (partition, key), the last of equal keys kept, tombstones
+// dropped.
+type model struct{ adds []rec } // val "\x00tomb": a tombstone
+
+const tomb = "\x00tomb"
+
+func (m *model) add(part int32, key, val []byte) {
+	v := string(val)
+	if val == nil {
+		v = tomb
+	}
+	m.adds = append(m.adds, rec{part, string(key), v})
+}
+
+func (m *model) want() []rec {
+	s := slices.Clone(m.adds)
+	slices.SortStableFunc(s, func(a, b rec) int {
+		return cmp.Or(cmp.Compare(a.part, b.part), cmp.Compare(a.key, b.key))
+	})
+	var out []rec
+	for i, r := range s {
+		if i+1 < len(s) && s[i+1].part == r.part && s[i+1].key == r.key {
+			continue
+		}
+		if r.val != tomb {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func collect(t *testing.T, s *Sorter) []rec {
+	t.Helper()
+	var out []rec
+	require.NoError(t, s.Each(func(part int32, key, val []byte) error {
+		out = append(out, rec{part, string(key), string(val)})
+		return nil
+	}))
+	return out
+}
+
+// randomKey draws from few distinct bytes and lengths 0 to 19, so that keys
+// tie on their 8-byte prefix often, are prefixes of each other, and repeat.
+func randomKey(rng *rand.Rand) []byte {
+	k := make([]byte, rng.IntN(20))
+	for i := range k {
+		k[i] = "ab\x00\xff"[rng.IntN(4)]
+	}
+	return k
+}
+
+// The Sorter hands out what an in-memory stable sort and dedup would, with
+// any memory limit: none (no spill), nothing (a run per Add), tiny (over a
+// hundred runs to merge) and small; with negative partitions, empty keys,
+// empty and large values, tombstones, and Each called midway with Adds after
+// it.
+func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
+	for _, limit := range []int{0, 2 << 10, 16 << 10, 1 << 30} {
+		for seed := range uint64(4) {
+			t.Run(fmt.Sprintf("limit=%d/seed=%d", limit, seed), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(seed, uint64(limit)))
+				dir := t.TempDir()
+				s := New(limit, dir, "run-*.tmp")
+				defer s.Close()
+				var m model
+				n := 3000
+				if limit == 0 {
+					n = 100 // a run per Add
+				}
+				for i := range n {
+					part, key := rng.Int32N(5)-2, randomKey(rng)
+					var val []byte
+					switch r := rng.IntN(100); {
+					case r < 15: // a tombstone
+					case r < 20:
+						val = []byte{}
+					case r < 21:
+						val = bytes.Repeat([]byte{byte(i)}, maxInlineRec+1+rng.IntN(1000))
+					default:
+						val = fmt.Appendf(nil, "v%d", i)
+					}
+					require.NoError(t, s.Add(part, key, val))
+					m.add(part, key, val)
+					if i == n/2 {
+						require.Equal(t, m.want(), collect(t, s), "Each midway")
+					}
+				}
+				switch {
+				case limit < 1<<20:
+					require.Greater(t, s.Runs(), 1, "a small limit must spill")
+				default:
+					require.Zero(t, s.Runs())
+				}
+				want := m.want()
+				require.Equal(t, want, collect(t, s))
+				require.Equal(t, want, collect(t, s), "Each again")
+			})
+		}
+	}
+}
+
+func runFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	got, err := filepath.Glob(filepath.Join(dir, "run-*.tmp"))
+	require.NoError(t, err)
+	return got
+}
+
+// Spilled runs are files named by the pattern in dir, for as long as the
+// Sorter lives; Close removes them (also after Each failed midway), is
+// idempotent, and ends the Sorter.
+func TestSorterCloseRemovesItsRuns(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "other.tmp"), nil, 0o600))
+	s := New(1<<10, dir, "run-*.tmp")
+	for i := range 500 {
+		require.NoError(t, s.Add(0, fmt.Appendf(nil, "k%d", i), []byte("v")))
+	}
+	require.Len(t, runFiles(t, dir), s.Runs())
+	require.Greater(t, s.Runs(), 2)
+	stop := errors.New("stop")
+	require.ErrorIs(t, s.Each(func(int32, []byte, []byte) error { return stop }), stop)
+	require.NoError(t, s.Close())
+	require.Empty(t, runFiles(t, dir))
+	require.FileExists(t, filepath.Join(dir, "other.tmp"), "only its own runs")
+	require.NoError(t, s.Close())
+	require.ErrorIs(t, s.Add(0, []byte("k"), nil), ErrClosed)
+	require.ErrorIs(t, s.Each(func(int32, []byte, []byte) error { return nil }), ErrClosed)
+	require.Zero(t, s.Runs())
+}
+
+// An error of the callback stops Each and comes back unwrapped, from memory
+// and from a merge of runs alike; the Sorter stays usable.
+func TestSorterEachStopsAtTheCallbacksError(t *testing.T) {
+	for _, limit := range []int{1 << 30, 1 << 10} {
+		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
+			s := New(limit, t.TempDir(), "run-*.tmp")
+			defer s.Close()
+			for i := range 200 {
+				require.NoError(t, s.Add(0, fmt.Appendf(nil, "k%03d", i), []byte("v")))
+			}
+			stop := errors.New("stop")
+			calls := 0
+			err := s.Each(func(int32, []byte, []byte) error {
+				if calls++; calls == 10 {
+					return stop
+				}
+				return nil
+			})
+			require.Equal(t, stop, err)
+			require.Equal(t, 10, calls)
+			require.Len(t, collect(t, s), 200)
+		})
+	}
+}
+
+// A run that cannot be written (no such directory) fails the Add that
+// spills it, and every later Add and Each with it.
+func TestSorterSpillFailureIsSticky(t *testing.T) {
+	s := New(0, filepath.Join(t.TempDir(), "missing"), "run-*.tmp")
+	err := s.Add(0, []byte("k"), []byte("v"))
+	require.ErrorIs(t, err, fs.ErrNotExist)
+	require.ErrorContains(t, err, "extsort: spill run")
+	require.Equal(t, err, s.Add(0, []byte("k2"), []byte("v")))
+	require.Equal(t, err, s.Each(func(int32, []byte, []byte) error { return nil }))
+	require.NoError(t, s.Close())
+}
+
+// A run that went missing or was cut short makes Each fail with an error
+// that says so, never a silent partial result.
+func TestSorterEachReportsADamagedRun(t *testing.T) {
+	for name, hurt := range map[string]func(t *testing.T, path string){
+		"removed": func(t *testing.T, path string) { require.NoError(t, os.Remove(path)) },
+		"cut inside a record": func(t *testing.T, path string) {
+			fi, err := os.Stat(path)
+			require.NoError(t, err)
+			require.NoError(t, os.Truncate(path, fi.Size()-3))
+		},
+		"cut inside a header": func(t *testing.T, path string) {
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(path, append(b, 0, 0, 0, 1, 0x80), 0o600))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := New(2<<10, dir, "run-*.tmp")
+			defer s.Close()
+			for i := range 300 {
+				require.NoError(t, s.Add(1, fmt.Appendf(nil, "k%03d", i), []byte("value")))
+			}
+			runs := runFiles(t, dir)
+			require.NotEmpty(t, runs)
+			hurt(t, runs[len(runs)/2])
+			err := s.Each(func(int32, []byte, []byte) error { return nil })
+			require.Error(t, err)
+			require.ErrorContains(t, err, "extsort: read run")
+			if name == "removed" {
+				require.ErrorIs(t, err, fs.ErrNotExist)
+			} else {
+				require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+			}
+		})
+	}
+}
