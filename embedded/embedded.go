@@ -6,7 +6,8 @@
 //
 // Start returns a running Cluster; Brokers and RegistryURL say where to
 // connect; Close stops both. With no options both listen on random free ports
-// of 127.0.0.1.
+// of 127.0.0.1. KafkaListener hands the broker a listener the caller opened,
+// for an address that must be known, or held, before the broker starts.
 //
 // # Durability
 //
@@ -46,6 +47,16 @@ import (
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 )
 
+// Cluster is a running in-process broker and registry.
+type Cluster struct {
+	kafka    *kfake.Cluster
+	registry *srfake.Registry
+	regStore *registryStore // nil without RegistryFile
+	srv      *http.Server
+	regURL   string
+	done     chan struct{}
+}
+
 // Option configures Start.
 type Option interface{ apply(*config) }
 
@@ -53,18 +64,17 @@ type optFn func(*config)
 
 func (f optFn) apply(c *config) { f(c) }
 
-type config struct {
-	kafkaAddr, registryAddr string
-	dataDir                 string
-	registryFile            string
-	logger                  *slog.Logger
-	kfakeOpts               []kfake.Opt
-	registryOpts            []srfake.Option // auth.go
-	registryAuth            string          // the Authorization value registryOpts require, for RegistryFile's own requests
-}
-
 // KafkaAddr sets the broker's listen address. Default "127.0.0.1:0" (a free port).
 func KafkaAddr(addr string) Option { return optFn(func(c *config) { c.kafkaAddr = addr }) }
+
+// KafkaListener makes the broker serve on ln instead of listening on
+// KafkaAddr, which it overrides. From Start on, ln belongs to the cluster:
+// Close closes it, and so does a Start that fails. It serves one broker, so
+// kfake options that add brokers cannot be combined with it. Use it when a
+// caller must hold the address before the broker starts: a listener opened
+// on port 0 and handed over cannot lose its port to another program, as a
+// port number found free, closed and listened on again can. Default: none.
+func KafkaListener(ln net.Listener) Option { return optFn(func(c *config) { c.kafkaLn = ln }) }
 
 // RegistryAddr sets the registry's listen address. Default "127.0.0.1:0" (a free port).
 func RegistryAddr(addr string) Option { return optFn(func(c *config) { c.registryAddr = addr }) }
@@ -108,29 +118,47 @@ func KfakeOpts(opts ...kfake.Opt) Option {
 	return optFn(func(c *config) { c.kfakeOpts = append(c.kfakeOpts, opts...) })
 }
 
-// Cluster is a running in-process broker and registry.
-type Cluster struct {
-	kafka    *kfake.Cluster
-	registry *srfake.Registry
-	regStore *registryStore // nil without RegistryFile
-	srv      *http.Server
-	regURL   string
-	done     chan struct{}
+// config is what the options set.
+type config struct {
+	kafkaAddr, registryAddr string
+	kafkaLn                 net.Listener
+	dataDir                 string
+	registryFile            string
+	logger                  *slog.Logger
+	kfakeOpts               []kfake.Opt
+	registryOpts            []srfake.Option // auth.go
+	registryAuth            string          // the Authorization value registryOpts require, for RegistryFile's own requests
+}
+
+// defaultConfig is the configuration with no options: both servers on free
+// ports of 127.0.0.1, everything in memory.
+func defaultConfig() config {
+	return config{kafkaAddr: "127.0.0.1:0", registryAddr: "127.0.0.1:0"}
 }
 
 // Start starts a one-broker kfake cluster and an srfake registry.
 func Start(opts ...Option) (*Cluster, error) {
-	cfg := config{kafkaAddr: "127.0.0.1:0", registryAddr: "127.0.0.1:0"}
+	cfg := defaultConfig()
 	for _, o := range opts {
 		o.apply(&cfg)
 	}
 	kafkaAddr := cfg.kafkaAddr
+	listen := func(network, _ string) (net.Listener, error) { return net.Listen(network, kafkaAddr) }
+	if ln := cfg.kafkaLn; ln != nil {
+		kafkaAddr = ln.Addr().String()
+		handed := false
+		listen = func(string, string) (net.Listener, error) {
+			if handed {
+				return nil, errors.New("embedded: a KafkaListener serves one broker")
+			}
+			handed = true
+			return ln, nil
+		}
+	}
 	kopts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.DefaultNumPartitions(1),
-		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
-			return net.Listen(network, kafkaAddr)
-		}),
+		kfake.ListenFn(listen),
 	}
 	if cfg.dataDir != "" {
 		kopts = append(kopts, kfake.DataDir(cfg.dataDir))
@@ -141,6 +169,9 @@ func Start(opts ...Option) (*Cluster, error) {
 	kopts = append(kopts, cfg.kfakeOpts...)
 	kc, err := kfake.NewCluster(kopts...)
 	if err != nil {
+		if cfg.kafkaLn != nil {
+			cfg.kafkaLn.Close() // kfake may have closed it already; a second Close does no harm
+		}
 		return nil, fmt.Errorf("embedded: start kafka on %s: %w", kafkaAddr, err)
 	}
 

@@ -49,12 +49,12 @@ func TestRegistrySchemaIDsSurviveRestart(t *testing.T) {
 	cl := srClient(t, c1)
 	other, err := cl.CreateSchema(ctx, "other-value", avro(otherAvsc))
 	require.NoError(t, err)
-	v1, err := cl.CreateSchema(ctx, "users-value", avro(testdata.UserV1))
+	v1, err := cl.CreateSchema(ctx, "users-value", avro(testdata.UserV1Schema))
 	require.NoError(t, err)
-	v2, err := cl.CreateSchema(ctx, "users-value", avro(testdata.UserV2))
+	v2, err := cl.CreateSchema(ctx, "users-value", avro(testdata.UserV2Schema))
 	require.NoError(t, err)
 	// The same schema under a second subject shares its ID.
-	shared, err := cl.CreateSchema(ctx, "copy-value", avro(testdata.UserV1))
+	shared, err := cl.CreateSchema(ctx, "copy-value", avro(testdata.UserV1Schema))
 	require.NoError(t, err)
 	require.Equal(t, v1.ID, shared.ID)
 	// A soft-deleted version keeps its ID.
@@ -84,7 +84,7 @@ func TestRegistrySchemaIDsSurviveRestart(t *testing.T) {
 
 	// Registering an existing schema returns its old ID; a new one gets a
 	// fresh ID above every persisted one.
-	again, err := cl.CreateSchema(ctx, "users-value", avro(testdata.UserV2))
+	again, err := cl.CreateSchema(ctx, "users-value", avro(testdata.UserV2Schema))
 	require.NoError(t, err)
 	require.Equal(t, v2.ID, again.ID)
 	fresh, err := cl.CreateSchema(ctx, "fresh-value", avro(`{"type":"record","name":"Fresh","fields":[]}`))
@@ -108,16 +108,10 @@ func TestStoreRecordsDecodeAfterClusterRestart(t *testing.T) {
 		embedded.DataDir(filepath.Join(dir, "kafka")),
 		embedded.RegistryFile(filepath.Join(dir, "registry", "schemas.json")),
 	}
-	type user struct {
-		FirstName string  `avro:"first_name"`
-		LastName  string  `avro:"last_name"`
-		Age       int32   `avro:"age"`
-		Email     *string `avro:"email"`
-	}
-	open := func(c *embedded.Cluster) *kvstore.Store[user] {
-		s, err := kvstore.Open[user](ctxT(t), "people",
+	open := func(c *embedded.Cluster) *kvstore.Store[testdata.User] {
+		s, err := kvstore.Open[testdata.User](ctxT(t), "people",
 			kvstore.Brokers(c.Brokers()...), kvstore.Registry(c.RegistryURL()),
-			kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(t.TempDir()))
+			kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(t.TempDir()))
 		require.NoError(t, err)
 		return s
 	}
@@ -129,7 +123,7 @@ func TestStoreRecordsDecodeAfterClusterRestart(t *testing.T) {
 	_, err = srClient(t, c1).CreateSchema(ctxT(t), "other-value", avro(otherAvsc))
 	require.NoError(t, err)
 	s := open(c1)
-	ada := user{FirstName: "Ada", LastName: "Lovelace", Age: 36}
+	ada := testdata.User{FirstName: "Ada", LastName: "Lovelace", Age: 36}
 	require.NoError(t, s.Put(ctxT(t), "u1", ada))
 	require.NoError(t, s.Close())
 	c1.Close()
@@ -156,8 +150,8 @@ func TestRegistryFileWithSharedIDSeedsWithoutPanic(t *testing.T) {
 	// the higher ID first: seeding must neither panic nor renumber.
 	file := writeRegistryFile(t, `{"format":1,"schemas":[
 		{"subject":"b-value","version":1,"id":7,"schema":`+quote(otherAvsc)+`},
-		{"subject":"a-value","version":1,"id":3,"schema":`+quote(testdata.UserV1)+`},
-		{"subject":"b-value","version":2,"id":3,"schema":`+quote(testdata.UserV1)+`}
+		{"subject":"a-value","version":1,"id":3,"schema":`+quote(testdata.UserV1Schema)+`},
+		{"subject":"b-value","version":2,"id":3,"schema":`+quote(testdata.UserV1Schema)+`}
 	]}`)
 	c := start(t, embedded.RegistryFile(file))
 	cl := srClient(t, c)
@@ -170,7 +164,7 @@ func TestRegistryFileWithSharedIDSeedsWithoutPanic(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, sv.id, got.ID, "%s version %d", sv.subject, sv.version)
 	}
-	fresh, err := cl.CreateSchema(ctx, "c-value", avro(testdata.UserV2))
+	fresh, err := cl.CreateSchema(ctx, "c-value", avro(testdata.UserV2Schema))
 	require.NoError(t, err)
 	require.Equal(t, 8, fresh.ID)
 }
@@ -178,10 +172,10 @@ func TestRegistryFileWithSharedIDSeedsWithoutPanic(t *testing.T) {
 func TestRegistryFileThatContradictsItselfFailsStart(t *testing.T) {
 	for name, body := range map[string]string{
 		"one ID, two schemas": `{"format":1,"schemas":[
-			{"subject":"a-value","version":1,"id":1,"schema":` + quote(testdata.UserV1) + `},
+			{"subject":"a-value","version":1,"id":1,"schema":` + quote(testdata.UserV1Schema) + `},
 			{"subject":"b-value","version":1,"id":1,"schema":` + quote(otherAvsc) + `}]}`,
 		"subject version twice": `{"format":1,"schemas":[
-			{"subject":"a-value","version":1,"id":1,"schema":` + quote(testdata.UserV1) + `},
+			{"subject":"a-value","version":1,"id":1,"schema":` + quote(testdata.UserV1Schema) + `},
 			{"subject":"a-value","version":1,"id":2,"schema":` + quote(otherAvsc) + `}]}`,
 		"invalid schema": `{"format":1,"schemas":[{"subject":"a-value","version":1,"id":1,"schema":"{not avro"}]}`,
 		"unknown format": `{"format":99,"schemas":[]}`,
@@ -202,7 +196,7 @@ func TestSaveRegistryPersistsGoAPIRegistrations(t *testing.T) {
 	c1 := start(t, embedded.RegistryFile(file))
 	_, _, err := c1.Registry().RegisterSchema("x-value", avro(otherAvsc))
 	require.NoError(t, err)
-	id, _, err := c1.Registry().RegisterSchema("y-value", avro(testdata.UserV1))
+	id, _, err := c1.Registry().RegisterSchema("y-value", avro(testdata.UserV1Schema))
 	require.NoError(t, err)
 	require.NoError(t, c1.SaveRegistry())
 	c1.Close()
@@ -231,7 +225,7 @@ func TestRegistryFileWorksWithRegistryAuth(t *testing.T) {
 	ctx := ctxT(t)
 	_, err = cl.CreateSchema(ctx, "other-value", avro(otherAvsc))
 	require.NoError(t, err)
-	ss, err := cl.CreateSchema(ctx, "users-value", avro(testdata.UserV1))
+	ss, err := cl.CreateSchema(ctx, "users-value", avro(testdata.UserV1Schema))
 	require.NoError(t, err)
 	require.NoError(t, cl.DeleteSchema(ctx, "other-value", 1, sr.SoftDelete))
 	c1.Close()

@@ -15,6 +15,7 @@ package kvstore_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -77,7 +78,7 @@ func newBenchData(b *testing.B, n int, partitions int32) *benchData {
 
 	rc, err := sr.NewClient(sr.URLs(c.RegistryURL()))
 	require.NoError(b, err)
-	codec, err := serde.New[User](context.Background(), rc, serde.SubjectFor(d.topic), testdata.UserV2, sr.CompatBackward)
+	codec, err := serde.New[User](context.Background(), rc, serde.SubjectFor(d.topic), testdata.UserV2Schema, sr.CompatBackward)
 	require.NoError(b, err)
 	rng := rand.New(rand.NewPCG(uint64(n), 7))
 	d.keys, d.vals = make([][]byte, n), make([][]byte, n)
@@ -105,7 +106,7 @@ func (d *benchData) opts(dir string, extra ...kvstore.Option) []kvstore.Option {
 	return append([]kvstore.Option{
 		kvstore.Brokers(d.cluster.Brokers()...),
 		kvstore.Registry(d.cluster.RegistryURL()),
-		kvstore.ValueSchema(testdata.UserV2),
+		kvstore.ValueSchema(testdata.UserV2Schema),
 		kvstore.Dir(dir),
 	}, extra...)
 }
@@ -241,15 +242,10 @@ func BenchmarkBaselineBoltSortedInsert(b *testing.B) {
 	reportRate(b, "records/s", int64(n)*int64(b.N), took)
 }
 
+// binary16 returns 16 random bytes.
 func binary16(rng *rand.Rand) []byte {
-	k := make([]byte, 16)
-	for j := 0; j < 16; j += 8 {
-		v := rng.Uint64()
-		for x := range 8 {
-			k[j+x] = byte(v >> (8 * x))
-		}
-	}
-	return k
+	k := binary.LittleEndian.AppendUint64(make([]byte, 0, 16), rng.Uint64())
+	return binary.LittleEndian.AppendUint64(k, rng.Uint64())
 }
 
 func boltSortedInsert(b *testing.B, path string, keys [][]byte, val []byte) {
@@ -297,16 +293,22 @@ func (l *latencies) report(b *testing.B) {
 
 const getKeys = 100_000
 
-// BenchmarkGet reads random existing keys and decodes them into User.
-func BenchmarkGet(b *testing.B) {
+// openForGets restores a store of getKeys keys and returns it with its keys.
+func openForGets(b *testing.B) (*kvstore.Store[User], []string) {
 	d := newBenchData(b, getKeys, int32(*benchParts))
 	s := d.open(b, b.TempDir())
-	defer s.Close()
-	ctx := context.Background()
+	b.Cleanup(func() { s.Close() })
 	keys := make([]string, len(d.keys))
 	for i, k := range d.keys {
 		keys[i] = string(k)
 	}
+	return s, keys
+}
+
+// BenchmarkGet reads random existing keys and decodes them into User.
+func BenchmarkGet(b *testing.B) {
+	s, keys := openForGets(b)
+	ctx := context.Background()
 	var lat latencies
 	ds := make([]time.Duration, 0, 1<<16)
 	i := 0
@@ -329,14 +331,8 @@ func BenchmarkGet(b *testing.B) {
 
 // BenchmarkGetParallel is BenchmarkGet on GOMAXPROCS goroutines.
 func BenchmarkGetParallel(b *testing.B) {
-	d := newBenchData(b, getKeys, int32(*benchParts))
-	s := d.open(b, b.TempDir())
-	defer s.Close()
+	s, keys := openForGets(b)
 	ctx := context.Background()
-	keys := make([]string, len(d.keys))
-	for i, k := range d.keys {
-		keys[i] = string(k)
-	}
 	var seed atomic.Int64
 	b.ResetTimer()
 	start := time.Now()
@@ -378,11 +374,16 @@ func BenchmarkBaselineBoltGet(b *testing.B) {
 	}
 }
 
+// openForPuts restores a store of a small topic (1000 keys) to write to.
+func openForPuts(b *testing.B) *kvstore.Store[User] {
+	s := newBenchData(b, 1000, int32(*benchParts)).open(b, b.TempDir())
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
 // BenchmarkPut is one caller's synchronous Put (acks=all, waits for the ack).
 func BenchmarkPut(b *testing.B) {
-	d := newBenchData(b, 1000, int32(*benchParts))
-	s := d.open(b, b.TempDir())
-	defer s.Close()
+	s := openForPuts(b)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(5, 6))
 	u := benchUser(rng)
@@ -405,9 +406,7 @@ func BenchmarkPut(b *testing.B) {
 
 // BenchmarkPutConcurrent is Put from 64 concurrent callers.
 func BenchmarkPutConcurrent(b *testing.B) {
-	d := newBenchData(b, 1000, int32(*benchParts))
-	s := d.open(b, b.TempDir())
-	defer s.Close()
+	s := openForPuts(b)
 	ctx := context.Background()
 	var seed atomic.Uint64
 	b.SetParallelism(max(64/runtimeProcs(), 1))
@@ -481,30 +480,30 @@ func runtimeProcs() int { return runtime.GOMAXPROCS(0) }
 // BenchmarkPutAsync: Puts/s through PutAsync from one goroutine, at most
 // 4096 in flight.
 func BenchmarkPutAsync(b *testing.B) {
-	d := newBenchData(b, 1000, int32(*benchParts))
-	s := d.open(b, b.TempDir())
-	defer s.Close()
+	s := openForPuts(b)
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(1, 9))
 	u := benchUser(rng)
-	sem := make(chan struct{}, 4096)
-	var failed atomic.Pointer[error]
+	window := make(chan struct{}, 4096) // a slot per write in flight
+	var inFlight sync.WaitGroup
+	var firstErr sync.Once
+	var failed error
 	b.ResetTimer()
 	start := time.Now()
 	for range b.N {
-		sem <- struct{}{}
+		window <- struct{}{}
+		inFlight.Add(1)
 		s.PutAsync(ctx, string(binary16(rng)), u, func(err error) {
 			if err != nil {
-				failed.Store(&err)
+				firstErr.Do(func() { failed = err })
 			}
-			<-sem
+			<-window
+			inFlight.Done()
 		})
 	}
-	for range cap(sem) {
-		sem <- struct{}{}
-	}
-	if p := failed.Load(); p != nil {
-		b.Fatal(*p)
+	inFlight.Wait()
+	if failed != nil {
+		b.Fatal(failed)
 	}
 	reportRate(b, "puts/s", int64(b.N), time.Since(start))
 }

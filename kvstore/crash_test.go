@@ -36,7 +36,7 @@ func TestHelperRestoreProcess(t *testing.T) {
 	}
 	s, err := kvstore.Open[User](context.Background(), os.Getenv("COMPACTKV_CHILD_TOPIC"),
 		kvstore.Brokers(os.Getenv("COMPACTKV_CHILD_BROKERS")), kvstore.Registry(os.Getenv("COMPACTKV_CHILD_REGISTRY")),
-		kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(dir), kvstore.RestoreMemory(1<<20),
+		kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(dir), kvstore.RestoreMemory(1<<20),
 		kvstore.OnRestore(printer{}),
 		kvstore.KafkaOpts(kgo.FetchMaxPartitionBytes(128<<10), kgo.FetchMaxBytes(128<<10))) // many small batches
 	if err != nil {

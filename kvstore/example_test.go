@@ -8,15 +8,19 @@ import (
 
 	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
-	"github.com/compactkv/compactkv/testdata"
 )
 
-// Profile has avro struct tags matching testdata/user-v2.avsc.
+// profileSchema is the Avro schema of the topic's values. Field names, not
+// Go names, tie it to Profile's fields.
+const profileSchema = `{
+  "type": "record", "name": "Profile", "namespace": "com.example",
+  "fields": [{"name": "name", "type": "string"}, {"name": "age", "type": "int"}]
+}`
+
+// Profile is a value of profileSchema.
 type Profile struct {
-	FirstName string  `avro:"first_name"`
-	LastName  string  `avro:"last_name"`
-	Age       int32   `avro:"age"`
-	Email     *string `avro:"email"`
+	Name string `avro:"name"`
+	Age  int32  `avro:"age"`
 }
 
 func Example() {
@@ -27,23 +31,26 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer cluster.Close()
-	dir, _ := os.MkdirTemp("", "compactkv-example")
+	dir, err := os.MkdirTemp("", "compactkv-example")
+	if err != nil {
+		log.Fatal(err)
+	}
 	defer os.RemoveAll(dir)
 
 	store, err := kvstore.Open[Profile](ctx, "user-profiles",
 		kvstore.Brokers(cluster.Brokers()...),
 		kvstore.Registry(cluster.RegistryURL()),
-		kvstore.ValueSchema(testdata.UserV2),
+		kvstore.ValueSchema(profileSchema),
 		kvstore.Dir(dir))
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer store.Close()
 
-	_ = store.Put(ctx, "user-123", Profile{FirstName: "Ada", LastName: "Lovelace", Age: 36})
-	_ = store.Put(ctx, "user-456", Profile{FirstName: "Grace", LastName: "Hopper", Age: 85})
-	u, ok, _ := store.Get(ctx, "user-123")
-	fmt.Println(u.FirstName, u.LastName, u.Age, ok)
+	_ = store.Put(ctx, "user-123", Profile{Name: "Ada Lovelace", Age: 36})
+	_ = store.Put(ctx, "user-456", Profile{Name: "Grace Hopper", Age: 85})
+	p, ok, _ := store.Get(ctx, "user-123")
+	fmt.Println(p.Name, p.Age, ok)
 
 	_ = store.Delete(ctx, "user-123") // a tombstone
 	_, ok, _ = store.Get(ctx, "user-123")
@@ -53,36 +60,51 @@ func Example() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		fmt.Println(e.Key, e.Value.FirstName)
+		fmt.Println(e.Key, e.Value.Name)
 	}
 	// Output:
 	// Ada Lovelace 36 true
 	// after delete: false
-	// user-456 Grace
+	// user-456 Grace Hopper
 }
 
-// A store opened on a fresh directory restores everything from the topic.
+// A store restores from the topic as it opens: all of it into an empty
+// cache directory, and into a directory it has used before only the records
+// written since it closed (a delta restore).
 func ExampleStore_Stats() {
 	ctx := context.Background()
 	cluster, _ := embedded.Start()
 	defer cluster.Close()
-	open := func() *kvstore.Store[Profile] {
-		dir, _ := os.MkdirTemp("", "compactkv-example")
+	open := func(dir string) *kvstore.Store[Profile] {
 		s, err := kvstore.Open[Profile](ctx, "user-profiles", kvstore.Brokers(cluster.Brokers()...),
-			kvstore.Registry(cluster.RegistryURL()), kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(dir))
+			kvstore.Registry(cluster.RegistryURL()), kvstore.ValueSchema(profileSchema), kvstore.Dir(dir))
 		if err != nil {
 			log.Fatal(err)
 		}
 		return s
 	}
-	w := open()
-	defer w.Close()
-	for _, k := range []string{"a", "b", "a"} {
-		_ = w.Put(ctx, k, Profile{FirstName: k})
+	mine, _ := os.MkdirTemp("", "compactkv-example")
+	defer os.RemoveAll(mine)
+	theirs, _ := os.MkdirTemp("", "compactkv-example")
+	defer os.RemoveAll(theirs)
+
+	s := open(mine)
+	for _, name := range []string{"a", "b", "a"} {
+		_ = s.Put(ctx, name, Profile{Name: name})
 	}
-	r := open()
-	defer r.Close()
-	st := r.Stats().Restore
+	s.Close()
+
+	other := open(theirs)
+	st := other.Stats().Restore
 	fmt.Println(st.Mode, st.Reason, st.Records)
-	// Output: full no cache 3
+	_ = other.Put(ctx, "c", Profile{Name: "c"}) // while s is closed
+	other.Close()
+
+	s = open(mine)
+	defer s.Close()
+	st = s.Stats().Restore
+	fmt.Println(st.Mode, st.Records)
+	// Output:
+	// full no cache 3
+	// delta 1
 }

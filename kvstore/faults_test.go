@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
-	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
 	"github.com/compactkv/compactkv/serde"
 	"github.com/compactkv/compactkv/testdata"
@@ -53,16 +50,6 @@ func (e *env) allTopicRecords() []*kgo.Record {
 			seen[r.Partition] = r.Offset + 1
 		})
 	}
-}
-
-// freeAddr returns a loopback address nothing listens on (it did a moment ago).
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
 }
 
 func TestRetriableProduceErrorsAreRetriedWithoutDuplicates(t *testing.T) {
@@ -132,17 +119,12 @@ func TestAPutThatFailsFatallyIsNotApplied(t *testing.T) {
 }
 
 func TestOpenWithTheBrokerUnreachableFailsInBoundedTimeAndLaterSucceeds(t *testing.T) {
-	reg := httptest.NewServer(srfake.NewRegistry().Handler())
-	defer reg.Close()
-	addr := freeAddr(t)
-	dir := t.TempDir()
-	opts := []kvstore.Option{kvstore.Brokers(addr), kvstore.Registry(reg.URL),
-		kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(dir)}
+	b := newRestartable(t) // not started: its address refuses connections
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	began := time.Now()
-	_, err := kvstore.Open[User](ctx, "t", opts...)
+	_, err := kvstore.Open[User](ctx, "t", b.opts()...)
 	took := time.Since(began)
 	require.Error(t, err)
 	require.Less(t, took, 5*time.Second, "Open honours ctx")
@@ -166,17 +148,15 @@ func TestOpenWithTheBrokerUnreachableFailsInBoundedTimeAndLaterSucceeds(t *testi
 	bctx, bcancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer bcancel()
 	began = time.Now()
-	_, err = kvstore.Open[User](bctx, "t", append(opts, kvstore.Brokers(ln.Addr().String()))...)
+	_, err = kvstore.Open[User](bctx, "t", b.opts(kvstore.Brokers(ln.Addr().String()))...)
 	took = time.Since(began)
 	require.Error(t, err)
 	require.Less(t, took, 5*time.Second, "Open honours ctx")
 	require.ErrorIs(t, err, context.DeadlineExceeded)
 	t.Logf("silent broker: Open failed after %v: %v", took.Round(time.Millisecond), err)
 
-	c, err := embedded.Start(embedded.KafkaAddr(addr))
-	require.NoError(t, err)
-	defer c.Close()
-	s, err := kvstore.Open[User](ctxT(t), "t", opts...)
+	b.start() // the same Open now succeeds
+	s, err := kvstore.Open[User](ctxT(t), "t", b.opts()...)
 	require.NoError(t, err)
 	defer s.Close()
 	require.NoError(t, s.Put(ctxT(t), "k", User{FirstName: "reachable"}))
@@ -186,27 +166,10 @@ func TestTheTailResumesWithoutAGapAfterTheBrokerRestarts(t *testing.T) {
 	if testing.Short() {
 		t.Skip("restarts a broker")
 	}
-	reg := httptest.NewServer(srfake.NewRegistry().Handler())
-	defer reg.Close()
-	addr, data := freeAddr(t), t.TempDir()
-	start := func() *embedded.Cluster {
-		c, err := embedded.Start(embedded.KafkaAddr(addr), embedded.DataDir(data))
-		require.NoError(t, err)
-		return c
-	}
-	c := start()
-	defer func() { c.Close() }()
-	opts := func(dir string) []kvstore.Option {
-		return []kvstore.Option{kvstore.Brokers(addr), kvstore.Registry(reg.URL),
-			kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(dir), kvstore.Partitions(2)}
-	}
+	b := newRestartable(t)
+	b.start()
 	ctx := ctxT(t)
-	s, err := kvstore.Open[User](ctx, "restart", opts(t.TempDir())...)
-	require.NoError(t, err)
-	defer s.Close()
-	other, err := kvstore.Open[User](ctx, "restart", opts(t.TempDir())...)
-	require.NoError(t, err)
-	defer other.Close()
+	s, other := b.open(), b.open()
 
 	model := map[string]User{}
 	put := func(st *kvstore.Store[User], k string, u User) {
@@ -216,7 +179,7 @@ func TestTheTailResumesWithoutAGapAfterTheBrokerRestarts(t *testing.T) {
 	for i := range 20 {
 		put(other, fmt.Sprint("before-", i), User{FirstName: "before", Age: int32(i)})
 	}
-	c.Close() // the broker goes away with the store running
+	b.stop() // the broker goes away with the store running
 
 	var acked, failed int
 	for i := range 5 {
@@ -236,7 +199,7 @@ func TestTheTailResumesWithoutAGapAfterTheBrokerRestarts(t *testing.T) {
 	}
 	t.Logf("during the outage: %d Puts acknowledged, %d failed", acked, failed)
 
-	c = start() // same data directory, same port
+	b.start() // same data directory, same address
 	for i := range 20 {
 		put(other, fmt.Sprint("after-", i), User{FirstName: "after", Age: int32(i)})
 	}
@@ -254,10 +217,7 @@ func TestTheTailResumesWithoutAGapAfterTheBrokerRestarts(t *testing.T) {
 	require.Eventually(t, func() bool { return s.TailErr() == nil }, 10*time.Second, 10*time.Millisecond, "%v", s.TailErr())
 
 	// Records of failed Puts may still have been written; the topic decides.
-	fresh, err := kvstore.Open[User](ctx, "restart", opts(t.TempDir())...)
-	require.NoError(t, err)
-	defer fresh.Close()
-	topic := contents(t, fresh)
+	topic := contents(t, b.open())
 	for k, u := range model {
 		require.Equal(t, u, topic[k], "acknowledged %q survives the restart", k)
 	}
@@ -299,7 +259,7 @@ func TestTheRegistryGoingAwayBreaksOnlyWhatNeedsIt(t *testing.T) {
 	octx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	_, err = kvstore.Open[UserV1](octx, e.topic, kvstore.Brokers(e.seeds...), kvstore.Registry(e.regURL),
-		kvstore.ValueSchema(testdata.UserV1), kvstore.Dir(t.TempDir()))
+		kvstore.ValueSchema(testdata.UserV1Schema), kvstore.Dir(t.TempDir()))
 	require.Error(t, err)
 	require.Contains(t, err.Error(), serde.SubjectFor(e.topic))
 	require.Contains(t, err.Error(), "registry down")
@@ -309,7 +269,7 @@ func TestTheRegistryGoingAwayBreaksOnlyWhatNeedsIt(t *testing.T) {
 	// (the follower does not stop), and Get says why it cannot decode it.
 	e.cluster.Registry().ClearInterceptors()
 	v1, err := kvstore.Open[UserV1](ctx, e.topic, kvstore.Brokers(e.seeds...), kvstore.Registry(e.regURL),
-		kvstore.ValueSchema(testdata.UserV1), kvstore.Dir(t.TempDir()))
+		kvstore.ValueSchema(testdata.UserV1Schema), kvstore.Dir(t.TempDir()))
 	require.NoError(t, err)
 	defer v1.Close()
 	e.cluster.Registry().Intercept(down)

@@ -24,12 +24,8 @@ import (
 	"github.com/compactkv/compactkv/testdata"
 )
 
-type fzUser struct {
-	FirstName string  `avro:"first_name"`
-	LastName  string  `avro:"last_name"`
-	Age       int32   `avro:"age"`
-	Email     *string `avro:"email"`
-}
+// fzUser is the value type of the fuzzed store.
+type fzUser = testdata.User
 
 var fzCodec = sync.OnceValues(func() (*serde.Codec[fzUser], error) {
 	srv := httptest.NewServer(srfake.NewRegistry().Handler()) // lives as long as the test process

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -93,26 +92,33 @@ func TestACheckpointBelowTheLogStartRebuilds(t *testing.T) {
 	require.Equal(t, map[string]User{"after": {FirstName: "kept"}}, contents(t, s))
 }
 
-func TestACheckpointAboveTheEndOffsetRebuilds(t *testing.T) {
-	e := newEnv(t)
-	dir := t.TempDir()
-	model := e.seeded(dir, 100)
-	tamper(t, e.cachePath(dir), "offsets", string([]byte{0, 0, 0, 0}), be64(1_000_000))
+// A cache whose meta a guard refuses (guards_internal_test.go has the
+// decision itself) is rebuilt from the topic, whole.
+func TestACacheWhoseMetaAGuardRefusesIsRebuilt(t *testing.T) {
+	for _, c := range []struct {
+		name, bucket, key string
+		val               []byte
+		guard             kvstore.Guard
+		reason            string
+	}{
+		{"a checkpoint above the end offset", "offsets", string([]byte{0, 0, 0, 0}), be64(1_000_000),
+			kvstore.GuardAboveEnd, "above the end offset"},
+		{"offline longer than delete.retention.ms", "meta", "current_at", be64(time.Now().Add(-2 * time.Minute).UnixMilli()),
+			kvstore.GuardRetentionExceeded, "longer than delete.retention.ms"},
+		{"another format version", "meta", "format", binary.BigEndian.AppendUint32(nil, 99),
+			kvstore.GuardFormat, "format version 99"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newEnv(t)
+			dir := t.TempDir()
+			model := e.seeded(dir, 100, kvstore.TopicConfig("delete.retention.ms", "60000"))
+			tamper(t, e.cachePath(dir), c.bucket, c.key, c.val)
 
-	s := e.open(dir)
-	requireFullRestore(t, s, kvstore.GuardAboveEnd, "above the end offset")
-	require.Equal(t, model, contents(t, s))
-}
-
-func TestACacheOfflineLongerThanDeleteRetentionRebuilds(t *testing.T) {
-	e := newEnv(t)
-	dir := t.TempDir()
-	model := e.seeded(dir, 100, kvstore.TopicConfig("delete.retention.ms", "60000"))
-	tamper(t, e.cachePath(dir), "meta", "current_at", be64(time.Now().Add(-2*time.Minute).UnixMilli()))
-
-	s := e.open(dir)
-	requireFullRestore(t, s, kvstore.GuardRetentionExceeded, "longer than delete.retention.ms")
-	require.Equal(t, model, contents(t, s))
+			s := e.open(dir)
+			requireFullRestore(t, s, c.guard, c.reason)
+			require.Equal(t, model, contents(t, s))
+		})
+	}
 }
 
 // The resurrection case end to end: a key deleted while the cache was
@@ -205,8 +211,8 @@ func TestAnUnreadableCacheIsMovedAsideAndRebuilt(t *testing.T) {
 			model := e.seeded(dir, 300)
 			hurt(t, e.cachePath(dir))
 
-			var logs syncBuf
-			s := e.open(dir, kvstore.Logger(slog.New(slog.NewTextHandler(&logs, nil))))
+			log, logs := captureLogs()
+			s := e.open(dir, kvstore.Logger(log))
 			requireFullRestore(t, s, kvstore.GuardCorrupt, "unreadable")
 			require.Equal(t, model, contents(t, s))
 			aside, _ := filepath.Glob(e.cachePath(dir) + ".corrupt-*")
@@ -214,17 +220,6 @@ func TestAnUnreadableCacheIsMovedAsideAndRebuilt(t *testing.T) {
 			require.Contains(t, logs.String(), "moved aside")
 		})
 	}
-}
-
-func TestACacheOfAnotherFormatVersionRebuilds(t *testing.T) {
-	e := newEnv(t)
-	dir := t.TempDir()
-	model := e.seeded(dir, 100)
-	tamper(t, e.cachePath(dir), "meta", "format", binary.BigEndian.AppendUint32(nil, 99))
-
-	s := e.open(dir)
-	requireFullRestore(t, s, kvstore.GuardFormat, "format version 99")
-	require.Equal(t, model, contents(t, s))
 }
 
 func TestACacheLockedByAnotherProcessFailsAfterABoundedWait(t *testing.T) {
@@ -272,9 +267,8 @@ func TestTheRestoreListenerHearsStartEveryBatchAndEnd(t *testing.T) {
 			}
 			end := e.endOffsets()
 			var rec recorder
-			var logs syncBuf
-			s := e.open(dir, kvstore.OnRestore(&rec), kvstore.ProgressInterval(time.Nanosecond),
-				kvstore.Logger(slog.New(slog.NewTextHandler(&logs, nil))))
+			log, logs := captureLogs()
+			s := e.open(dir, kvstore.OnRestore(&rec), kvstore.ProgressInterval(time.Nanosecond), kvstore.Logger(log))
 			st := s.Stats().Restore
 
 			rec.mu.Lock()
@@ -297,12 +291,3 @@ func TestTheRestoreListenerHearsStartEveryBatchAndEnd(t *testing.T) {
 		})
 	}
 }
-
-// syncBuf is a goroutine-safe log sink.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) { s.mu.Lock(); defer s.mu.Unlock(); return s.b.Write(p) }
-func (s *syncBuf) String() string              { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }

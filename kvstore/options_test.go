@@ -14,7 +14,7 @@ import (
 
 func TestOpenReportsEveryBadOptionAtOnce(t *testing.T) {
 	good := []kvstore.Option{kvstore.Brokers("127.0.0.1:1"), kvstore.Registry("http://127.0.0.1:1"),
-		kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(t.TempDir())}
+		kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(t.TempDir())}
 	cases := []struct {
 		name  string
 		topic string
@@ -75,7 +75,7 @@ func TestBadOptionsFailOpenBeforeItDialsOrCreatesAnything(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "never")
 	began := time.Now()
 	_, err := kvstore.Open[User](context.Background(), "t", kvstore.Brokers("127.0.0.1:1"),
-		kvstore.Registry("http://127.0.0.1:1"), kvstore.ValueSchema(testdata.UserV2),
+		kvstore.Registry("http://127.0.0.1:1"), kvstore.ValueSchema(testdata.UserV2Schema),
 		kvstore.Dir(dir), kvstore.Partitions(0))
 	require.ErrorIs(t, err, kvstore.ErrBadConfig)
 	require.Less(t, time.Since(began), time.Second)

@@ -2,7 +2,6 @@ package kvstore_test
 
 import (
 	"context"
-	"fmt"
 	"hash/crc32"
 	"log/slog"
 	"strings"
@@ -12,59 +11,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/compactkv/compactkv/kvstore"
-	"github.com/compactkv/compactkv/serde"
-	"github.com/compactkv/compactkv/testdata"
 )
-
-// foreignProducer writes Confluent-framed User records to the test topic
-// with a raw kgo client, the way another language's client would.
-type foreignProducer struct {
-	t     *testing.T
-	cl    *kgo.Client
-	codec *serde.Codec[User]
-	topic string
-}
-
-// newForeignProducer returns a producer that places keys with partition
-// (crc32 or murmur2 style); nil means kgo's default, murmur2.
-func (e *env) newForeignProducer(partition func(key []byte, n int) int) *foreignProducer {
-	e.t.Helper()
-	opts := []kgo.Opt{kgo.SeedBrokers(e.seeds...), kgo.DefaultProduceTopic(e.topic)}
-	if partition != nil {
-		opts = append(opts, kgo.RecordPartitioner(kgo.BasicConsistentPartitioner(func(string) func(*kgo.Record, int) int {
-			return func(r *kgo.Record, n int) int { return partition(r.Key, n) }
-		})))
-	}
-	cl, err := kgo.NewClient(opts...)
-	require.NoError(e.t, err)
-	e.t.Cleanup(cl.Close)
-	rc, err := sr.NewClient(sr.URLs(e.regURL))
-	require.NoError(e.t, err)
-	codec, err := serde.New[User](ctxT(e.t), rc, serde.SubjectFor(e.topic), testdata.UserV2, sr.CompatBackward)
-	require.NoError(e.t, err)
-	return &foreignProducer{t: e.t, cl: cl, codec: codec, topic: e.topic}
-}
 
 // librdkafkaCRC32 is librdkafka's default partitioner, consistent_random, for
 // keyed records: crc32 (IEEE) of the key modulo the partition count.
 func librdkafkaCRC32(key []byte, n int) int { return int(crc32.ChecksumIEEE(key) % uint32(n)) }
-
-// put writes n keys "user-0".."user-<n-1>" and returns them.
-func (p *foreignProducer) put(n int, tag string) []string {
-	p.t.Helper()
-	var keys []string
-	for i := range n {
-		k := fmt.Sprintf("user-%d", i)
-		b, err := p.codec.Encode(User{FirstName: tag, LastName: k, Age: int32(i)})
-		require.NoError(p.t, err)
-		require.NoError(p.t, p.cl.ProduceSync(ctxT(p.t), &kgo.Record{Key: []byte(k), Value: b}).FirstErr())
-		keys = append(keys, k)
-	}
-	return keys
-}
 
 // warnings collects the message and "key" attribute of Warn records.
 type warnings struct {
@@ -105,8 +58,8 @@ func (w *warnings) misroutedKeys() []string {
 func TestKeysFromALibrdkafkaDefaultPartitionerAreDetectedAsMisrouted(t *testing.T) {
 	e := newEnv(t)
 	e.open("", kvstore.Partitions(6)) // creates the 6-partition topic
-	crc := e.newForeignProducer(librdkafkaCRC32)
-	keys := crc.put(60, "v1")
+	crc := e.foreignProducer(librdkafkaCRC32)
+	keys := crc.users(60, "v1")
 	var want int64
 	for _, k := range keys {
 		if librdkafkaCRC32([]byte(k), 6) != int(murmur2Partition(t, e, k)) {
@@ -126,7 +79,7 @@ func TestKeysFromALibrdkafkaDefaultPartitionerAreDetectedAsMisrouted(t *testing.
 	require.Equal(t, "v1", got.FirstName)
 
 	// The follower finds them too; a key seen again is counted, not logged again.
-	crc.put(60, "v2")
+	crc.users(60, "v2")
 	require.Eventually(t, func() bool { return s.Stats().Misrouted == 2*want }, 10*time.Second, 5*time.Millisecond)
 	require.Len(t, logs.misroutedKeys(), int(want))
 
@@ -138,7 +91,7 @@ func TestKeysFromALibrdkafkaDefaultPartitionerAreDetectedAsMisrouted(t *testing.
 func TestKeysFromAMurmur2PartitionerAreNotMisrouted(t *testing.T) {
 	e := newEnv(t)
 	s := e.open("", kvstore.Partitions(6))
-	e.newForeignProducer(nil).put(60, "v1") // kgo's default: murmur2, like Java's
+	e.foreignProducer(nil).users(60, "v1") // kgo's default: murmur2, like Java's
 	require.NoError(t, s.Put(ctxT(t), "own", User{FirstName: "own"}))
 	r := e.open("")
 	require.Len(t, contents(t, r), 61)

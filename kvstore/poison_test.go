@@ -5,61 +5,26 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/compactkv/compactkv/kvstore"
 	"github.com/compactkv/compactkv/serde"
 	"github.com/compactkv/compactkv/testdata"
 )
 
-// rawWriter produces records straight to the test topic, as a foreign
-// producer would, and returns their offsets.
-type rawWriter struct {
-	t  *testing.T
-	cl *kgo.Client
-}
-
-func (e *env) rawWriter() *rawWriter {
+// rawWriter creates the compacted test topic (a store opens on it) and
+// returns a foreign producer to it.
+func (e *env) rawWriter() *foreignProducer {
 	e.t.Helper()
-	s, err := kvstore.Open[User](ctxT(e.t), e.topic, e.opts("")...) // creates the compacted topic
-	require.NoError(e.t, err)
-	require.NoError(e.t, s.Close())
-	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...), kgo.DefaultProduceTopic(e.topic),
-		kgo.RecordPartitioner(kgo.ManualPartitioner()))
-	require.NoError(e.t, err)
-	e.t.Cleanup(cl.Close)
-	return &rawWriter{t: e.t, cl: cl}
-}
-
-// put writes key and value (nil: a null value) to partition 0.
-func (w *rawWriter) put(key, value []byte) int64 { return w.putT(w.t, key, value) }
-
-func (w *rawWriter) putT(t *testing.T, key, value []byte) int64 {
-	t.Helper()
-	r := &kgo.Record{Key: key, Value: value, Partition: 0}
-	require.NoError(t, w.cl.ProduceSync(ctxT(t), r).FirstErr())
-	return r.Offset
-}
-
-// userCodec returns a codec of the test registry with the store's schema.
-func (e *env) userCodec() *serde.Codec[User] {
-	e.t.Helper()
-	rc, err := sr.NewClient(sr.URLs(e.regURL))
-	require.NoError(e.t, err)
-	c, err := serde.New[User](ctxT(e.t), rc, serde.SubjectFor(e.topic), testdata.UserV2, sr.CompatBackward)
-	require.NoError(e.t, err)
-	return c
+	require.NoError(e.t, e.open("").Close())
+	return e.foreignProducer(nil)
 }
 
 type poisonCase struct {
@@ -85,29 +50,6 @@ func poisonCases(v []byte) []poisonCase {
 		{"empty key tombstone", []byte{}, nil, "empty key"},
 		{"empty non-null value", []byte("p-empty"), []byte{}, "empty value"},
 	}
-}
-
-// lockedBuffer is a bytes.Buffer slog can write to from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func captureLogs() (*slog.Logger, *lockedBuffer) {
-	buf := &lockedBuffer{}
-	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
 }
 
 func TestAPoisonRecordFailsARestoreNamingWhereItIs(t *testing.T) {
@@ -276,7 +218,7 @@ func TestAnUnreachableRegistryIsNeverTakenForPoison(t *testing.T) {
 	// A record written with another schema version: its ID is not yet known
 	// to a new store's codec.
 	v1, err := kvstore.Open[UserV1](ctx, e.topic, kvstore.Brokers(e.seeds...),
-		kvstore.Registry(e.regURL), kvstore.ValueSchema(testdata.UserV1), kvstore.Dir(t.TempDir()))
+		kvstore.Registry(e.regURL), kvstore.ValueSchema(testdata.UserV1Schema), kvstore.Dir(t.TempDir()))
 	require.NoError(t, err)
 	require.NoError(t, v1.Put(ctx, "old", UserV1{FirstName: "Ada"}))
 	require.NoError(t, v1.Close())

@@ -100,7 +100,7 @@ func TestSASLAndTLSConnectAndAWrongPasswordFailsWithoutLeakingIt(t *testing.T) {
 						kopts = append(kopts, kgo.DialTLSConfig(client))
 					}
 					return []kvstore.Option{kvstore.Brokers(c.Brokers()...), kvstore.Registry(c.RegistryURL()),
-						kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(t.TempDir()), kvstore.Logger(log),
+						kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(t.TempDir()), kvstore.Logger(log),
 						kvstore.KafkaOpts(kopts...)}
 				}
 				ctx := ctxT(t)
@@ -159,7 +159,7 @@ func TestRegistryAuthAndAWrongSecretFailsWithoutLeakingIt(t *testing.T) {
 			log, logs := captureLogs()
 			opts := func(extra ...kvstore.Option) []kvstore.Option {
 				return append([]kvstore.Option{kvstore.Brokers(cl.Brokers()...), kvstore.Registry(cl.RegistryURL()),
-					kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(t.TempDir()), kvstore.Logger(log)}, extra...)
+					kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(t.TempDir()), kvstore.Logger(log)}, extra...)
 			}
 			ctx := ctxT(t)
 			s, err := kvstore.Open[User](ctx, "reg", opts(c.right)...)

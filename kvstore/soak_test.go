@@ -66,7 +66,7 @@ func TestHelperSoakWriter(t *testing.T) {
 	s, err := kvstore.Open[User](ctx, os.Getenv("COMPACTKV_SOAK_TOPIC"),
 		kvstore.Brokers(strings.Split(os.Getenv("COMPACTKV_SOAK_BROKERS"), ",")...),
 		kvstore.Registry(os.Getenv("COMPACTKV_SOAK_REGISTRY")),
-		kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(filepath.Join(dir, "cache")), kvstore.Partitions(3))
+		kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(filepath.Join(dir, "cache")), kvstore.Partitions(3))
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(2)

@@ -189,7 +189,7 @@ func TestRecordsWrittenWithTheOldSchemaReadThroughTheNewOne(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
 	v1, err := kvstore.Open[UserV1](ctx, e.topic, kvstore.Brokers(e.seeds...),
-		kvstore.Registry(e.regURL), kvstore.ValueSchema(testdata.UserV1), kvstore.Dir(t.TempDir()))
+		kvstore.Registry(e.regURL), kvstore.ValueSchema(testdata.UserV1Schema), kvstore.Dir(t.TempDir()))
 	require.NoError(t, err)
 	defer v1.Close()
 	require.NoError(t, v1.Put(ctx, "user-123", UserV1{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
@@ -212,7 +212,7 @@ func TestAnIncompatibleSchemaIsRefusedBeforeItReachesTheRegistry(t *testing.T) {
 	e := newEnv(t)
 	e.open("")
 	_, err := kvstore.Open[map[string]any](ctxT(t), e.topic, kvstore.Brokers(e.seeds...),
-		kvstore.Registry(e.regURL), kvstore.ValueSchema(testdata.UserV3Incompatible), kvstore.Dir(t.TempDir()))
+		kvstore.Registry(e.regURL), kvstore.ValueSchema(testdata.UserV3IncompatibleSchema), kvstore.Dir(t.TempDir()))
 	require.ErrorIs(t, err, kvstore.ErrIncompatibleSchema)
 	require.Contains(t, err.Error(), serde.SubjectFor(e.topic))
 	require.NotContains(t, e.schemaVersions(serde.SubjectFor(e.topic)), 2, "no second version may be registered")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/compactkv/compactkv/kvstore"
 	"github.com/compactkv/compactkv/serde"
+	"github.com/compactkv/compactkv/testdata"
 )
 
 // userIntAge is User with a Go int for the Avro int age: it holds every Avro
@@ -125,23 +126,6 @@ func TestOpenRefusesAFieldTheSchemaLacksUnlessTaggedOut(t *testing.T) {
 	require.Equal(t, userSkippingNickname{FirstName: "Grace"}, got, "the tagged-out field is not stored")
 }
 
-// userNoAgeSchema drops the required age: the new version reads every old
-// record, but old instances cannot read what it writes.
-const userNoAgeSchema = `{
-  "type": "record", "name": "User", "namespace": "com.example",
-  "fields": [
-    {"name": "first_name", "type": "string"},
-    {"name": "last_name", "type": "string"},
-    {"name": "email", "type": ["null", "string"], "default": null}
-  ]
-}`
-
-type userNoAge struct {
-	FirstName string  `avro:"first_name"`
-	LastName  string  `avro:"last_name"`
-	Email     *string `avro:"email"`
-}
-
 // The default is FULL_TRANSITIVE: during a rolling deploy old instances read
 // what new ones write, so a version that drops a required field is refused.
 func TestTheDefaultCompatibilityRefusesASchemaThatDropsARequiredField(t *testing.T) {
@@ -149,13 +133,13 @@ func TestTheDefaultCompatibilityRefusesASchemaThatDropsARequiredField(t *testing
 	ctx := ctxT(t)
 	e.open("") // registers v2
 
-	_, err := kvstore.Open[userNoAge](ctx, e.topic, e.opts("", kvstore.ValueSchema(userNoAgeSchema))...)
+	_, err := kvstore.Open[testdata.UserNoAge](ctx, e.topic, e.opts("", kvstore.ValueSchema(testdata.UserNoAgeSchema))...)
 	require.ErrorIs(t, err, kvstore.ErrIncompatibleSchema)
 	require.Contains(t, err.Error(), "reader field age has no default and the new schema lacks it")
 	require.Len(t, e.schemaVersions(serde.SubjectFor(e.topic)), 1, "nothing more registered")
 
 	// BACKWARD, the old default, lets it through.
-	s, err := kvstore.Open[userNoAge](ctx, e.topic, e.opts("", kvstore.ValueSchema(userNoAgeSchema),
+	s, err := kvstore.Open[testdata.UserNoAge](ctx, e.topic, e.opts("", kvstore.ValueSchema(testdata.UserNoAgeSchema),
 		kvstore.SchemaCompatibility(sr.CompatBackward))...)
 	require.NoError(t, err)
 	require.NoError(t, s.Close())

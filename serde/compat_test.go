@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -15,35 +14,6 @@ import (
 	"github.com/compactkv/compactkv/serde"
 	"github.com/compactkv/compactkv/testdata"
 )
-
-// userNoAge is the User schema without its required age: a reader with it
-// reads every older record (BACKWARD), but an older reader cannot read what
-// it writes (not FORWARD).
-const userNoAge = `{
-  "type": "record", "name": "User", "namespace": "com.example",
-  "fields": [
-    {"name": "first_name", "type": "string"},
-    {"name": "last_name", "type": "string"},
-    {"name": "email", "type": ["null", "string"], "default": null}
-  ]
-}`
-
-type noAge struct {
-	FirstName string  `avro:"first_name"`
-	LastName  string  `avro:"last_name"`
-	Email     *string `avro:"email"`
-}
-
-// fakeRegistry returns a fresh in-memory registry and a client of it.
-func fakeRegistry(t *testing.T, opts ...srfake.Option) (*srfake.Registry, *sr.Client) {
-	t.Helper()
-	reg := srfake.NewRegistry(opts...)
-	srv := httptest.NewServer(reg.Handler())
-	t.Cleanup(srv.Close)
-	rc, err := sr.NewClient(sr.URLs(srv.URL))
-	require.NoError(t, err)
-	return reg, rc
-}
 
 func versions(t *testing.T, rc *sr.Client, subject string) []int {
 	t.Helper()
@@ -60,14 +30,14 @@ func versions(t *testing.T, rc *sr.Client, subject string) []int {
 func TestAnUnresolvableWriterSchemaIsReportedWithItsCause(t *testing.T) {
 	ctx := context.Background()
 	_, rc := fakeRegistry(t)
-	v1, err := serde.New[userV1](ctx, rc, "users-value", testdata.UserV1, sr.CompatNone)
+	v1, err := serde.New[testdata.UserV1](ctx, rc, "users-value", testdata.UserV1Schema, sr.CompatNone)
 	require.NoError(t, err)
-	v2, err := serde.New[noAge](ctx, rc, "users-value", userNoAge, sr.CompatNone)
+	v2, err := serde.New[testdata.UserNoAge](ctx, rc, "users-value", testdata.UserNoAgeSchema, sr.CompatNone)
 	require.NoError(t, err)
-	b, err := v2.Encode(noAge{FirstName: "Ada", LastName: "Lovelace"})
+	b, err := v2.Encode(testdata.UserNoAge{FirstName: "Ada", LastName: "Lovelace"})
 	require.NoError(t, err)
 
-	var u userV1
+	var u testdata.UserV1
 	err = v1.Decode(ctx, b, &u)
 	require.ErrorIs(t, err, serde.ErrUnresolvableSchema)
 	require.NotErrorIs(t, err, serde.ErrUnknownSchema)
@@ -113,18 +83,18 @@ func TestAnUnresolvableWriterSchemaIsReportedWithItsCause(t *testing.T) {
 func TestFullTransitiveRefusesDroppingARequiredField(t *testing.T) {
 	ctx := context.Background()
 	_, rc := fakeRegistry(t, srfake.WithGlobalCompat(sr.CompatNone))
-	_, err := serde.New[userV1](ctx, rc, "users-value", testdata.UserV1, sr.CompatFullTransitive)
+	_, err := serde.New[testdata.UserV1](ctx, rc, "users-value", testdata.UserV1Schema, sr.CompatFullTransitive)
 	require.NoError(t, err)
-	_, err = serde.New[user](ctx, rc, "users-value", testdata.UserV2, sr.CompatFullTransitive)
+	_, err = serde.New[testdata.User](ctx, rc, "users-value", testdata.UserV2Schema, sr.CompatFullTransitive)
 	require.NoError(t, err, "adding a field with a default is fully compatible")
 
-	_, err = serde.New[noAge](ctx, rc, "users-value", userNoAge, sr.CompatFullTransitive)
+	_, err = serde.New[testdata.UserNoAge](ctx, rc, "users-value", testdata.UserNoAgeSchema, sr.CompatFullTransitive)
 	require.ErrorIs(t, err, serde.ErrIncompatibleSchema)
 	require.ErrorContains(t, err, "FULL_TRANSITIVE")
 	require.ErrorContains(t, err, "reader field age has no default and the new schema lacks it")
 	require.Equal(t, []int{1, 2}, versions(t, rc, "users-value"), "nothing more registered")
 
-	_, err = serde.New[noAge](ctx, rc, "users-value", userNoAge, sr.CompatBackward)
+	_, err = serde.New[testdata.UserNoAge](ctx, rc, "users-value", testdata.UserNoAgeSchema, sr.CompatBackward)
 	require.NoError(t, err, "BACKWARD lets it through")
 }
 
@@ -133,23 +103,23 @@ func TestFullTransitiveRefusesDroppingARequiredField(t *testing.T) {
 func TestTheRegistrysOwnLevelAppliesWhenStricter(t *testing.T) {
 	ctx := context.Background()
 	_, rc := fakeRegistry(t, srfake.WithGlobalCompat(sr.CompatNone))
-	_, err := serde.New[userV1](ctx, rc, "users-value", testdata.UserV1, sr.CompatNone)
+	_, err := serde.New[testdata.UserV1](ctx, rc, "users-value", testdata.UserV1Schema, sr.CompatNone)
 	require.NoError(t, err)
 
 	res := rc.SetCompatibility(ctx, sr.SetCompatibility{Level: sr.CompatForward}, "users-value")
 	require.NoError(t, res[0].Err)
-	_, err = serde.New[noAge](ctx, rc, "users-value", userNoAge, sr.CompatBackward)
+	_, err = serde.New[testdata.UserNoAge](ctx, rc, "users-value", testdata.UserNoAgeSchema, sr.CompatBackward)
 	require.ErrorIs(t, err, serde.ErrIncompatibleSchema)
 	require.ErrorContains(t, err, "(FULL)", "BACKWARD and the subject's FORWARD make FULL")
 
 	require.NoError(t, rc.ResetCompatibility(ctx, "users-value")[0].Err)
 	require.NoError(t, rc.SetCompatibility(ctx, sr.SetCompatibility{Level: sr.CompatForwardTransitive})[0].Err)
-	_, err = serde.New[noAge](ctx, rc, "users-value", userNoAge, sr.CompatNone)
+	_, err = serde.New[testdata.UserNoAge](ctx, rc, "users-value", testdata.UserNoAgeSchema, sr.CompatNone)
 	require.ErrorIs(t, err, serde.ErrIncompatibleSchema, "the global level applies when the subject has none")
 	require.ErrorContains(t, err, "(FORWARD_TRANSITIVE)")
 
 	require.NoError(t, rc.SetCompatibility(ctx, sr.SetCompatibility{Level: sr.CompatNone})[0].Err)
-	_, err = serde.New[noAge](ctx, rc, "users-value", userNoAge, sr.CompatNone)
+	_, err = serde.New[testdata.UserNoAge](ctx, rc, "users-value", testdata.UserNoAgeSchema, sr.CompatNone)
 	require.NoError(t, err, "NONE with NONE checks nothing")
 }
 
@@ -158,7 +128,7 @@ func TestTheRegistrysOwnLevelAppliesWhenStricter(t *testing.T) {
 func TestARegistryLevelThatCannotBeReadIsHandled(t *testing.T) {
 	ctx := context.Background()
 	reg, rc := fakeRegistry(t)
-	_, err := serde.New[userV1](ctx, rc, "users-value", testdata.UserV1, sr.CompatNone)
+	_, err := serde.New[testdata.UserV1](ctx, rc, "users-value", testdata.UserV1Schema, sr.CompatNone)
 	require.NoError(t, err)
 
 	status := http.StatusNotFound
@@ -170,18 +140,18 @@ func TestARegistryLevelThatCannotBeReadIsHandled(t *testing.T) {
 		}
 		return false
 	})
-	_, err = serde.New[noAge](ctx, rc, "users-value", userNoAge, sr.CompatFullTransitive)
+	_, err = serde.New[testdata.UserNoAge](ctx, rc, "users-value", testdata.UserNoAgeSchema, sr.CompatFullTransitive)
 	require.ErrorIs(t, err, serde.ErrIncompatibleSchema, "404: the library's level")
 
 	for _, status = range []int{http.StatusInternalServerError, http.StatusForbidden} {
-		_, err = serde.New[noAge](ctx, rc, "users-value", userNoAge, sr.CompatNone)
+		_, err = serde.New[testdata.UserNoAge](ctx, rc, "users-value", testdata.UserNoAgeSchema, sr.CompatNone)
 		require.ErrorIs(t, err, serde.ErrRegistryUnavailable, "HTTP %d", status)
 		require.ErrorContains(t, err, `read the compatibility level of subject "users-value"`)
 		require.Equal(t, []int{1}, versions(t, rc, "users-value"), "nothing registered")
 	}
 
 	status = http.StatusNotFound
-	_, err = serde.New[noAge](ctx, rc, "users-value", userNoAge, sr.CompatNone)
+	_, err = serde.New[testdata.UserNoAge](ctx, rc, "users-value", testdata.UserNoAgeSchema, sr.CompatNone)
 	require.NoError(t, err, "404 with the library's NONE: no check")
 }
 
@@ -198,7 +168,7 @@ func TestASchemaTheRegistryRefusesIsIncompatible(t *testing.T) {
 		}
 		return false
 	})
-	_, err := serde.New[userV1](ctx, rc, "users-value", testdata.UserV1, sr.CompatNone)
+	_, err := serde.New[testdata.UserV1](ctx, rc, "users-value", testdata.UserV1Schema, sr.CompatNone)
 	require.ErrorIs(t, err, serde.ErrIncompatibleSchema)
 	require.ErrorContains(t, err, "incompatible")
 }

@@ -3,54 +3,34 @@ package serde_test
 import (
 	"context"
 	"errors"
-	"net/http/httptest"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/compactkv/compactkv/serde"
 	"github.com/compactkv/compactkv/testdata"
 )
 
-type user struct {
-	FirstName string  `avro:"first_name"`
-	LastName  string  `avro:"last_name"`
-	Age       int32   `avro:"age"`
-	Email     *string `avro:"email"`
-}
-
-type userV1 struct {
-	FirstName string `avro:"first_name"`
-	LastName  string `avro:"last_name"`
-	Age       int32  `avro:"age"`
-}
-
 // codecs returns a v2 codec that knows (through its registry) the v1 schema
 // too, and the wire bytes of one v1 and one v2 value.
-func codecs(tb testing.TB) (*serde.Codec[user], []byte, []byte) {
+func codecs(tb testing.TB) (*serde.Codec[testdata.User], []byte, []byte) {
 	tb.Helper()
-	srv := httptest.NewServer(srfake.NewRegistry().Handler())
-	tb.Cleanup(srv.Close)
-	rc, err := sr.NewClient(sr.URLs(srv.URL))
-	if err != nil {
-		tb.Fatal(err)
-	}
+	rc := registry(tb)
 	ctx := context.Background()
-	c1, err := serde.New[userV1](ctx, rc, "users-value", testdata.UserV1, sr.CompatBackward)
+	c1, err := serde.New[testdata.UserV1](ctx, rc, "users-value", testdata.UserV1Schema, sr.CompatBackward)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c2, err := serde.New[user](ctx, rc, "users-value", testdata.UserV2, sr.CompatBackward)
+	c2, err := serde.New[testdata.User](ctx, rc, "users-value", testdata.UserV2Schema, sr.CompatBackward)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	b1, err := c1.Encode(userV1{FirstName: "Ada", LastName: "Lovelace", Age: 36})
+	b1, err := c1.Encode(testdata.UserV1{FirstName: "Ada", LastName: "Lovelace", Age: 36})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	email := "grace@example.com"
-	b2, err := c2.Encode(user{FirstName: "Grace", LastName: "Hopper", Age: 85, Email: &email})
+	b2, err := c2.Encode(testdata.User{FirstName: "Grace", LastName: "Hopper", Age: 85, Email: &email})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -77,7 +57,7 @@ func FuzzDecode(f *testing.F) {
 
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		var u user
+		var u testdata.User
 		err := c.Decode(ctx, b, &u)
 		if err != nil {
 			if !errors.Is(err, serde.ErrMalformed) && !errors.Is(err, serde.ErrUnknownSchema) &&
@@ -99,7 +79,7 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encode of %+v decoded from %x: %v", u, b, err)
 		}
-		var u2 user
+		var u2 testdata.User
 		if err := c.Decode(ctx, again, &u2); err != nil {
 			t.Fatalf("decode of re-encoded %x: %v", again, err)
 		}

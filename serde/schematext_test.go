@@ -2,12 +2,10 @@ package serde_test
 
 import (
 	"context"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/sr"
-	"github.com/twmb/franz-go/pkg/sr/srfake"
 
 	"github.com/compactkv/compactkv/serde"
 	"github.com/compactkv/compactkv/testdata"
@@ -16,14 +14,9 @@ import (
 // A registry that checks compatibility itself judges the registered text: it
 // must keep the defaults that make v2 (optional email) compatible with v1.
 func TestTheRegisteredSchemaKeepsFieldDefaults(t *testing.T) {
-	srv := httptest.NewServer(srfake.NewRegistry().Handler())
-	t.Cleanup(srv.Close)
-	rc, err := sr.NewClient(sr.URLs(srv.URL))
-	if err != nil {
-		t.Fatal(err)
-	}
+	rc := registry(t)
 	ctx := context.Background()
-	if _, err := serde.New[map[string]any](ctx, rc, "users-value", testdata.UserV2, sr.CompatBackward); err != nil {
+	if _, err := serde.New[map[string]any](ctx, rc, "users-value", testdata.UserV2Schema, sr.CompatBackward); err != nil {
 		t.Fatal(err)
 	}
 	ss, err := rc.SchemaByVersion(ctx, "users-value", -1)
@@ -34,7 +27,7 @@ func TestTheRegisteredSchemaKeepsFieldDefaults(t *testing.T) {
 		t.Fatalf("registered schema lost email's default: %s", ss.Schema.Schema)
 	}
 	// Opening again finds the same version instead of registering another.
-	if _, err := serde.New[map[string]any](ctx, rc, "users-value", testdata.UserV2, sr.CompatBackward); err != nil {
+	if _, err := serde.New[map[string]any](ctx, rc, "users-value", testdata.UserV2Schema, sr.CompatBackward); err != nil {
 		t.Fatal(err)
 	}
 	if vs, err := rc.SubjectVersions(ctx, "users-value"); err != nil || len(vs) != 1 {

@@ -21,14 +21,14 @@ type ageAsString struct {
 
 func TestNewRefusesAGoTypeThatCannotHoldTheSchemaNamingFieldAndTypes(t *testing.T) {
 	rc := registry(t)
-	_, err := serde.New[ageAsString](context.Background(), rc, "users-value", testdata.UserV2, sr.CompatNone)
+	_, err := serde.New[ageAsString](context.Background(), rc, "users-value", testdata.UserV2Schema, sr.CompatNone)
 	require.ErrorIs(t, err, serde.ErrTypeMismatch)
 	require.EqualError(t, err,
 		`serde: Go type serde_test.ageAsString cannot hold the schema: field "age": Avro int into Go string (use int32 or int)`)
 	vs, _ := rc.SubjectVersions(context.Background(), "users-value")
 	require.Empty(t, vs, "nothing is registered for a type that cannot hold the schema")
 
-	_, err = serde.New[*ageAsString](context.Background(), rc, "users-value", testdata.UserV2, sr.CompatNone)
+	_, err = serde.New[*ageAsString](context.Background(), rc, "users-value", testdata.UserV2Schema, sr.CompatNone)
 	require.ErrorIs(t, err, serde.ErrTypeMismatch)
 	require.ErrorContains(t, err, `Go type *serde_test.ageAsString cannot hold the schema: field "age"`)
 }
@@ -53,12 +53,12 @@ type withSkippedNickname struct {
 // An exported field the schema lacks would be dropped without a word on
 // every write; it must be left out on purpose, with avro:"-".
 func TestAnExportedFieldTheSchemaLacksIsRefusedUnlessTaggedOut(t *testing.T) {
-	_, err := newCodec[withNickname](t, registry(t), testdata.UserV2)
+	_, err := newCodec[withNickname](t, registry(t), testdata.UserV2Schema)
 	require.ErrorIs(t, err, serde.ErrTypeMismatch)
 	require.EqualError(t, err, `serde: Go type serde_test.withNickname does not match the schema: `+
 		`field "Nickname": Go field Nickname is not in the schema (tag it avro:"-" to leave it out)`)
 
-	c, err := newCodec[withSkippedNickname](t, registry(t), testdata.UserV2)
+	c, err := newCodec[withSkippedNickname](t, registry(t), testdata.UserV2Schema)
 	require.NoError(t, err)
 	got := roundTrip(t, c, withSkippedNickname{FirstName: "Ada", Age: 36, Nickname: "countess", private: 1})
 	require.Equal(t, withSkippedNickname{FirstName: "Ada", Age: 36}, got, "avro:\"-\" is neither written nor read")
@@ -67,14 +67,14 @@ func TestAnExportedFieldTheSchemaLacksIsRefusedUnlessTaggedOut(t *testing.T) {
 // A schema field with a default needs no Go field: it is written as its
 // default and skipped when read.
 func TestASchemaFieldWithADefaultNeedsNoGoField(t *testing.T) {
-	c, err := newCodec[userV1](t, registry(t), testdata.UserV2)
+	c, err := newCodec[testdata.UserV1](t, registry(t), testdata.UserV2Schema)
 	require.NoError(t, err)
-	require.Equal(t, userV1{FirstName: "Ada", Age: 36}, roundTrip(t, c, userV1{FirstName: "Ada", Age: 36}))
+	require.Equal(t, testdata.UserV1{FirstName: "Ada", Age: 36}, roundTrip(t, c, testdata.UserV1{FirstName: "Ada", Age: 36}))
 
 	_, err = newCodec[struct {
 		FirstName string `avro:"first_name"`
 		LastName  string `avro:"last_name"`
-	}](t, registry(t), testdata.UserV2)
+	}](t, registry(t), testdata.UserV2Schema)
 	require.ErrorIs(t, err, serde.ErrTypeMismatch)
 	require.ErrorContains(t, err, `field "age": Avro int has no default and Go type`)
 	require.ErrorContains(t, err, `has no field for it (tag one avro:"age")`)
@@ -198,9 +198,9 @@ func mismatched[V any](t *testing.T, avroType string) error {
 
 // V that is not a struct goes to hamba/avro unchecked, as before.
 func TestAMapOrAnyValueTypeIsNotCheckedAtNew(t *testing.T) {
-	_, err := newCodec[map[string]any](t, registry(t), testdata.UserV2)
+	_, err := newCodec[map[string]any](t, registry(t), testdata.UserV2Schema)
 	require.NoError(t, err)
-	_, err = newCodec[any](t, registry(t), testdata.UserV2)
+	_, err = newCodec[any](t, registry(t), testdata.UserV2Schema)
 	require.NoError(t, err)
 }
 

@@ -143,20 +143,31 @@ func TestAnOutOfRangeValueIsFoundWhereverItIsNested(t *testing.T) {
 	require.Equal(t, good(), roundTrip(t, c, good()))
 
 	big := 3_000_000_000
-	for _, tc := range []struct {
-		field string
-		spoil func(*profile)
-	}{
-		{"age", func(p *profile) { p.Age = big }},
-		{"address.zip", func(p *profile) { p.Address.Zip = -big }},
-		{"scores[2]", func(p *profile) { p.Scores[2] = big }},
-		{"rank", func(p *profile) { p.Rank = &big }},
-	} {
-		p := good()
-		tc.spoil(&p)
-		_, err := c.Encode(p)
-		require.ErrorIs(t, err, serde.ErrInvalidValue, tc.field)
-		require.Contains(t, err.Error(), fmt.Sprintf("field %q", tc.field))
+	requireSpoiledFieldsNamed(t, c, good,
+		spoiled[profile]{"age", func(p *profile) { p.Age = big }},
+		spoiled[profile]{"address.zip", func(p *profile) { p.Address.Zip = -big }},
+		spoiled[profile]{"scores[2]", func(p *profile) { p.Scores[2] = big }},
+		spoiled[profile]{"rank", func(p *profile) { p.Rank = &big }},
+	)
+}
+
+// spoiled is a change to a good value that puts an out-of-range value in
+// field.
+type spoiled[V any] struct {
+	field string
+	spoil func(*V)
+}
+
+// requireSpoiledFieldsNamed requires that Encode refuses good with each
+// change made, with ErrInvalidValue naming the changed field.
+func requireSpoiledFieldsNamed[V any](t *testing.T, c *serde.Codec[V], good func() V, changes ...spoiled[V]) {
+	t.Helper()
+	for _, ch := range changes {
+		v := good()
+		ch.spoil(&v)
+		_, err := c.Encode(v)
+		require.ErrorIs(t, err, serde.ErrInvalidValue, ch.field)
+		require.Contains(t, err.Error(), fmt.Sprintf("field %q", ch.field), ch.field)
 	}
 }
 
@@ -194,23 +205,14 @@ func TestEncodeChecksEmbeddedFieldsMapsInterfacesDurationsAndRecursiveRecords(t 
 	require.Equal(t, good(), roundTrip(t, c, good()))
 
 	big := 3_000_000_000
-	for _, tc := range []struct {
-		field string
-		spoil func(*kit)
-	}{
-		{"count", func(k *kit) { k.Count = big }},
-		{"attrs[a]", func(k *kit) { k.Attrs["a"] = big }},
-		{"extra", func(k *kit) { k.Extra = big }},
-		{"extra", func(k *kit) { k.Extra = map[string]any{"int": big} }},
-		{"wait", func(k *kit) { k.Wait = 25 * 24 * time.Hour }}, // beyond MaxInt32 ms, about 24.8 days
-		{"next.next.count", func(k *kit) { k.Next.Next.Count = -big }},
-	} {
-		k := good()
-		tc.spoil(&k)
-		_, err := c.Encode(k)
-		require.ErrorIs(t, err, serde.ErrInvalidValue, tc.field)
-		require.Contains(t, err.Error(), fmt.Sprintf("field %q", tc.field))
-	}
+	requireSpoiledFieldsNamed(t, c, good,
+		spoiled[kit]{"count", func(k *kit) { k.Count = big }},
+		spoiled[kit]{"attrs[a]", func(k *kit) { k.Attrs["a"] = big }},
+		spoiled[kit]{"extra", func(k *kit) { k.Extra = big }},
+		spoiled[kit]{"extra", func(k *kit) { k.Extra = map[string]any{"int": big} }},
+		spoiled[kit]{"wait", func(k *kit) { k.Wait = 25 * 24 * time.Hour }}, // beyond MaxInt32 ms, about 24.8 days
+		spoiled[kit]{"next.next.count", func(k *kit) { k.Next.Next.Count = -big }},
+	)
 
 	// A pointer to the struct is checked the same way.
 	pc, err := newCodec[*kit](t, registry(t), kitSchema)

@@ -58,7 +58,6 @@ import (
 	"github.com/compactkv/compactkv/cmd/profilesvc/internal/httpapi"
 	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
-	"github.com/compactkv/compactkv/testdata"
 )
 
 func main() {
@@ -172,7 +171,7 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 		s, err := kvstore.Open[httpapi.User](ctx, cfg.Topic,
 			kvstore.Brokers(brokers...),
 			kvstore.Registry(registry),
-			kvstore.ValueSchema(testdata.UserV2),
+			kvstore.ValueSchema(httpapi.UserSchema),
 			kvstore.Dir(cacheDir),
 			kvstore.KeyPartitioner(partitioner(cfg.Partitioner)),
 			kvstore.OnRestore(api.RestoreListener()),

@@ -51,15 +51,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
-}
-
 // settingVars are the variables profilesvc reads; the parent's are dropped
 // so that the test decides them all.
 var settingVars = []string{"HTTP_ADDR", "KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "PROFILE_TOPIC",
@@ -86,21 +77,21 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// logFile is where a service writes its output: a file, which the process
+// (or run, in this process) writes and the test reads at the same time.
+type logFile struct{ *os.File }
+
+func newLogFile(t *testing.T) logFile {
+	f, err := os.Create(filepath.Join(t.TempDir(), "profilesvc.log"))
+	require.NoError(t, err)
+	t.Cleanup(func() { f.Close() })
+	return logFile{f}
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+// String returns all the service wrote so far.
+func (l logFile) String() string {
+	b, _ := os.ReadFile(l.Name())
+	return string(b)
 }
 
 // svc is one running profilesvc: a process (start), or run in this process
@@ -110,36 +101,29 @@ type svc struct {
 	cmd    *exec.Cmd          // the process; nil in this process
 	cancel context.CancelFunc // run's signal, in this process
 	base   string
-	log    *syncBuffer
+	log    logFile
 	exited chan struct{}
 	err    error // cmd.Wait's or run's, once exited is closed
 }
 
 // start runs the binary in workDir with args and env, and waits until
-// /readyz answers 200.
-func start(t *testing.T, workDir, httpAddr string, args, env []string) *svc {
+// /readyz answers 200. The service listens where args and env say; give it
+// port 0 (a port the kernel picks, held from the moment it is picked) and
+// read the address from its log (logged), never a port number found free
+// beforehand, which another program may take before the service listens.
+func start(t *testing.T, workDir string, args, env []string) *svc {
 	t.Helper()
-	s := &svc{t: t, base: "http://" + httpAddr, log: &syncBuffer{}, exited: make(chan struct{})}
+	s := &svc{t: t, log: newLogFile(t), exited: make(chan struct{})}
 	s.cmd = exec.Command(binary, args...)
 	s.cmd.Dir = workDir
 	s.cmd.Env = childEnv(env...)
-	s.cmd.Stdout, s.cmd.Stderr = s.log, s.log
+	s.cmd.Stdout, s.cmd.Stderr = s.log.File, s.log.File
 	require.NoError(t, s.cmd.Start())
 	go func() {
 		s.err = s.cmd.Wait()
 		close(s.exited)
 	}()
-	t.Cleanup(func() {
-		select {
-		case <-s.exited:
-		default:
-			_ = s.cmd.Process.Kill()
-			<-s.exited
-		}
-		if t.Failed() {
-			t.Logf("profilesvc output:\n%s", s.log.String())
-		}
-	})
+	s.endAtCleanup(func() { _ = s.cmd.Process.Kill() })
 	s.waitReady()
 	return s
 }
@@ -153,22 +137,32 @@ func (s *svc) waitReady() {
 			s.t.Fatalf("profilesvc exited before it was ready: %v\n%s", s.err, s.log.String())
 		default:
 		}
-		resp, err := http.Get(s.base + "/readyz")
-		if err == nil {
-			var body map[string]any
-			decErr := json.NewDecoder(resp.Body).Decode(&body)
-			resp.Body.Close()
-			require.NoError(s.t, decErr, "/readyz answers JSON, ready or not")
-			if resp.StatusCode == http.StatusOK {
-				require.Equal(s.t, true, body["ready"])
+		if s.base == "" {
+			s.base = s.logged("http") // "" until the service has logged where it listens
+		} else if code, body := s.readyz(); code != 0 {
+			require.Equal(s.t, code == http.StatusOK, body["ready"], "/readyz says in JSON whether it is ready")
+			if code == http.StatusOK {
 				return
 			}
-			require.Equal(s.t, http.StatusServiceUnavailable, resp.StatusCode)
-			require.Equal(s.t, false, body["ready"])
+			require.Equal(s.t, http.StatusServiceUnavailable, code)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	s.t.Fatalf("profilesvc not ready within 30s\n%s", s.log.String())
+}
+
+// startLine is the line the service logs once it listens: its addresses.
+var startLine = regexp.MustCompile(`msg="profilesvc starting".*`)
+
+// logged returns the value of key (http, kafka, schema_registry) in the
+// service's "profilesvc starting" line, "" until it has logged it.
+func (s *svc) logged(key string) string {
+	line := startLine.FindString(s.log.String())
+	m := regexp.MustCompile(` ` + key + `=(\S+)`).FindStringSubmatch(line)
+	if m == nil {
+		return ""
+	}
+	return m[1]
 }
 
 // runInProcess runs the service (run, as main does) in this process on a
@@ -183,24 +177,30 @@ func runInProcess(t *testing.T, args ...string) *svc {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &svc{t: t, cancel: cancel, base: "http://" + ln.Addr().String(), log: &syncBuffer{}, exited: make(chan struct{})}
+	s := &svc{t: t, cancel: cancel, base: "http://" + ln.Addr().String(), log: newLogFile(t), exited: make(chan struct{})}
 	go func() {
 		s.err = run(ctx, cfg, ln, slog.New(slog.NewTextHandler(s.log, nil)))
 		close(s.exited)
 	}()
-	t.Cleanup(func() {
-		cancel()
+	s.endAtCleanup(cancel)
+	s.waitReady()
+	return s
+}
+
+// endAtCleanup ends the service with end when the test ends, if it still
+// runs, and logs its output if the test failed.
+func (s *svc) endAtCleanup(end func()) {
+	s.t.Cleanup(func() {
+		end()
 		select {
 		case <-s.exited:
 		case <-time.After(30 * time.Second):
-			t.Errorf("run did not return within 30s of its end")
+			s.t.Errorf("profilesvc did not end within 30s")
 		}
-		if t.Failed() {
-			t.Logf("profilesvc output:\n%s", s.log.String())
+		if s.t.Failed() {
+			s.t.Logf("profilesvc output:\n%s", s.log.String())
 		}
 	})
-	s.waitReady()
-	return s
 }
 
 // terminate sends SIGTERM, or does what it does to run in this process.
@@ -299,21 +299,28 @@ const (
 
 func TestServiceEndToEnd(t *testing.T) {
 	work := t.TempDir()
-	httpAddr, kafkaAddr, regAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	// Settings from all three places, each overriding the next: the flag
-	// beats the .env's HTTP_ADDR, the environment names the embedded ports,
-	// and the .env file gives the topic and the data directory.
+	// beats the .env's HTTP_ADDR, the environment's embedded addresses beat
+	// the .env's and the defaults (127.0.0.1:19092 and :18081), and the .env
+	// file gives the topic and the data directory. Every address has port 0:
+	// the log says which ports the service got.
 	require.NoError(t, os.WriteFile(filepath.Join(work, ".env"), []byte(
 		"# profilesvc test settings\nHTTP_ADDR=127.0.0.1:1 # overridden by the flag\nPROFILE_TOPIC=\"people\"\nDATA_DIR=state\nEMBEDDED_KAFKA_ADDR=127.0.0.1:1\n"), 0o644))
-	args := []string{"--http-addr", httpAddr}
-	env := []string{"EMBEDDED_KAFKA_ADDR=" + kafkaAddr, "EMBEDDED_REGISTRY_ADDR=" + regAddr}
+	args := []string{"--http-addr", "127.0.0.1:0"}
+	env := []string{"EMBEDDED_KAFKA_ADDR=127.0.0.1:0", "EMBEDDED_REGISTRY_ADDR=127.0.0.1:0"}
+	kernelPicked := func(addr, notThis string) {
+		t.Helper()
+		require.Regexp(t, `^127\.0\.0\.1:\d+$`, addr)
+		require.NotEqual(t, "127.0.0.1:1", addr, "from the .env file")
+		require.NotEqual(t, notThis, addr, "the default")
+	}
 
-	s := start(t, work, httpAddr, args, env)
-	log := s.log.String()
-	require.Contains(t, log, "mode=embedded")
-	require.Contains(t, log, "kafka="+kafkaAddr)
-	require.Contains(t, log, "schema_registry=http://"+regAddr)
-	require.Contains(t, log, "http=http://"+httpAddr)
+	s := start(t, work, args, env)
+	require.Contains(t, s.log.String(), "mode=embedded")
+	kafkaAddr := s.logged("kafka")
+	kernelPicked(kafkaAddr, "127.0.0.1:19092")
+	kernelPicked(strings.TrimPrefix(s.logged("schema_registry"), "http://"), "127.0.0.1:18081")
+	kernelPicked(strings.TrimPrefix(s.base, "http://"), "127.0.0.1:8080")
 
 	rd := s.do("GET", "/readyz", nil).json(t)
 	require.Equal(t, "full", rd["mode"])
@@ -467,7 +474,8 @@ func TestServiceEndToEnd(t *testing.T) {
 
 	// Start again on the same data directory: the same profiles. This run
 	// compacts often, to show the timer works after the broker reloaded.
-	s = start(t, work, httpAddr, args, append(env, "EMBEDDED_COMPACT_INTERVAL=50ms"))
+	s = start(t, work, args, append(env, "EMBEDDED_COMPACT_INTERVAL=50ms"))
+	kafkaAddr = s.logged("kafka")
 	rd = s.do("GET", "/readyz", nil).json(t)
 	t.Logf("/readyz after the restart: %v", rd)
 	if rd["mode"] != "delta" {
@@ -528,22 +536,16 @@ func TestServiceOnExistingClusterReadsRecordsOfTheOriginalSchema(t *testing.T) {
 	c, err := embedded.Start()
 	require.NoError(t, err)
 	t.Cleanup(c.Close)
-	type userV1 struct {
-		FirstName string `avro:"first_name"`
-		LastName  string `avro:"last_name"`
-		Age       int32  `avro:"age"`
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	old, err := kvstore.Open[userV1](ctx, "legacy", kvstore.Brokers(c.Brokers()...),
-		kvstore.Registry(c.RegistryURL()), kvstore.ValueSchema(testdata.UserV1), kvstore.Dir(t.TempDir()))
+	old, err := kvstore.Open[testdata.UserV1](ctx, "legacy", kvstore.Brokers(c.Brokers()...),
+		kvstore.Registry(c.RegistryURL()), kvstore.ValueSchema(testdata.UserV1Schema), kvstore.Dir(t.TempDir()))
 	require.NoError(t, err)
-	require.NoError(t, old.Put(ctx, "old-1", userV1{FirstName: "Edsger", LastName: "Dijkstra", Age: 72}))
+	require.NoError(t, old.Put(ctx, "old-1", testdata.UserV1{FirstName: "Edsger", LastName: "Dijkstra", Age: 72}))
 	require.NoError(t, old.Close())
 
 	work := t.TempDir()
-	httpAddr := freeAddr(t)
-	s := start(t, work, httpAddr, []string{"--http-addr", httpAddr, "--topic", "legacy", "--data-dir", "d"},
+	s := start(t, work, []string{"--http-addr", "127.0.0.1:0", "--topic", "legacy", "--data-dir", "d"},
 		[]string{"KAFKA_BOOTSTRAP_SERVERS=" + c.Brokers()[0], "SCHEMA_REGISTRY_URL=" + c.RegistryURL()})
 	require.Contains(t, s.log.String(), "mode=external")
 

@@ -2,21 +2,26 @@
 // for every click event of a stream it reads the user's counter record,
 // adds the click, and writes the record back (read-modify-write). Every
 // update is a new record for the same key, so compaction is what keeps the
-// topic small: after the broker compacts it, a store restoring on a fresh
-// cache reads about one record per user instead of one per click. It runs on
-// an in-process Kafka broker and schema registry unless -brokers and
-// -registry point elsewhere (on a real cluster, compaction runs on the
-// broker's own schedule).
+// topic small. After the stream, the broker compacts the topic and two
+// stores open on it: the counter's own, again on its cache directory (-dir),
+// reads nothing (a delta restore from its checkpoint), and one on an empty
+// directory reads the whole topic, about one record per user instead of one
+// per click. It runs on an in-process Kafka broker and schema registry unless
+// -brokers and -registry point elsewhere (on a real cluster, compaction runs
+// on the broker's own schedule); without -dir the cache goes in a temporary
+// directory.
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"maps"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -50,50 +55,54 @@ type click struct {
 	at         time.Time
 }
 
+// setup says where the store keeps its cache and which cluster it uses.
+type setup struct {
+	brokers, registry, topic string
+	cacheDir                 string
+	events                   int
+	cluster                  *embedded.Cluster // nil on a cluster of one's own
+}
+
 func main() {
-	brokers := flag.String("brokers", "", "Kafka bootstrap servers, comma separated (default: an in-process broker)")
-	registry := flag.String("registry", "", "schema registry URL (default: an in-process registry)")
-	topic := flag.String("topic", "user-activity", "compacted topic to use")
-	events := flag.Int("events", 500, "number of click events to generate")
+	var cfg setup
+	flag.StringVar(&cfg.brokers, "brokers", "", "Kafka bootstrap servers, comma separated (default: an in-process broker)")
+	flag.StringVar(&cfg.registry, "registry", "", "schema registry URL (default: an in-process registry)")
+	flag.StringVar(&cfg.topic, "topic", "user-activity", "compacted topic to use")
+	flag.StringVar(&cfg.cacheDir, "dir", "", "the counter's cache directory (default: a temporary one, removed at the end)")
+	flag.IntVar(&cfg.events, "events", 500, "number of click events to generate")
 	flag.Parse()
-	if err := run(context.Background(), *brokers, *registry, *topic, *events); err != nil {
+	if err := cfg.run(context.Background()); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context, brokers, registry, topic string, events int) error {
-	seeds := strings.Split(brokers, ",")
-	var cluster *embedded.Cluster
-	if brokers == "" {
-		c, err := embedded.Start()
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		cluster = c
-		seeds, registry = c.Brokers(), c.RegistryURL()
-		fmt.Printf("in-process Kafka at %s, schema registry at %s\n", seeds[0], registry)
-	}
-	open := func() (*kvstore.Store[Activity], func(), error) {
-		dir, err := os.MkdirTemp("", "counters-cache-")
-		if err != nil {
-			return nil, nil, err
-		}
-		s, err := kvstore.Open[Activity](ctx, topic, kvstore.Brokers(seeds...), kvstore.Registry(registry),
-			kvstore.ValueSchema(activityAvsc), kvstore.Dir(dir))
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, nil, err
-		}
-		return s, func() { s.Close(); os.RemoveAll(dir) }, nil
-	}
+// open opens a store with its cache in dir.
+func (cfg *setup) open(ctx context.Context, dir string) (*kvstore.Store[Activity], error) {
+	return kvstore.Open[Activity](ctx, cfg.topic, kvstore.Brokers(strings.Split(cfg.brokers, ",")...),
+		kvstore.Registry(cfg.registry), kvstore.ValueSchema(activityAvsc), kvstore.Dir(dir))
+}
 
-	store, done, err := open()
+func (cfg *setup) run(ctx context.Context) error {
+	tmp, err := os.MkdirTemp("", "counters-")
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer os.RemoveAll(tmp)
+	if cfg.cacheDir == "" {
+		cfg.cacheDir = filepath.Join(tmp, "cache")
+	}
+	if cfg.brokers == "" {
+		if cfg.cluster, err = embedded.Start(); err != nil {
+			return err
+		}
+		defer cfg.cluster.Close()
+		cfg.brokers, cfg.registry = cfg.cluster.Brokers()[0], cfg.cluster.RegistryURL()
+	}
 
+	store, err := cfg.open(ctx, cfg.cacheDir)
+	if err != nil {
+		return err
+	}
 	// A reproducible stream of clicks; the model counts them in memory to
 	// check the store against.
 	users := []string{"user-ada", "user-alan", "user-grace", "user-linus", "user-margaret"}
@@ -101,30 +110,45 @@ func run(ctx context.Context, brokers, registry, topic string, events int) error
 	rng := rand.New(rand.NewPCG(1, 2))
 	start := time.Date(2026, 1, 1, 9, 0, 0, 0, time.UTC)
 	model := map[string]int64{}
-	for i := range events {
+	for i := range cfg.events {
 		c := click{user: users[rng.IntN(len(users))], page: pages[rng.IntN(len(pages))], at: start.Add(time.Duration(i) * time.Second)}
 		if err := count(ctx, store, c); err != nil {
+			store.Close()
 			return err
 		}
 		model[c.user]++
 	}
-	fmt.Printf("applied %d click events for %d users:\n", events, len(model))
-	if err := printCounters(ctx, store, model); err != nil {
-		return err
+	fmt.Printf("applied %d click events for %d users:\n", cfg.events, len(model))
+	err = checkCounters(ctx, store, model, os.Stdout)
+	if cerr := store.Close(); err == nil {
+		err = cerr
 	}
-
-	if cluster != nil {
-		cluster.Kafka().Compact()
-		fmt.Println("compacted the topic")
-	}
-	fresh, done2, err := open()
 	if err != nil {
 		return err
 	}
-	defer done2()
-	rs := fresh.Stats().Restore
-	fmt.Printf("a second store on an empty cache restored %d records for %d clicks (%s restore):\n", rs.Records, events, rs.Mode)
-	return printCounters(ctx, fresh, model)
+
+	if cfg.cluster != nil {
+		cfg.cluster.Kafka().Compact()
+		fmt.Println("compacted the topic")
+	}
+	for _, c := range []struct{ name, dir string }{
+		{"the counter's own cache directory", cfg.cacheDir},
+		{"an empty directory", filepath.Join(tmp, "empty")},
+	} {
+		s, err := cfg.open(ctx, c.dir)
+		if err != nil {
+			return err
+		}
+		rs := s.Stats().Restore
+		err = checkCounters(ctx, s, model, io.Discard)
+		s.Close()
+		if err != nil {
+			return err
+		}
+		fmt.Printf("a store on %s: %s restore, %d records read for %d clicks, the same counters\n",
+			c.name, rs.Mode, rs.Records, cfg.events)
+	}
+	return nil
 }
 
 // count is the read-modify-write of one click. It is safe with one writer
@@ -145,9 +169,9 @@ func count(ctx context.Context, s *kvstore.Store[Activity], c click) error {
 	return s.Put(ctx, c.user, a)
 }
 
-// printCounters prints every user's counters and checks them against the
-// model.
-func printCounters(ctx context.Context, s *kvstore.Store[Activity], model map[string]int64) error {
+// checkCounters checks every user's counters against the model, and prints
+// them to out.
+func checkCounters(ctx context.Context, s *kvstore.Store[Activity], model map[string]int64, out io.Writer) error {
 	n := 0
 	for e, err := range s.Scan(ctx, "user-") {
 		if err != nil {
@@ -161,7 +185,7 @@ func printCounters(ctx context.Context, s *kvstore.Store[Activity], model map[st
 		for _, p := range slices.Sorted(maps.Keys(e.Value.Pages)) {
 			per = append(per, fmt.Sprintf("%s=%d", p, e.Value.Pages[p]))
 		}
-		fmt.Printf("  %-14s %4d clicks, last %s  %s\n", e.Key, e.Value.Clicks, e.Value.LastClick.Format(time.TimeOnly), strings.Join(per, " "))
+		fmt.Fprintf(out, "  %-14s %4d clicks, last %s  %s\n", e.Key, e.Value.Clicks, e.Value.LastClick.Format(time.TimeOnly), strings.Join(per, " "))
 	}
 	if n != len(model) {
 		return fmt.Errorf("store has %d users, the stream had %d", n, len(model))

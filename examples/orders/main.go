@@ -2,10 +2,12 @@
 // record per order ID, moving from created to paid to shipped, and a
 // tombstone when an order is cancelled. It applies a stream of order events,
 // refusing transitions the state machine does not allow (checked against the
-// current status read from the store), prints the table, and shows that a
-// second store on a fresh cache restores the same table from the topic. It
-// runs on an in-process Kafka broker and schema registry unless -brokers and
-// -registry point elsewhere.
+// current status read from the store), and restarts halfway through, as a
+// deploy would: the store closes and opens again on the same cache directory
+// (-dir), where a delta restore finds everything it wrote already in the
+// cache and reads nothing from the topic. It runs on an in-process Kafka
+// broker and schema registry unless -brokers and -registry point elsewhere;
+// without -dir the cache goes in a temporary directory, removed at the end.
 package main
 
 import (
@@ -22,12 +24,12 @@ import (
 	"github.com/compactkv/compactkv/kvstore"
 )
 
-// orderAvsc is the value schema. Cancelled orders have no status: they are
-// deleted.
+// orderAvsc is the value schema.
 const orderAvsc = `{
   "type": "record",
   "name": "Order",
   "namespace": "com.example.orders",
+  "doc": "An order's current status. A cancelled order has no record: it is deleted (a tombstone).",
   "fields": [
     {"name": "customer_id", "type": "string"},
     {"name": "status", "type": {"type": "enum", "name": "Status", "symbols": ["CREATED", "PAID", "SHIPPED"]}},
@@ -66,42 +68,39 @@ func main() {
 	brokers := flag.String("brokers", "", "Kafka bootstrap servers, comma separated (default: an in-process broker)")
 	registry := flag.String("registry", "", "schema registry URL (default: an in-process registry)")
 	topic := flag.String("topic", "order-status", "compacted topic to use")
+	dir := flag.String("dir", "", "cache directory (default: a temporary one, removed at the end)")
 	flag.Parse()
-	if err := run(context.Background(), *brokers, *registry, *topic); err != nil {
+	if err := run(context.Background(), *brokers, *registry, *topic, *dir); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(ctx context.Context, brokers, registry, topic string) error {
-	seeds := strings.Split(brokers, ",")
+func run(ctx context.Context, brokers, registry, topic, dir string) error {
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "orders-cache-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
 	if brokers == "" {
 		c, err := embedded.Start()
 		if err != nil {
 			return err
 		}
 		defer c.Close()
-		seeds, registry = c.Brokers(), c.RegistryURL()
-		fmt.Printf("in-process Kafka at %s, schema registry at %s\n", seeds[0], registry)
+		brokers, registry = strings.Join(c.Brokers(), ","), c.RegistryURL()
+		fmt.Printf("in-process Kafka at %s, schema registry at %s\n", brokers, registry)
 	}
-	open := func() (*kvstore.Store[Order], func(), error) {
-		dir, err := os.MkdirTemp("", "orders-cache-")
-		if err != nil {
-			return nil, nil, err
-		}
-		s, err := kvstore.Open[Order](ctx, topic, kvstore.Brokers(seeds...), kvstore.Registry(registry),
-			kvstore.ValueSchema(orderAvsc), kvstore.Dir(dir))
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, nil, err
-		}
-		return s, func() { s.Close(); os.RemoveAll(dir) }, nil
-	}
-
-	store, done, err := open()
+	opts := []kvstore.Option{kvstore.Brokers(strings.Split(brokers, ",")...), kvstore.Registry(registry),
+		kvstore.ValueSchema(orderAvsc), kvstore.Dir(dir)}
+	store, err := kvstore.Open[Order](ctx, topic, opts...)
 	if err != nil {
 		return err
 	}
-	defer done()
+	defer func() { store.Close() }()
+
 	stream := []event{
 		{order: "order-1001", kind: "created", customer: "c-7", totalCents: 4999},
 		{order: "order-1002", kind: "created", customer: "c-3", totalCents: 1250},
@@ -114,8 +113,38 @@ func run(ctx context.Context, brokers, registry, topic string) error {
 		{order: "order-1003", kind: "paid"},
 		{order: "order-1004", kind: "created", customer: "c-9", totalCents: 15000},
 	}
-	for _, ev := range stream {
-		switch err := apply(ctx, store, ev); {
+	half := len(stream) / 2
+	if err := applyAll(ctx, store, stream[:half]); err != nil {
+		return err
+	}
+
+	// A deploy: the processor stops and starts again on its cache directory.
+	if err := store.Close(); err != nil {
+		return err
+	}
+	if store, err = kvstore.Open[Order](ctx, topic, opts...); err != nil {
+		return err
+	}
+	rs := store.Stats().Restore
+	fmt.Printf("restarted on %s: %s restore, %d records read from the topic\n", dir, rs.Mode, rs.Records)
+	if err := applyAll(ctx, store, stream[half:]); err != nil {
+		return err
+	}
+
+	fmt.Println("order table, cancelled orders gone:")
+	for e, err := range store.Scan(ctx, "order-") {
+		if err != nil {
+			return err
+		}
+		fmt.Printf("  %s  customer %-4s %-8s %8.2f\n", e.Key, e.Value.CustomerID, e.Value.Status, float64(e.Value.TotalCents)/100)
+	}
+	return nil
+}
+
+// applyAll applies events in order, printing what became of each.
+func applyAll(ctx context.Context, s *kvstore.Store[Order], events []event) error {
+	for _, ev := range events {
+		switch err := apply(ctx, s, ev); {
 		case errors.Is(err, errRejected):
 			fmt.Printf("%-10s %-9s rejected: %v\n", ev.order, ev.kind, err)
 		case err != nil:
@@ -124,19 +153,7 @@ func run(ctx context.Context, brokers, registry, topic string) error {
 			fmt.Printf("%-10s %-9s ok\n", ev.order, ev.kind)
 		}
 	}
-
-	fmt.Println("order table:")
-	if err := printTable(ctx, store); err != nil {
-		return err
-	}
-	fresh, done2, err := open()
-	if err != nil {
-		return err
-	}
-	defer done2()
-	rs := fresh.Stats().Restore
-	fmt.Printf("a second store on an empty cache restored %d records (%s restore), cancelled orders gone:\n", rs.Records, rs.Mode)
-	return printTable(ctx, fresh)
+	return nil
 }
 
 // apply moves one order through the state machine: it reads the order's
@@ -167,14 +184,4 @@ func apply(ctx context.Context, s *kvstore.Store[Order], ev event) error {
 	}
 	cur.Status, cur.UpdatedAt = to, time.Now().UTC().Truncate(time.Millisecond)
 	return s.Put(ctx, ev.order, cur)
-}
-
-func printTable(ctx context.Context, s *kvstore.Store[Order]) error {
-	for e, err := range s.Scan(ctx, "order-") {
-		if err != nil {
-			return err
-		}
-		fmt.Printf("  %s  customer %-4s %-8s %8.2f\n", e.Key, e.Value.CustomerID, e.Value.Status, float64(e.Value.TotalCents)/100)
-	}
-	return nil
 }

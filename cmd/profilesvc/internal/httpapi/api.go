@@ -29,7 +29,7 @@ import (
 	"github.com/compactkv/compactkv/kvstore"
 )
 
-// User is the stored value: testdata/user-v2.avsc, com.example.User.
+// User is the stored value, of UserSchema (com.example.User).
 type User struct {
 	FirstName string  `avro:"first_name"`
 	LastName  string  `avro:"last_name"`

@@ -18,7 +18,6 @@ import (
 	"github.com/compactkv/compactkv/cmd/profilesvc/internal/httpapi"
 	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
-	"github.com/compactkv/compactkv/testdata"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -36,7 +35,7 @@ func newStore(t *testing.T) (*kvstore.Store[httpapi.User], string) {
 	dir := t.TempDir()
 	s, err := kvstore.Open[httpapi.User](ctxT(t), "profiles",
 		kvstore.Brokers(c.Brokers()...), kvstore.Registry(c.RegistryURL()),
-		kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(dir))
+		kvstore.ValueSchema(httpapi.UserSchema), kvstore.Dir(dir))
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	return s, filepath.Join(dir, "profiles.db")
