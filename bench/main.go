@@ -132,7 +132,7 @@ func childRestore() {
 	began := time.Now()
 	s, err := kvstore.Open[User](context.Background(), *flagTopic,
 		kvstore.Brokers(*flagBrokers), kvstore.Registry(*flagRegistry),
-		kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(*flagDir), kvstore.RestoreMemory(*flagMem))
+		kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(*flagDir), kvstore.RestoreMemory(*flagMem))
 	took := time.Since(began)
 	close(stop)
 	<-done
@@ -351,7 +351,7 @@ func createTopic(ctx context.Context, e *env, topic string, parts int) (*dataset
 	if err != nil {
 		return nil, err
 	}
-	codec, err := serde.New[User](ctx, rc, serde.SubjectFor(topic), testdata.UserV2, sr.CompatBackward)
+	codec, err := serde.New[User](ctx, rc, serde.SubjectFor(topic), testdata.UserV2Schema, sr.CompatBackward)
 	if err != nil {
 		return nil, err
 	}
@@ -604,7 +604,7 @@ func benchOps(e *env, parts int, d *dataset, cacheDir string, res *results) erro
 	add := func(fig string, v float64) { res.add(e.name, parts, fig, v) }
 	open := func(dir string) (*kvstore.Store[User], error) {
 		return kvstore.Open[User](ctx, d.topic, kvstore.Brokers(e.brokers...), kvstore.Registry(e.registry),
-			kvstore.ValueSchema(testdata.UserV2), kvstore.Dir(dir), kvstore.RestoreMemory(*flagMem))
+			kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(dir), kvstore.RestoreMemory(*flagMem))
 	}
 	s, err := open(cacheDir)
 	if err != nil {

@@ -1,6 +1,12 @@
 package kvstore
 
-import "sync/atomic"
+import (
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/compactkv/compactkv/changelog"
+)
 
 // Guard names a reason the cache could not be trusted and was rebuilt from
 // the topic.
@@ -46,4 +52,37 @@ func (s *Store[V]) guardsFired() map[Guard]int64 {
 		}
 	}
 	return out
+}
+
+// decideGuard says which guard keeps a cache with meta m from serving as the
+// base of a delta restore of the topic info describes, whose partitions now
+// start and end at start and end, and why; GuardNone if none does. It is a
+// pure function of its arguments.
+func decideGuard(m cacheMeta, info changelog.TopicInfo, start, end map[int32]int64, now time.Time) (Guard, string) {
+	switch {
+	case m.format != formatVersion:
+		return GuardFormat, fmt.Sprintf("cache format version %d, want %d", m.format, formatVersion)
+	case m.topic != info.Name:
+		return GuardTopicRecreated, fmt.Sprintf("cache is of topic %q", m.topic)
+	case m.topicID != info.ID:
+		return GuardTopicRecreated, "topic ID changed (topic deleted and recreated)"
+	case m.partitions != info.Partitions:
+		return GuardPartitionsChanged, fmt.Sprintf("partition count changed from %d to %d", m.partitions, info.Partitions)
+	}
+	if off := now.Sub(m.currentAt); off > info.DeleteRetention {
+		return GuardRetentionExceeded, fmt.Sprintf("cache last current %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
+			off.Round(time.Millisecond), info.DeleteRetention)
+	}
+	for p := range info.Partitions {
+		n, ok := m.next[p]
+		switch {
+		case !ok:
+			return GuardCorrupt, fmt.Sprintf("no checkpoint for partition %d", p)
+		case n < start[p]:
+			return GuardBelowLogStart, fmt.Sprintf("checkpoint %d of partition %d is below the log start offset %d", n, p, start[p])
+		case n > end[p]:
+			return GuardAboveEnd, fmt.Sprintf("checkpoint %d of partition %d is above the end offset %d", n, p, end[p])
+		}
+	}
+	return GuardNone, ""
 }

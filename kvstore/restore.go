@@ -1,14 +1,12 @@
 package kvstore
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -213,7 +211,7 @@ func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason
 		s.log.Warn("kvstore: cache file unreadable, moved aside", "path", s.path, "moved_to", aside, "err", err)
 		return GuardCorrupt, "cache file unreadable: " + err.Error(), nil, nil
 	}
-	guard, reason = s.staleReason(m, start, end)
+	guard, reason = decideGuard(m, s.info, start, end, time.Now())
 	if guard != GuardNone {
 		db.Close()
 		return guard, reason, nil, s.discardCache()
@@ -257,37 +255,6 @@ func openAndReadMeta(path string, timeout time.Duration) (db *bolt.DB, m cacheMe
 		return nil, m, err
 	}
 	return db, m, nil
-}
-
-// staleReason says which guard keeps a cache with meta m from serving as
-// the base of a delta restore, and why; GuardNone if none does.
-func (s *Store[V]) staleReason(m cacheMeta, start, end map[int32]int64) (Guard, string) {
-	switch {
-	case m.format != formatVersion:
-		return GuardFormat, fmt.Sprintf("cache format version %d, want %d", m.format, formatVersion)
-	case m.topic != s.topic:
-		return GuardTopicRecreated, fmt.Sprintf("cache is of topic %q", m.topic)
-	case m.topicID != s.info.ID:
-		return GuardTopicRecreated, "topic ID changed (topic deleted and recreated)"
-	case m.partitions != s.info.Partitions:
-		return GuardPartitionsChanged, fmt.Sprintf("partition count changed from %d to %d", m.partitions, s.info.Partitions)
-	}
-	if off := time.Since(m.currentAt); off > s.info.DeleteRetention {
-		return GuardRetentionExceeded, fmt.Sprintf("cache last current %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
-			off.Round(time.Millisecond), s.info.DeleteRetention)
-	}
-	for p := range s.info.Partitions {
-		n, ok := m.next[p]
-		switch {
-		case !ok:
-			return GuardCorrupt, fmt.Sprintf("no checkpoint for partition %d", p)
-		case n < start[p]:
-			return GuardBelowLogStart, fmt.Sprintf("checkpoint %d of partition %d is below the log start offset %d", n, p, start[p])
-		case n > end[p]:
-			return GuardAboveEnd, fmt.Sprintf("checkpoint %d of partition %d is above the end offset %d", n, p, end[p])
-		}
-	}
-	return GuardNone, ""
 }
 
 // removeLeftovers removes what a restore killed midway left: spilled runs
@@ -411,89 +378,6 @@ func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64, currentAt time.Ti
 	}
 	if err := replaceFile(tmp, s.path); err != nil {
 		return fmt.Errorf("install cache file: %w", err)
-	}
-	return nil
-}
-
-// applyBatches applies one poll's batches to the cache file in one
-// transaction together with the offsets they bring each partition to.
-func (s *Store[V]) applyBatches(ctx context.Context, bs []changelog.Batch) error {
-	return s.applyBatchesWith(ctx, bs, nil, time.Time{})
-}
-
-// applyBatchesWith is applyBatches that also writes own, in the same
-// transaction after the batches (own writes the batches should have carried
-// but did not, see applyTail), and records that the cache was current at
-// currentAt unless that is zero.
-func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, own map[int32][]ownWrite, currentAt time.Time) error {
-	if len(bs) == 0 {
-		return nil
-	}
-	bs, err := s.screen(ctx, bs) // poison.go
-	if err != nil {
-		return err
-	}
-	s.checkPartitions(bs) // partition.go
-	return safeUpdate(s.db, func(tx *bolt.Tx) error {
-		next := make(map[int32]int64, len(bs))
-		for _, bt := range bs {
-			next[bt.Partition] = bt.Next
-			if len(bt.Records) == 0 {
-				continue
-			}
-			b := tx.Bucket(s.reps.all[bt.Partition].bucket)
-			if b == nil {
-				return fmt.Errorf("cache has no bucket for partition %d", bt.Partition)
-			}
-			recs := bt.Records
-			if len(recs) > 1 {
-				recs = slices.Clone(recs)
-				// Key order for locality; stable, so the last version of a key is applied last.
-				slices.SortStableFunc(recs, func(a, b changelog.Record) int { return bytes.Compare(a.Key, b.Key) })
-			}
-			for _, r := range recs {
-				var err error
-				if r.Value == nil {
-					err = b.Delete(r.Key)
-				} else {
-					err = b.Put(r.Key, r.Value)
-				}
-				if err != nil {
-					return &changelog.PartitionError{Topic: s.topic, Partition: bt.Partition, Offset: r.Offset, Err: err}
-				}
-			}
-		}
-		for p, ws := range own {
-			if err := writeOwn(tx, s.reps.all[p], ws); err != nil {
-				return err
-			}
-		}
-		if err := putOffsets(tx, next); err != nil {
-			return err
-		}
-		if currentAt.IsZero() {
-			return nil
-		}
-		return putCurrentAt(tx, currentAt)
-	})
-}
-
-// writeOwn writes r's own writes ws into the cache file inside tx.
-func writeOwn(tx *bolt.Tx, r *replica, ws []ownWrite) error {
-	b := tx.Bucket(r.bucket)
-	if b == nil {
-		return fmt.Errorf("cache has no bucket for partition %d", r.p)
-	}
-	for _, w := range ws {
-		var err error
-		if w.value == nil {
-			err = b.Delete([]byte(w.key))
-		} else {
-			err = b.Put([]byte(w.key), w.value)
-		}
-		if err != nil {
-			return err
-		}
 	}
 	return nil
 }

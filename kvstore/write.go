@@ -1,0 +1,131 @@
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/compactkv/compactkv/changelog"
+)
+
+// Put writes value under key: it encodes the value (a value that does not fit
+// the schema returns ErrInvalidValue and produces nothing), produces it with
+// acks=all, waits for the broker's acknowledgement, and then makes it visible
+// to Get. It waits at most until ctx ends or DeliveryTimeout (default 2m)
+// passes, whichever is first. An error means the store stopped waiting
+// before an acknowledgement: the record may still reach the topic, and Get
+// shows it once it does (through a late acknowledgement, or the follower).
+func (s *Store[V]) Put(ctx context.Context, key string, value V) error {
+	return wait(func(done func(error)) { s.PutAsync(ctx, key, value, done) })
+}
+
+// Delete writes a tombstone (the key with a null value) and, once the broker
+// has acknowledged it, hides the key from Get. Deleting a missing key still
+// writes a tombstone. It waits as Put does.
+func (s *Store[V]) Delete(ctx context.Context, key string) error {
+	return wait(func(done func(error)) { s.DeleteAsync(ctx, key, done) })
+}
+
+// wait runs an asynchronous write and returns what it reports.
+func wait(start func(done func(error))) error {
+	ch := make(chan error, 1)
+	start(func(err error) { ch <- err })
+	return <-ch
+}
+
+// PutAsync is Put without the wait: it encodes the value and hands the
+// record to the producer, then returns. done is called exactly once: with
+// nil once the broker has acknowledged the record (from then on Get returns
+// the value), or with the error that failed it, at the latest when ctx ends
+// or DeliveryTimeout passes; an invalid value or a closed store calls done
+// before PutAsync returns. done may run on the producer's goroutine and must
+// not block. Close waits for every PutAsync in flight, up to CloseTimeout.
+// Many writes in flight share batches, which makes PutAsync the fast way to
+// load data.
+func (s *Store[V]) PutAsync(ctx context.Context, key string, value V, done func(error)) {
+	if s.closing.Load() {
+		done(ErrClosed)
+		return
+	}
+	if key == "" {
+		done(ErrEmptyKey)
+		return
+	}
+	b, err := s.codec.Encode(value)
+	if err != nil {
+		done(fmt.Errorf("kvstore: put %q: %w", key, err))
+		return
+	}
+	s.writeAsync(ctx, key, b, done)
+}
+
+// DeleteAsync is Delete without the wait, as PutAsync is to Put.
+func (s *Store[V]) DeleteAsync(ctx context.Context, key string, done func(error)) {
+	if key == "" {
+		done(ErrEmptyKey)
+		return
+	}
+	s.writeAsync(ctx, key, nil, done)
+}
+
+func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, done func(error)) {
+	s.wmu.RLock()
+	if s.closing.Load() {
+		s.wmu.RUnlock()
+		done(ErrClosed)
+		return
+	}
+	s.pending.Add(1) // Close waits for it after taking wmu, so not before this
+	s.wmu.RUnlock()
+
+	op := &writeOp{done: done, key: key, pending: &s.pending}
+	op.timer = time.AfterFunc(s.cfg.deliveryTimeout, func() {
+		op.finish(fmt.Errorf("%w (%v)", ErrDeliveryTimeout, s.cfg.deliveryTimeout))
+	})
+	op.stopCtx = context.AfterFunc(ctx, func() { op.finish(ctx.Err()) })
+	op.stopDead = context.AfterFunc(s.dead, func() { op.finish(ErrClosed) })
+	kb := []byte(key)
+	p := s.part(kb, s.info.Partitions)
+	s.tp.ProduceAsync(s.dead, p, kb, value, func(off int64, err error) {
+		op.timer.Stop() // set before ProduceAsync, which may call back at once
+		op.stopCtx()
+		op.stopDead()
+		switch {
+		case err == nil:
+			s.reps.all[p].putOwn(key, off, value) // acknowledged: visible, even to a caller that gave up
+		case s.dead.Err() != nil:
+			err = ErrClosed // Close gave up on it (the producer reports that as its ctx's end)
+		}
+		op.finish(err)
+	})
+}
+
+// writeOp is one write in flight: whichever of the acknowledgement, the
+// delivery timeout and the caller's ctx comes first reports to done.
+type writeOp struct {
+	key      string
+	done     func(error)
+	pending  *sync.WaitGroup
+	fired    atomic.Bool
+	timer    *time.Timer
+	stopCtx  func() bool
+	stopDead func() bool
+}
+
+func (w *writeOp) finish(err error) {
+	if !w.fired.CompareAndSwap(false, true) {
+		return
+	}
+	if err != nil {
+		switch {
+		case errors.Is(err, changelog.ErrClosed):
+			err = ErrClosed
+		}
+		err = fmt.Errorf("kvstore: write %q: %w", w.key, err)
+	}
+	w.done(err)
+	w.pending.Done()
+}
