@@ -6,11 +6,15 @@
 //
 // # Basics
 //
-// EnsureTopic creates or validates the topic and returns its identity
-// (topic ID, partition count, delete.retention.ms). A Writer produces; a
-// Reader reads every partition from a start offset and returns, per poll, one
-// Batch per partition with the offset to resume from. The package knows
-// nothing about Avro or about the cache the batches go to.
+// Open connects, creates or validates the topic and returns a *Topic: its
+// identity (Info: topic ID, partition count, delete.retention.ms), its start
+// and end offsets, a producer (Produce, ProduceAsync) and Readers
+// (NewReader). A Reader reads partitions from start offsets and returns, per
+// poll, one Batch per partition with the offset to resume from. The client's
+// errors reach callers as the package's own (ErrClosed, ErrDeliveryTimeout,
+// ErrGap, *PartitionError); no kgo or kadm value crosses the package's edge
+// except the options a caller passes in (Config.ClientOpts). The package
+// knows nothing about Avro or about the cache the batches go to.
 //
 // # Durability
 //

@@ -6,7 +6,7 @@ import (
 )
 
 var (
-	// ErrNotCompacted is returned (wrapped) by EnsureTopic when the topic
+	// ErrNotCompacted is returned (wrapped) by Open when the topic
 	// exists and its cleanup.policy does not include compact.
 	ErrNotCompacted = errors.New("changelog: topic is not compacted")
 

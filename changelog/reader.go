@@ -54,6 +54,7 @@ func newReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, er
 		kgo.FetchIsolationLevel(kgo.ReadCommitted()),
 		kgo.KeepControlRecords(),
 		kgo.ConsumeResetOffset(kgo.NoResetOffset()), // never skip past missing records
+		kgo.RequiredAcks(kgo.AllISRAcks()),          // a reader produces nothing: whatever acks the caller set
 	)
 	cl, err := kgo.NewClient(all...)
 	if err != nil {

@@ -27,7 +27,7 @@ type TopicInfo struct {
 	DeleteRetention time.Duration
 }
 
-// TopicSpec says how EnsureTopic creates a missing topic.
+// TopicSpec says how Open creates a missing topic.
 type TopicSpec struct {
 	Partitions        int32             // -1: the broker's num.partitions
 	ReplicationFactor int16             // -1: the broker's default.replication.factor

@@ -5,11 +5,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/url"
 	"strings"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sr"
+
+	"github.com/compactkv/compactkv/serde"
 )
 
 // Option configures Open. Options are applied in order; later ones win.
@@ -72,11 +76,34 @@ func (c *config) validate(topic string) error {
 	if len(c.brokers) == 0 {
 		bad("no brokers (use Brokers)")
 	}
+	for _, b := range c.brokers {
+		if _, port, err := net.SplitHostPort(b); err != nil || port == "" {
+			bad("Brokers(%q): want host:port", b)
+		}
+	}
 	if c.registryURL == "" {
 		bad("no schema registry URL (use Registry)")
+	} else if u, err := url.Parse(c.registryURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		bad("Registry(%q): want an http:// or https:// URL", c.registryURL)
 	}
 	if strings.TrimSpace(c.schema) == "" {
 		bad("no value schema (use ValueSchema)")
+	} else if err := serde.CheckSchema(c.schema); err != nil {
+		bad("ValueSchema: %v", err)
+	}
+	for k := range c.topicConfigs {
+		switch k {
+		case "":
+			bad("TopicConfig with an empty key")
+		case "cleanup.policy":
+			bad("TopicConfig(%q): the topic is always compacted; leave it out", k)
+		}
+	}
+	switch c.compat {
+	case sr.CompatNone, sr.CompatBackward, sr.CompatBackwardTransitive, sr.CompatForward,
+		sr.CompatForwardTransitive, sr.CompatFull, sr.CompatFullTransitive:
+	default:
+		bad("SchemaCompatibility(%v): not a compatibility level", c.compat)
 	}
 	if c.dir == "" {
 		bad("empty cache directory (use Dir)")
@@ -132,7 +159,7 @@ func ValueSchema(avsc string) Option { return optFn(func(c *config) { c.schema =
 func Dir(dir string) Option { return optFn(func(c *config) { c.dir = dir }) }
 
 // Partitions sets the partition count used when Open creates the topic.
-// An existing topic keeps its own. Default 1.
+// An existing topic keeps its own. Default 1; at least 1.
 func Partitions(n int32) Option { return optFn(func(c *config) { c.partitions = n }) }
 
 // ReplicationFactor sets the replication factor used when Open creates the
@@ -189,12 +216,12 @@ func KeyPartitioner(p Partitioner) Option {
 
 // RestoreMemory bounds the memory a full restore uses to sort records before
 // loading them; beyond it sorted runs are spilled to files in the cache
-// directory. Default 64 MiB.
+// directory. Default 64 MiB; at least 1 MiB.
 func RestoreMemory(bytes int) Option { return optFn(func(c *config) { c.restoreMemory = bytes }) }
 
 // LockTimeout bounds how long Open waits for the cache file while another
 // process holds it; then Open fails with an error naming the file.
-// Default 5s.
+// Default 5s; must be positive.
 func LockTimeout(d time.Duration) Option { return optFn(func(c *config) { c.lockTimeout = d }) }
 
 // Logger sets the logger the store writes to (restore progress, skipped
@@ -209,7 +236,13 @@ func Logger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l
 // skipping past missing offsets), which are applied last and cannot be
 // changed. Credentials go to franz-go as they are; the store never logs
 // them or puts them in an error. Default: none (plaintext, no SASL, no
-// compression). For example:
+// compression). Later calls add to earlier ones. Do not pass
+// kgo.DisableIdempotentWrite: the store's writes rest on the idempotent
+// producer. The client's own log goes to kgo.WithLogger (for example
+// kgo.WithLogger(kgo.BasicLogger(os.Stderr, kgo.LogLevelInfo, nil))): the
+// place to look when a connection or authentication fails, since the broker
+// often answers a bad password by closing the connection ("EOF"). For
+// example:
 //
 //	kvstore.KafkaOpts(
 //		kgo.DialTLSConfig(&tls.Config{MinVersion: tls.VersionTLS12}), // TLS
@@ -221,7 +254,13 @@ func Logger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l
 // (or AsSha512Mechanism) from pkg/sasl/scram; OAUTHBEARER and AWS MSK IAM
 // have their own packages under pkg/sasl.
 func KafkaOpts(opts ...kgo.Opt) Option {
-	return optFn(func(c *config) { c.kgoOpts = append(c.kgoOpts, opts...) })
+	return optFn(func(c *config) {
+		for _, o := range opts {
+			if o != nil { // an unset kgo.Opt variable sets nothing
+				c.kgoOpts = append(c.kgoOpts, o)
+			}
+		}
+	})
 }
 
 // RegistryOpts adds schema registry client options (sr.ClientOpt): basic or
@@ -246,5 +285,5 @@ func DeliveryTimeout(d time.Duration) Option { return optFn(func(c *config) { c.
 // CloseTimeout bounds how long Close waits, in all, for the store's own
 // writes to be applied and for writes in flight to be acknowledged, so that
 // Close returns within about that long even with the broker gone. Writes
-// still in flight then fail with ErrClosed. Default 5s.
+// still in flight then fail with ErrClosed. Default 5s; must be positive.
 func CloseTimeout(d time.Duration) Option { return optFn(func(c *config) { c.closeTimeout = d }) }

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/sr"
 
 	"github.com/compactkv/compactkv/kvstore"
 	"github.com/compactkv/compactkv/testdata"
@@ -46,6 +47,18 @@ func TestOpenReportsEveryBadOptionAtOnce(t *testing.T) {
 			"ProgressInterval(-1s)",
 			"OnPoison(PoisonPolicy(7))",
 			"Logger(nil)",
+		}},
+		{"addresses, schema and topic configs that cannot work", "t", []kvstore.Option{
+			kvstore.Brokers("localhost", ""), kvstore.Registry("ftp://x"), kvstore.ValueSchema("not json"),
+			kvstore.Dir(t.TempDir()), kvstore.TopicConfig("cleanup.policy", "delete"),
+			kvstore.SchemaCompatibility(sr.CompatibilityLevel(99)), nil, // a nil option sets nothing
+		}, []string{
+			`Brokers("localhost"): want host:port`,
+			`Brokers(""): want host:port`,
+			`Registry("ftp://x"): want an http:// or https:// URL`,
+			"ValueSchema: serde: invalid Avro schema",
+			`TopicConfig("cleanup.policy")`,
+			"SchemaCompatibility(",
 		}},
 	}
 	for _, c := range cases {

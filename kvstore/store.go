@@ -97,7 +97,9 @@ type RestoreStats struct {
 func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
-		o.apply(&cfg)
+		if o != nil { // a nil Option (an unset variable) sets nothing
+			o.apply(&cfg)
+		}
 	}
 	if err := cfg.validate(topic); err != nil {
 		return nil, err

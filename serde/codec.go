@@ -48,6 +48,15 @@ const (
 // the TopicNameStrategy: "<topic>-value".
 func SubjectFor(topic string) string { return topic + "-value" }
 
+// CheckSchema reports whether schema is a valid Avro schema, with an error
+// wrapping ErrInvalidSchema if not. It asks no registry.
+func CheckSchema(schema string) error {
+	if _, err := avro.Parse(schema); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSchema, err)
+	}
+	return nil
+}
+
 // New parses schema, checks that V can hold it, checks it against the
 // subject's registered versions, registers it if it is not registered yet,
 // and returns a codec that encodes with it.

@@ -13,7 +13,8 @@
 //
 // Write checks what it wrote before it returns: internal/boltcheck reads
 // every page, then bbolt opens the file and reads every bucket's first and
-// last key. Should either refuse it, should the input not be sorted, or
+// last key. Should either refuse it (keys out of order, say), should the
+// bucket names not be sorted, or
 // should the bbolt this binary was built with not be the version the page
 // layout was verified against (VerifiedBbolt), it logs a warning and loads
 // the same data through bbolt's own API instead: slower, but a file bbolt

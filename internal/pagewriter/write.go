@@ -19,10 +19,10 @@ import (
 // bbolt's API instead (see Write); the pin test fails when go.mod moves.
 const VerifiedBbolt = "v1.4.3"
 
-// ErrUnsorted is returned by a Writer's Bucket and Put when the page writer
-// gets a bucket name or key out of order. Write does not return it: it
-// loads such input through bbolt's API instead.
-var ErrUnsorted = errors.New("pagewriter: input not in ascending order")
+// ErrUnsorted is returned by the page writer's Bucket when it gets a bucket
+// name out of order. Write does not return it: it loads such input through
+// bbolt's API instead.
+var ErrUnsorted = errors.New("pagewriter: bucket names not in ascending order")
 
 // Writer takes a file's contents, in order. Its methods are called by the
 // Data function handed to Write, never concurrently.
@@ -33,9 +33,10 @@ type Writer interface {
 	Bucket(name []byte) error
 	// Put adds key and val to the bucket Bucket last started. Keys must be
 	// non-empty, at most bolt.MaxKeySize bytes and strictly ascending in
-	// byte order within the bucket; values at most bolt.MaxValueSize bytes.
-	// Put copies neither: they must stay unchanged until it returns, and
-	// may be reused after.
+	// byte order within the bucket (keys out of order make a file the
+	// self-check refuses: Write then loads through bbolt's API); values at
+	// most bolt.MaxValueSize bytes. Put may keep neither: they must stay
+	// unchanged until it returns, and may be reused after.
 	Put(key, val []byte) error
 }
 
@@ -84,7 +85,7 @@ func Write(path string, data Data, opts Options) error {
 	}
 	err := writePages(path, ps, data)
 	if errors.Is(err, ErrUnsorted) {
-		log.Warn("pagewriter: input not sorted; loading through bbolt's API", "path", path, "err", err)
+		log.Warn("pagewriter: bucket names not sorted; loading through bbolt's API", "path", path, "err", err)
 		return load(path, ps, data)
 	}
 	if err != nil {
