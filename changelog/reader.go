@@ -82,16 +82,19 @@ func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 		return nil, err
 	}
 	var first error
-	if errs := fs.Errors(); len(errs) > 0 {
-		fe := errs[0] // the first is enough: the caller handles one at a time
+	for _, fe := range fs.Errors() { // one error is reported: a gap first, since it needs the caller to act
 		var dl *kgo.ErrDataLoss
+		var err error
 		switch {
 		case errors.Is(fe.Err, context.Canceled) || errors.Is(fe.Err, context.DeadlineExceeded):
-			first = fe.Err
+			err = fe.Err
 		case errors.Is(fe.Err, kerr.OffsetOutOfRange) || errors.As(fe.Err, &dl):
-			first = &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fmt.Errorf("%w: %w", ErrGap, fe.Err)}
+			err = &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: fmt.Errorf("%w: %w", ErrGap, fe.Err)}
 		default:
-			first = &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: translate(fe.Err)}
+			err = &PartitionError{Topic: fe.Topic, Partition: fe.Partition, Offset: -1, Err: translate(fe.Err)}
+		}
+		if first == nil || (errors.Is(err, ErrGap) && !errors.Is(first, ErrGap)) {
+			first = err
 		}
 	}
 	clear(r.byP)

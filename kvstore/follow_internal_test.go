@@ -71,3 +71,33 @@ func TestAnOwnWriteLeavesTheOverlayOnlyOnceItIsInTheFile(t *testing.T) {
 		t.Fatal("an empty overlay reports itself drained")
 	}
 }
+
+// A restore that ends short of a partition's end offset (the records left
+// are ones a reader cannot see, and the end did not move) leaves the cache
+// caught up as of the listing: no lag, no retention rebuild, and a later
+// end offset is reached as usual.
+func TestAQuietTailCountsAsCaughtUpAndIsLeftBehindByNewRecords(t *testing.T) {
+	s := bareStore(t)
+	at := time.Now()
+	s.reps.restored(0, 5, 7, at) // offsets 5 and 6 hold nothing visible
+	g, why := s.retentionExceeded()
+	require.Equal(t, GuardNone, g, why)
+	ps := s.reps.snapshot()[0]
+	require.Equal(t, int64(5), ps.Applied, "the checkpoint stays where the reader is")
+	require.Zero(t, ps.Lag)
+	require.Equal(t, at, ps.CaughtUpAt)
+
+	later := at.Add(time.Second)
+	s.reps.observe(0, 7, later)
+	require.Equal(t, later, s.reps.snapshot()[0].CaughtUpAt, "the same end, seen later: caught up later")
+
+	newer := later.Add(time.Second)
+	s.reps.observe(0, 9, newer)
+	require.Equal(t, later, s.reps.snapshot()[0].CaughtUpAt, "behind a new record")
+	require.Equal(t, int64(2), s.reps.snapshot()[0].Lag)
+	s.reps.applied(0, 9)
+	ps = s.reps.snapshot()[0]
+	require.Equal(t, newer, ps.CaughtUpAt)
+	require.Zero(t, ps.Lag)
+	require.Equal(t, int64(9), ps.Applied)
+}

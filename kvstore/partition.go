@@ -21,7 +21,7 @@ import (
 const maxMisroutedKeys = 10_000
 
 // misroutes is the detection's state. The restore and the follower never run
-// at the same time, but Misrouted is called from anywhere.
+// at the same time, but Stats reads the count from anywhere.
 type misroutes struct {
 	count atomic.Int64
 

@@ -80,8 +80,8 @@ func (e *PoisonError) Unwrap() []error {
 // Open's ctx), then Open fails. While following the topic, the check gives up
 // after followRegistryWait and the record is applied unchecked (logged): the
 // follower neither stops nor drops it, and Get of that key reports the
-// decoding error, if any, once it can be told. The follower may hold the lock
-// of the store's own pending writes meanwhile, so its wait is short.
+// decoding error, if any, once it can be told. The follower reads nothing
+// else meanwhile, so its wait is short.
 const (
 	registryWait       = 15 * time.Second
 	followRegistryWait = 2 * time.Second

@@ -71,7 +71,8 @@ func (rs *replicas) each(fn func(*replica)) {
 }
 
 // setAll moves every partition to state with err; a stopped partition stays
-// stopped.
+// stopped (Close stops every partition last, whatever a rebuild still
+// running sets).
 func (rs *replicas) setAll(state PartitionState, err error) {
 	rs.each(func(r *replica) {
 		if r.state != PartitionStopped {
@@ -117,27 +118,31 @@ func (rs *replicas) recover(cause stallCause) {
 }
 
 // restored records that a restore, which listed the end offsets at at and
-// found end, brought p up to next. The cache is caught up as of at only if
-// next reached end: a restore can end short of it (records it could not
-// see), and then the follower has yet to get there.
+// found end, brought p up to next. A restore that ends short of end does so
+// because the partition stayed quiet while its end did not move: the
+// records left below end are ones a reader cannot see (aborted, or
+// compacted to empty batches), so the cache holds everything visible up to
+// end and counts as caught up as of at, its checkpoint staying at next.
 func (rs *replicas) restored(p int32, next, end int64, at time.Time) {
 	rs.update(p, func(r *replica) {
-		r.applied, r.obs = next, r.obs[:0]
+		r.applied, r.obs, r.quietEnd = next, r.obs[:0], 0
 		r.end = max(next, end)
-		if next >= end {
-			r.caughtUpAt = at
-		} else {
-			r.obs = append(r.obs, endObs{at, end})
+		if next < end {
+			r.quietEnd = end
 		}
+		r.caughtUpAt = at
 	})
 }
+
+// reached is the offset below which the cache holds every visible record.
+func (r *replica) reached() int64 { return max(r.applied, r.quietEnd) }
 
 // observe records that p's end offset was end at at (a time taken before
 // the broker was asked).
 func (rs *replicas) observe(p int32, end int64, at time.Time) {
 	rs.update(p, func(r *replica) {
 		r.end = max(r.end, end)
-		if end <= r.applied {
+		if end <= r.reached() {
 			r.caughtUpAt = maxTime(r.caughtUpAt, at)
 			return
 		}
@@ -162,8 +167,11 @@ func (rs *replicas) applied(p int32, next int64) {
 		}
 		r.applied = max(r.applied, next)
 		r.end = max(r.end, r.applied)
+		if r.applied >= r.quietEnd {
+			r.quietEnd = 0
+		}
 		i := 0
-		for ; i < len(r.obs) && r.obs[i].end <= r.applied; i++ {
+		for ; i < len(r.obs) && r.obs[i].end <= r.reached(); i++ {
 			r.caughtUpAt = maxTime(r.caughtUpAt, r.obs[i].at)
 		}
 		r.obs = append(r.obs[:0], r.obs[i:]...)
@@ -176,7 +184,7 @@ func (rs *replicas) snapshot() []PartitionStats {
 	for p, r := range rs.all {
 		r.mu.RLock()
 		out[p] = PartitionStats{Partition: int32(p), State: r.state, Applied: r.applied, End: r.end,
-			Lag: max(0, r.end-r.applied), CaughtUpAt: r.caughtUpAt, Err: r.err}
+			Lag: max(0, r.end-r.reached()), CaughtUpAt: r.caughtUpAt, Err: r.err}
 		r.mu.RUnlock()
 	}
 	return out

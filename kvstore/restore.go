@@ -175,10 +175,18 @@ func (s *Store[V]) installCache(next map[int32]int64) error {
 		return fmt.Errorf("open rebuilt cache file: %w", err)
 	}
 	if !s.opened { // in Open: nothing runs concurrently yet
+		if s.db != nil {
+			s.db.Close() // a delta attempt's file, replaced on disk
+		}
 		s.db = db
 		return nil
 	}
 	s.mu.Lock()
+	if s.closed { // Close gave up waiting for this rebuild
+		s.mu.Unlock()
+		db.Close()
+		return ErrClosed
+	}
 	old := s.db
 	s.db = db
 	for p, n := range next {

@@ -64,6 +64,10 @@ func (s *Store[V]) PutAsync(ctx context.Context, key string, value V, done func(
 
 // DeleteAsync is Delete without the wait, as PutAsync is to Put.
 func (s *Store[V]) DeleteAsync(ctx context.Context, key string, done func(error)) {
+	if s.closing.Load() {
+		done(ErrClosed)
+		return
+	}
 	if key == "" {
 		done(ErrEmptyKey)
 		return
