@@ -103,8 +103,9 @@ func (s *Store[V]) closeResources(ctx context.Context) error {
 		s.log.Warn("kvstore: Close gave up on writes still in flight: the producer did not flush within CloseTimeout")
 	}
 	if s.kill != nil {
-		s.kill()         // every write still unanswered fails with ErrClosed
-		s.pending.Wait() // and its caller has been told
+		s.kill()                        // the producer fails what it still holds
+		s.inflight.finishAll(ErrClosed) // every write still unanswered fails with ErrClosed
+		s.pending.Wait()                // and its caller has been told
 	}
 	s.mu.Lock() // waits only for reads of the file
 	defer s.mu.Unlock()

@@ -46,8 +46,9 @@ type Store[V any] struct {
 	// wmu orders writes registering in pending (shared) against Close
 	// (exclusive), so that Close's wait sees every write it must. No one
 	// holds it across a network wait.
-	wmu     sync.RWMutex
-	pending sync.WaitGroup // writes whose caller has not been answered yet
+	wmu      sync.RWMutex
+	pending  sync.WaitGroup // writes whose caller has not been answered yet
+	inflight opSet          // the same writes, for Close to answer
 	// dead ends when Close gives up on the writes still in flight: they
 	// fail with ErrClosed. It is also the context of every record handed to
 	// the producer, so that one caller giving up fails no other's record.
@@ -116,6 +117,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 		reps:  newReplicas(0, cfg.stateListener),
 	}
 	s.dead, s.kill = context.WithCancel(context.Background())
+	go s.expireWrites(s.dead)
 	ok := false
 	defer func() {
 		if !ok {

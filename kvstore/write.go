@@ -85,18 +85,14 @@ func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, don
 	s.pending.Add(1) // Close waits for it after taking wmu, so not before this
 	s.wmu.RUnlock()
 
-	op := &writeOp{done: done, key: key, pending: &s.pending}
-	op.timer = time.AfterFunc(s.cfg.deliveryTimeout, func() {
-		op.finish(fmt.Errorf("%w (%v)", ErrDeliveryTimeout, s.cfg.deliveryTimeout))
-	})
+	op := &writeOp{done: done, key: key, pending: &s.pending, set: &s.inflight,
+		deadline: time.Now().Add(s.cfg.deliveryTimeout)}
+	s.inflight.add(op) // expireWrites answers it at its deadline, Close at the latest
 	op.stopCtx = context.AfterFunc(ctx, func() { op.finish(ctx.Err()) })
-	op.stopDead = context.AfterFunc(s.dead, func() { op.finish(ErrClosed) })
 	kb := []byte(key)
 	p := s.part(kb, s.info.Partitions)
 	s.tp.ProduceAsync(s.dead, p, kb, value, func(off int64, err error) {
-		op.timer.Stop() // set before ProduceAsync, which may call back at once
-		op.stopCtx()
-		op.stopDead()
+		op.stopCtx() // set before ProduceAsync, which may call back at once
 		switch {
 		case err == nil:
 			s.reps.all[p].putOwn(key, off, value) // acknowledged: visible, even to a caller that gave up
@@ -113,16 +109,18 @@ type writeOp struct {
 	key      string
 	done     func(error)
 	pending  *sync.WaitGroup
+	set      *opSet
+	shard    uint32
 	fired    atomic.Bool
-	timer    *time.Timer
+	deadline time.Time // DeliveryTimeout after the write began
 	stopCtx  func() bool
-	stopDead func() bool
 }
 
 func (w *writeOp) finish(err error) {
 	if !w.fired.CompareAndSwap(false, true) {
 		return
 	}
+	w.set.remove(w)
 	if err != nil {
 		switch {
 		case errors.Is(err, changelog.ErrClosed):
@@ -132,4 +130,78 @@ func (w *writeOp) finish(err error) {
 	}
 	w.done(err)
 	w.pending.Done()
+}
+
+// opSet holds the writes whose callers have no answer yet, so that Close
+// can answer them. It is sharded so that concurrent writes rarely meet on
+// one lock.
+type opSet struct {
+	next   atomic.Uint32
+	shards [16]opShard
+}
+
+type opShard struct {
+	mu sync.Mutex
+	m  map[*writeOp]struct{}
+	_  [40]byte // one cache line each
+}
+
+func (s *opSet) add(op *writeOp) {
+	op.shard = s.next.Add(1) % uint32(len(s.shards))
+	sh := &s.shards[op.shard]
+	sh.mu.Lock()
+	if sh.m == nil {
+		sh.m = make(map[*writeOp]struct{})
+	}
+	sh.m[op] = struct{}{}
+	sh.mu.Unlock()
+}
+
+func (s *opSet) remove(op *writeOp) {
+	sh := &s.shards[op.shard]
+	sh.mu.Lock()
+	delete(sh.m, op)
+	sh.mu.Unlock()
+}
+
+// finishAll answers every write still in the set with err.
+func (s *opSet) finishAll(err error) { s.finishIf(func(*writeOp) bool { return true }, err) }
+
+// finishIf answers with err every write in the set that due picks.
+func (s *opSet) finishIf(due func(*writeOp) bool, err error) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		var ops []*writeOp
+		sh.mu.Lock()
+		for op := range sh.m {
+			if due(op) {
+				ops = append(ops, op)
+			}
+		}
+		sh.mu.Unlock()
+		for _, op := range ops {
+			op.finish(err)
+		}
+	}
+}
+
+// expireEvery is how often expireWrites looks for writes past their
+// deadline: the resolution of DeliveryTimeout.
+const expireEvery = 100 * time.Millisecond
+
+// expireWrites answers every write still unanswered at its deadline with
+// ErrDeliveryTimeout, until ctx ends. One goroutine for all writes, instead
+// of a timer each.
+func (s *Store[V]) expireWrites(ctx context.Context) {
+	t := time.NewTicker(expireEvery)
+	defer t.Stop()
+	err := fmt.Errorf("%w (%v)", ErrDeliveryTimeout, s.cfg.deliveryTimeout)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.inflight.finishIf(func(op *writeOp) bool { return !now.Before(op.deadline) }, err)
+		}
+	}
 }
