@@ -142,4 +142,15 @@ func TestClientErrorsAreTranslated(t *testing.T) {
 	require.NoError(t, tp.Close(ctx))
 	_, err = tp.Produce(ctx, 0, []byte("k"), []byte("v"))
 	require.ErrorIs(t, err, changelog.ErrClosed)
+	_, err = tp.NewReader(map[int32]int64{0: 0})
+	require.ErrorIs(t, err, changelog.ErrClosed)
+}
+
+// A topic deleted under a running Topic is reported as missing.
+func TestATopicDeletedInUseIsReportedMissing(t *testing.T) {
+	c, ctx := setup(t)
+	tp := open(t, ctx, c, "t", oneP)
+	require.NoError(t, c.Kafka().DeleteTopic("t"))
+	_, err := tp.EndOffsets(ctx)
+	require.ErrorIs(t, err, changelog.ErrTopicMissing)
 }

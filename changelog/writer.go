@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -40,6 +42,7 @@ type Topic struct {
 	info TopicInfo
 
 	closeOnce sync.Once
+	closed    atomic.Bool
 }
 
 // Open connects to the cluster, creates the topic with cleanup.policy=compact
@@ -151,6 +154,9 @@ func (t *Topic) ProduceAsync(ctx context.Context, partition int32, key, value []
 // NewReader returns a Reader of the topic that starts partition p at
 // from[p], connected as the Topic is.
 func (t *Topic) NewReader(from map[int32]int64) (*Reader, error) {
+	if t.closed.Load() {
+		return nil, fmt.Errorf("changelog: new reader of topic %q: %w", t.name, ErrClosed)
+	}
 	return newReader(t.name, from, append([]kgo.Opt{kgo.SeedBrokers(t.cfg.Brokers...)}, t.cfg.ClientOpts...)...)
 }
 
@@ -159,6 +165,7 @@ func (t *Topic) NewReader(from map[int32]int64) (*Reader, error) {
 func (t *Topic) Close(ctx context.Context) error {
 	var err error
 	t.closeOnce.Do(func() {
+		t.closed.Store(true)
 		err = t.cl.Flush(ctx)
 		t.cl.Close()
 	})
@@ -172,6 +179,8 @@ func translate(err error) error {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	case errors.Is(err, kgo.ErrRecordTimeout):
 		return fmt.Errorf("%w: %w", ErrDeliveryTimeout, err)
+	case errors.Is(err, kerr.UnknownTopicOrPartition):
+		return fmt.Errorf("%w: %w", ErrTopicMissing, err)
 	}
 	return err
 }

@@ -1,6 +1,8 @@
 package kvstore
 
 import (
+	"errors"
+	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -51,4 +53,37 @@ func TestAReplicaHandsBackOwnWritesTheFollowerPassedUnseen(t *testing.T) {
 	default:
 		t.Fatal("drained once every own write is in the file")
 	}
+}
+
+// State changes reach the listener in the order they happened, even when
+// two goroutines change one partition at once, and the listener may read
+// the replicas while it is told.
+func TestStateChangesAreToldInOrder(t *testing.T) {
+	var rs *replicas
+	var told []StateChange
+	rs = newReplicas(1, func(c StateChange) {
+		_ = rs.snapshot() // reading the state from the listener must not deadlock
+		told = append(told, c)
+	})
+	rs.setAll(PartitionFollowing, nil)
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 500 {
+				if g == 0 {
+					rs.stallAll(errors.New("probe"))
+				} else {
+					rs.recover(stallProbe)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.NotEmpty(t, told)
+	for i := 1; i < len(told); i++ {
+		require.Equal(t, told[i-1].To, told[i].From, "change %d follows change %d", i, i-1)
+	}
+	require.Equal(t, rs.snapshot()[0].State, told[len(told)-1].To, "the last change told is the state")
 }

@@ -10,7 +10,9 @@ import (
 type replicas struct {
 	all      []*replica
 	listener StateListener
-	lmu      sync.Mutex // one listener call at a time
+	lmu      sync.Mutex    // one listener call at a time
+	qmu      sync.Mutex    // guards queue; a leaf: never held while calling out
+	queue    []StateChange // changes not yet told, in the order they happened
 }
 
 func newReplicas(partitions int32, l StateListener) *replicas {
@@ -51,15 +53,33 @@ func (rs *replicas) update(p int32, fn func(*replica)) {
 	if r.state != PartitionStalled {
 		r.stallBy = stallNone
 	}
-	var ch *StateChange
-	if r.state != from {
-		ch = &StateChange{Partition: p, From: from, To: r.state, Err: r.err}
+	changed := r.state != from && rs.listener != nil
+	if changed { // queued under r.mu: a partition's changes are told in the order they happened
+		rs.qmu.Lock()
+		rs.queue = append(rs.queue, StateChange{Partition: p, From: from, To: r.state, Err: r.err})
+		rs.qmu.Unlock()
 	}
 	r.mu.Unlock()
-	if ch != nil && rs.listener != nil {
-		rs.lmu.Lock()
-		defer rs.lmu.Unlock()
-		rs.listener(*ch)
+	if changed {
+		rs.tell()
+	}
+}
+
+// tell hands the queued changes to the listener, one call at a time, in
+// queue order. The listener may call Stats: no replica lock is held.
+func (rs *replicas) tell() {
+	rs.lmu.Lock()
+	defer rs.lmu.Unlock()
+	for {
+		rs.qmu.Lock()
+		if len(rs.queue) == 0 {
+			rs.qmu.Unlock()
+			return
+		}
+		ch := rs.queue[0]
+		rs.queue = rs.queue[1:]
+		rs.qmu.Unlock()
+		rs.listener(ch)
 	}
 }
 
