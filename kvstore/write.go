@@ -46,12 +46,8 @@ func wait(start func(done func(error))) error {
 // Many writes in flight share batches, which makes PutAsync the fast way to
 // load data.
 func (s *Store[V]) PutAsync(ctx context.Context, key string, value V, done func(error)) {
-	if s.closing.Load() {
-		done(ErrClosed)
-		return
-	}
-	if key == "" {
-		done(ErrEmptyKey)
+	if err := s.writable(key); err != nil {
+		done(err)
 		return
 	}
 	b, err := s.codec.Encode(value)
@@ -64,15 +60,23 @@ func (s *Store[V]) PutAsync(ctx context.Context, key string, value V, done func(
 
 // DeleteAsync is Delete without the wait, as PutAsync is to Put.
 func (s *Store[V]) DeleteAsync(ctx context.Context, key string, done func(error)) {
-	if s.closing.Load() {
-		done(ErrClosed)
-		return
-	}
-	if key == "" {
-		done(ErrEmptyKey)
+	if err := s.writable(key); err != nil {
+		done(err)
 		return
 	}
 	s.writeAsync(ctx, key, nil, done)
+}
+
+// writable says why a write of key cannot start, if it cannot: a closed
+// store, an empty key.
+func (s *Store[V]) writable(key string) error {
+	switch {
+	case s.closing.Load():
+		return ErrClosed
+	case key == "":
+		return ErrEmptyKey
+	}
+	return nil
 }
 
 func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, done func(error)) {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 )
 
 // When the self-check refuses the page writer's file, Write warns and
@@ -135,10 +136,10 @@ func TestWriteRefusesWhatBboltWouldRefuse(t *testing.T) {
 		data Data
 		want error
 	}{
-		{"empty key", put(b("a"), k("")), bolt.ErrKeyRequired},
-		{"key too large", put(b("a"), k(strings.Repeat("k", bolt.MaxKeySize+1))), bolt.ErrKeyTooLarge},
-		{"empty bucket name", put(b("")), bolt.ErrBucketNameRequired},
-		{"a bucket twice", put(b("a"), b("a")), bolt.ErrBucketExists},
+		{"empty key", put(b("a"), k("")), berrors.ErrKeyRequired},
+		{"key too large", put(b("a"), k(strings.Repeat("k", bolt.MaxKeySize+1))), berrors.ErrKeyTooLarge},
+		{"empty bucket name", put(b("")), berrors.ErrBucketNameRequired},
+		{"a bucket twice", put(b("a"), b("a")), berrors.ErrBucketExists},
 		{"Put before Bucket", put(k("1")), nil},
 		{"the data's own error", func(w Writer) error { return stop }, stop},
 	} {

@@ -9,6 +9,7 @@ import (
 	"slices"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/compactkv/compactkv/internal/boltfmt"
 )
@@ -76,7 +77,7 @@ type pageFile struct {
 
 func (pf *pageFile) Bucket(name []byte) error {
 	if len(name) == 0 {
-		return fmt.Errorf("pagewriter: bucket: %w", bolt.ErrBucketNameRequired)
+		return fmt.Errorf("pagewriter: bucket: %w", berrors.ErrBucketNameRequired)
 	}
 	if pf.data != nil && bytes.Compare(name, pf.name) <= 0 {
 		return fmt.Errorf("%w: bucket %q after %q", ErrUnsorted, name, pf.name)
@@ -96,11 +97,11 @@ func (pf *pageFile) Put(key, val []byte) error {
 	case pf.data == nil:
 		return fmt.Errorf("pagewriter: Put before Bucket")
 	case len(key) == 0:
-		return fmt.Errorf("pagewriter: bucket %q: %w", pf.name, bolt.ErrKeyRequired)
+		return fmt.Errorf("pagewriter: bucket %q: %w", pf.name, berrors.ErrKeyRequired)
 	case len(key) > bolt.MaxKeySize:
-		return fmt.Errorf("pagewriter: bucket %q: %w", pf.name, bolt.ErrKeyTooLarge)
+		return fmt.Errorf("pagewriter: bucket %q: %w", pf.name, berrors.ErrKeyTooLarge)
 	case int64(len(val)) > bolt.MaxValueSize:
-		return fmt.Errorf("pagewriter: bucket %q: %w", pf.name, bolt.ErrValueTooLarge)
+		return fmt.Errorf("pagewriter: bucket %q: %w", pf.name, berrors.ErrValueTooLarge)
 	}
 	return pf.data.add(key, val, 0)
 }
