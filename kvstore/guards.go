@@ -38,6 +38,10 @@ func (g Guard) String() string {
 	return "unknown"
 }
 
+// MarshalText returns the guard's name ("no-cache", "corrupt", ...), so
+// that Stats encodes readably (encoding/json, slog).
+func (g Guard) MarshalText() ([]byte, error) { return []byte(g.String()), nil }
+
 // guardCounts counts how often each guard fired for one store.
 type guardCounts [numGuards]atomic.Int64
 

@@ -1,6 +1,7 @@
 package kvstore
 
 import (
+	"encoding/json"
 	"errors"
 	"sync"
 	"testing"
@@ -86,4 +87,15 @@ func TestStateChangesAreToldInOrder(t *testing.T) {
 		require.Equal(t, told[i-1].To, told[i].From, "change %d follows change %d", i, i-1)
 	}
 	require.Equal(t, rs.snapshot()[0].State, told[len(told)-1].To, "the last change told is the state")
+}
+
+// Stats encode readably: states and guards by name.
+func TestStatsEncodeStatesAndGuardsByName(t *testing.T) {
+	b, err := json.Marshal(Stats{
+		Partitions: []PartitionStats{{State: PartitionStalled}},
+		Guards:     map[Guard]int64{GuardNoCache: 1},
+	})
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"State":"stalled"`)
+	require.Contains(t, string(b), `"Guards":{"no-cache":1}`)
 }

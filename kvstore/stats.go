@@ -40,6 +40,10 @@ func (s PartitionState) String() string {
 	return fmt.Sprintf("PartitionState(%d)", int(s))
 }
 
+// MarshalText returns the state's name, so that Stats encodes readably
+// (encoding/json, slog).
+func (s PartitionState) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
 // PartitionStats is one partition's part of Stats.
 type PartitionStats struct {
 	Partition int32
