@@ -59,7 +59,8 @@
 // A damaged cache file never stops the store. Open checks every page of the
 // file before bbolt reads it (page types, bounds, key order, the freelist,
 // both meta pages); a file that fails is moved aside as
-// "<dir>/<topic>.db.corrupt-<ns>" and rebuilt from the topic. Damage a
+// "<dir>/<topic>.db.corrupt-<ns>" (the newest only: older ones are removed)
+// and rebuilt from the topic. Damage a
 // running store meets (a Get, or the follower's commit) is returned as an
 // error rather than a crash, and the follower rebuilds the file, serving
 // reads from it meanwhile. bbolt keeps no checksums of data pages, so bytes

@@ -291,3 +291,23 @@ func TestTheRestoreListenerHearsStartEveryBatchAndEnd(t *testing.T) {
 		})
 	}
 }
+
+// Only the newest damaged file is kept aside: a disk that keeps damaging
+// the cache does not fill up with copies of it.
+func TestOnlyTheNewestDamagedCacheFileIsKeptAside(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	model := e.seeded(dir, 50)
+	path := e.cachePath(dir)
+	for _, old := range []string{".corrupt-1", ".corrupt-2"} {
+		require.NoError(t, os.WriteFile(path+old, []byte("an older damaged file"), 0o600))
+	}
+	require.NoError(t, os.WriteFile(path, []byte("garbage where the cache was"), 0o600))
+	s := e.open(dir)
+	require.Equal(t, model, contents(t, s))
+	aside, _ := filepath.Glob(path + ".corrupt-*")
+	require.Len(t, aside, 1)
+	got, err := os.ReadFile(aside[0])
+	require.NoError(t, err)
+	require.Equal(t, "garbage where the cache was", string(got), "the one kept is the newest")
+}

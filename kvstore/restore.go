@@ -217,6 +217,7 @@ func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason
 			return 0, "", nil, fmt.Errorf("kvstore: move unreadable cache %s aside: %w", s.path, rerr)
 		}
 		s.log.Warn("kvstore: cache file unreadable, moved aside", "path", s.path, "moved_to", aside, "err", err)
+		s.removeOlderAside(aside)
 		return GuardCorrupt, "cache file unreadable: " + err.Error(), nil, nil
 	}
 	guard, reason = decideGuard(m, s.info, start, end, time.Now())
@@ -388,4 +389,16 @@ func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64, currentAt time.Ti
 		return fmt.Errorf("install cache file: %w", err)
 	}
 	return nil
+}
+
+// removeOlderAside removes the damaged files moved aside before keep, so
+// that a disk that keeps damaging the cache does not fill up with copies:
+// the newest one stays for a post-mortem.
+func (s *Store[V]) removeOlderAside(keep string) {
+	old, _ := filepath.Glob(s.path + ".corrupt-*")
+	for _, f := range old {
+		if f != keep && os.Remove(f) == nil {
+			s.log.Info("kvstore: removed an older damaged cache file", "path", f)
+		}
+	}
 }

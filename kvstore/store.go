@@ -95,6 +95,13 @@ type RestoreStats struct {
 // "<topic>-value" after a local compatibility check, restores the local cache
 // from the topic, and starts following the topic. When Open returns, every
 // record written before it started is visible to Get.
+//
+// Options are checked first, all at once (ErrBadConfig), before anything is
+// dialled. Open then waits on the network as long as ctx allows; with a ctx
+// without deadline, each Kafka request still gives up after franz-go's
+// retry timeout (30s unless KafkaOpts sets kgo.RetryTimeout), and the
+// restore takes as long as the topic needs. Pass a ctx with a deadline to
+// bound the whole of it.
 func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
