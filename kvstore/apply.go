@@ -56,7 +56,8 @@ func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, o
 					err = b.Put(r.Key, r.Value)
 				}
 				if err != nil {
-					return &changelog.PartitionError{Topic: s.topic, Partition: bt.Partition, Offset: r.Offset, Err: err}
+					return fmt.Errorf("kvstore: write partition %d offset %d of topic %q to the cache file: %w",
+						bt.Partition, r.Offset, s.topic, err)
 				}
 			}
 		}

@@ -116,13 +116,13 @@ func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *changelog.Rec
 			return nil
 		case errors.Is(err, serde.ErrRegistryUnavailable):
 			if !retry {
-				return &changelog.PartitionError{Topic: s.topic, Partition: part, Offset: r.Offset,
-					Err: fmt.Errorf("cannot check record: %w", err)}
+				return fmt.Errorf("kvstore: cannot check the record at topic %q partition %d offset %d: %w",
+					s.topic, part, r.Offset, err)
 			}
 			select {
 			case <-ctx.Done():
-				return &changelog.PartitionError{Topic: s.topic, Partition: part, Offset: r.Offset,
-					Err: fmt.Errorf("cannot check record: %w", err)}
+				return fmt.Errorf("kvstore: cannot check the record at topic %q partition %d offset %d: %w",
+					s.topic, part, r.Offset, err)
 			case <-time.After(backoff):
 				backoff = min(2*backoff, time.Second)
 			}
