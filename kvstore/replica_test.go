@@ -98,4 +98,10 @@ func TestStatsEncodeStatesAndGuardsByName(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(b), `"State":"stalled"`)
 	require.Contains(t, string(b), `"Guards":{"no-cache":1}`)
+	require.Contains(t, string(b), `"Err":null`)
+
+	b, err = json.Marshal(PartitionStats{State: PartitionStopped, Err: errors.New("poison at 7")})
+	require.NoError(t, err)
+	require.Contains(t, string(b), `"Err":"poison at 7"`)
+	require.Contains(t, string(b), `"State":"stopped"`)
 }

@@ -1,6 +1,7 @@
 package kvstore
 
 import (
+	"encoding/json"
 	"fmt"
 	"time"
 )
@@ -62,6 +63,21 @@ type PartitionStats struct {
 	CaughtUpAt time.Time
 	// Err says why the partition is stalled or stopped; nil otherwise.
 	Err error
+}
+
+// MarshalJSON encodes the partition's stats with Err as its message (or
+// null), so that a snapshot reads well on a debug endpoint.
+func (ps PartitionStats) MarshalJSON() ([]byte, error) {
+	type plain PartitionStats
+	var msg *string
+	if ps.Err != nil {
+		m := ps.Err.Error()
+		msg = &m
+	}
+	return json.Marshal(struct {
+		plain
+		Err *string
+	}{plain(ps), msg})
 }
 
 // Stats is a snapshot of a store's state. Each part is consistent in itself

@@ -24,7 +24,10 @@ func (s *Store[V]) Put(ctx context.Context, key string, value V) error {
 
 // Delete writes a tombstone (the key with a null value) and, once the broker
 // has acknowledged it, hides the key from Get. Deleting a missing key still
-// writes a tombstone. It waits as Put does.
+// writes a tombstone. It waits as Put does. The tombstone goes to the
+// partition this store's partitioner picks: if another writer's partitioner
+// put the key elsewhere (Stats().Misrouted counts such keys), that version
+// lives on and Get still finds it.
 func (s *Store[V]) Delete(ctx context.Context, key string) error {
 	return wait(func(done func(error)) { s.DeleteAsync(ctx, key, done) })
 }
