@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net"
 	"sync/atomic"
 	"syscall"
@@ -56,8 +57,9 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		}
 	}()
 	var (
-		marked  time.Time // the current_at last written to the file
-		rebuild Guard     // a rebuild still to do, GuardNone if none
+		marked  time.Time   // the current_at last written to the file
+		rebuild Guard       // a rebuild still to do, GuardNone if none
+		gapIn   = int32(-1) // with GuardBelowLogStart: the one partition to rebuild, -1 for all
 		reason  string
 		backoff = stallBackoff
 	)
@@ -73,8 +75,17 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 				go r.Close()
 				r = nil
 			}
-			var err error
-			if r, pos, err = s.rebuild(ctx, rebuild, reason); err != nil {
+			var (
+				nr   *changelog.Reader
+				npos map[int32]int64
+				err  error
+			)
+			if gapIn >= 0 {
+				nr, npos, err = s.rebuildPartition(ctx, gapIn, maps.Clone(pos), reason)
+			} else {
+				nr, npos, err = s.rebuild(ctx, rebuild, reason)
+			}
+			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -87,7 +98,8 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 				stalled()
 				continue
 			}
-			rebuild, backoff = GuardNone, stallBackoff
+			r, pos = nr, npos
+			rebuild, gapIn, backoff = GuardNone, -1, stallBackoff
 			continue
 		}
 
@@ -129,6 +141,10 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			backoff = stallBackoff
 		case errors.Is(err, changelog.ErrGap):
 			rebuild, reason = GuardBelowLogStart, "records the follower had not read yet are gone: "+err.Error()
+			var pe *changelog.PartitionError
+			if errors.As(err, &pe) && pe.Partition >= 0 && pe.Partition < s.info.Partitions {
+				gapIn = pe.Partition // the others read on where they are
+			}
 		default:
 			s.stall(err)
 			stalled()

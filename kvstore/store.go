@@ -72,8 +72,10 @@ type Store[V any] struct {
 // running store made later. Stats().Restore holds the last one, and
 // RestoreListener.OnRestoreEnd is handed each.
 type RestoreStats struct {
-	// Mode is "full" (the cache was built from the start of the topic) or
-	// "delta" (it was brought up to date from its checkpoint).
+	// Mode is "full" (the cache was built from the start of the topic),
+	// "delta" (it was brought up to date from its checkpoint), or
+	// "partition" (a running store rebuilt one partition whose next records
+	// were gone, leaving the others as they were).
 	Mode string
 	// Reason says why a full restore was needed ("no cache", "topic ID
 	// changed", ...); empty for a delta restore.

@@ -1,11 +1,13 @@
 package kvstore_test
 
 import (
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/compactkv/compactkv/kvstore"
@@ -60,4 +62,55 @@ func TestARunningStoreThatFindsAGapRebuildsItsCache(t *testing.T) {
 		_, ok, err := s.Get(ctx, "later")
 		return err == nil && ok
 	}, 10*time.Second, 5*time.Millisecond)
+}
+
+// A gap in one partition rebuilds that partition alone: the others keep
+// their buckets and read on from where they were.
+func TestAGapInOnePartitionRebuildsThatPartitionOnly(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("holding fetches and DeleteRecords")
+	ctx := ctxT(t)
+	const sMaxWait = 777 // ms: marks s's fetches, the ones to hold
+	w := e.open("", kvstore.Partitions(2))
+	s := e.open("", kvstore.KafkaOpts(kgo.FetchMaxWait(sMaxWait*time.Millisecond)))
+	for i := range 10 {
+		require.NoError(t, w.Put(ctx, fmt.Sprint("before-", i), User{FirstName: "before"}))
+	}
+	require.Eventually(t, func() bool { return len(contents(t, s)) == 10 }, 10*time.Second, 5*time.Millisecond)
+
+	var held atomic.Int32
+	release := make(chan struct{})
+	kc := e.cluster.Kafka()
+	kc.ControlKey(kmsg.Fetch.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		if req.(*kmsg.FetchRequest).MaxWaitMillis != sMaxWait {
+			return nil, nil, false
+		}
+		select {
+		case <-release:
+		default:
+			held.Add(1)
+			kc.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	require.Eventually(t, func() bool { return held.Load() >= 1 }, 10*time.Second, time.Millisecond)
+	for i := range 10 {
+		require.NoError(t, w.Put(ctx, fmt.Sprint("after-", i), User{FirstName: "after"}))
+	}
+	end := e.endOffsets()
+	require.NoError(t, kc.DeleteRecords(e.topic, 0, end[0]-1)) // partition 0 keeps its last record only
+	close(release)
+
+	require.Eventually(t, func() bool { return s.Stats().Restore.Mode == "partition" }, 10*time.Second, 5*time.Millisecond)
+	st := s.Stats().Restore
+	require.Equal(t, kvstore.GuardBelowLogStart, st.Guard)
+	require.EqualValues(t, 1, st.Records, "only partition 0's surviving record was read")
+	require.Equal(t, int64(1), s.Stats().Guards[kvstore.GuardBelowLogStart])
+
+	fresh := e.open("") // what the topic holds now
+	want := contents(t, fresh)
+	require.Eventually(t, func() bool { return fmt.Sprint(contents(t, s)) == fmt.Sprint(want) }, 10*time.Second, 5*time.Millisecond,
+		"partition 1 read on, partition 0 holds what survived")
+	require.NoError(t, s.TailErr())
 }
