@@ -82,7 +82,10 @@
 // none, and Stats tells how stale. A partition that has not been caught up
 // for longer than the topic's delete.retention.ms (and at least 10s) while
 // following is rebuilt from the topic, as Open would after such an absence:
-// compaction may have removed tombstones it never read.
+// compaction may have removed tombstones it never read. When the records a
+// partition's follower would read next are gone (deleted or expired), that
+// partition alone is rebuilt: its bucket is refilled from the topic and
+// swapped in one transaction, and the other partitions read on.
 //
 // # Bounds
 //
