@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -89,4 +90,18 @@ func decideGuard(m cacheMeta, info changelog.TopicInfo, start, end map[int32]int
 		}
 	}
 	return GuardNone, ""
+}
+
+// partitionsOutside returns the partitions whose checkpoint in next lies
+// outside their log, below start or above end: those a delta restore
+// cannot carry on from.
+func partitionsOutside(next, start, end map[int32]int64) []int32 {
+	var out []int32
+	for p, n := range next {
+		if n < start[p] || n > end[p] {
+			out = append(out, p)
+		}
+	}
+	slices.Sort(out)
+	return out
 }

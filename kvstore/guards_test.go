@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -45,8 +46,15 @@ func (e *env) seeded(dir string, n int, extra ...kvstore.Option) map[string]User
 
 func requireFullRestore(t *testing.T, s *kvstore.Store[User], g kvstore.Guard, reason string) {
 	t.Helper()
+	requireRestore(t, s, "full", g, reason)
+}
+
+// requireRestore checks the restore Open made: its mode, the guard behind
+// it, and that no other guard fired.
+func requireRestore(t *testing.T, s *kvstore.Store[User], mode string, g kvstore.Guard, reason string) {
+	t.Helper()
 	st := s.Stats().Restore
-	require.Equal(t, "full", st.Mode)
+	require.Equal(t, mode, st.Mode)
 	require.Equal(t, g, st.Guard, "reason: %s", st.Reason)
 	require.Contains(t, st.Reason, reason)
 	require.Equal(t, map[kvstore.Guard]int64{g: 1}, s.Stats().Guards)
@@ -88,7 +96,7 @@ func TestACheckpointBelowTheLogStartRebuilds(t *testing.T) {
 	require.NoError(t, e.cluster.Kafka().DeleteRecords(e.topic, 0, end-1)) // keep only "after"
 
 	s := e.open(dir)
-	requireFullRestore(t, s, kvstore.GuardBelowLogStart, "below the log start offset")
+	requireRestore(t, s, "partition", kvstore.GuardBelowLogStart, "below the log start offset")
 	require.Equal(t, map[string]User{"after": {FirstName: "kept"}}, contents(t, s))
 }
 
@@ -98,15 +106,16 @@ func TestACacheWhoseMetaAGuardRefusesIsRebuilt(t *testing.T) {
 	for _, c := range []struct {
 		name, bucket, key string
 		val               []byte
+		mode              string // "partition": that partition alone was rebuilt
 		guard             kvstore.Guard
 		reason            string
 	}{
 		{"a checkpoint above the end offset", "offsets", string([]byte{0, 0, 0, 0}), be64(1_000_000),
-			kvstore.GuardAboveEnd, "above the end offset"},
+			"partition", kvstore.GuardAboveEnd, "above the end offset"},
 		{"offline longer than delete.retention.ms", "meta", "current_at", be64(time.Now().Add(-2 * time.Minute).UnixMilli()),
-			kvstore.GuardRetentionExceeded, "longer than delete.retention.ms"},
+			"full", kvstore.GuardRetentionExceeded, "longer than delete.retention.ms"},
 		{"another format version", "meta", "format", binary.BigEndian.AppendUint32(nil, 99),
-			kvstore.GuardFormat, "format version 99"},
+			"full", kvstore.GuardFormat, "format version 99"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t)
@@ -115,7 +124,7 @@ func TestACacheWhoseMetaAGuardRefusesIsRebuilt(t *testing.T) {
 			tamper(t, e.cachePath(dir), c.bucket, c.key, c.val)
 
 			s := e.open(dir)
-			requireFullRestore(t, s, c.guard, c.reason)
+			requireRestore(t, s, c.mode, c.guard, c.reason)
 			require.Equal(t, model, contents(t, s))
 		})
 	}
@@ -310,4 +319,26 @@ func TestOnlyTheNewestDamagedCacheFileIsKeptAside(t *testing.T) {
 	got, err := os.ReadFile(aside[0])
 	require.NoError(t, err)
 	require.Equal(t, "garbage where the cache was", string(got), "the one kept is the newest")
+}
+
+// At Open, a checkpoint below its partition's log start rebuilds that
+// partition alone; the other partitions carry on from their checkpoints.
+func TestAtOpenACheckpointBelowTheLogStartRebuildsThatPartitionOnly(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("DeleteRecords moves the log start offset")
+	dir := t.TempDir()
+	e.seeded(dir, 200, kvstore.Partitions(2))
+	w := e.open("")
+	for i := range 20 {
+		require.NoError(t, w.Put(ctxT(t), fmt.Sprint("later-", i), User{FirstName: "later"}))
+	}
+	end := e.endOffsets()
+	require.NoError(t, e.cluster.Kafka().DeleteRecords(e.topic, 0, end[0]-1)) // partition 0 keeps its last record
+
+	s := e.open(dir)
+	requireRestore(t, s, "partition", kvstore.GuardBelowLogStart, "partition 0 is below the log start offset")
+	fresh := e.open("")
+	require.Equal(t, contents(t, fresh), contents(t, s))
+	require.Less(t, s.Stats().Restore.Records, fresh.Stats().Restore.Records,
+		"partition 1 was a delta, not read again from its start")
 }

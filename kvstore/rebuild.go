@@ -14,11 +14,8 @@ import (
 // rebuildPartition rebuilds partition p's bucket from the start of the
 // topic, when the records the follower would read next in p are gone (a
 // gap), and touches no other partition: their buckets, checkpoints and
-// readers' positions stay as they are. The partition's records go through
-// the poison screen into the external sort, and one bbolt transaction
-// swaps the bucket, so reads see the old contents until it commits. It
-// returns a reader positioned at pos, with p moved to where the rebuild
-// ended.
+// readers' positions stay as they are. It returns a reader positioned at
+// pos, with p moved to where the rebuild ended.
 func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, pos map[int32]int64, reason string) (*changelog.Reader, map[int32]int64, error) {
 	began := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, probeTimeout)
@@ -27,9 +24,36 @@ func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, pos map[int32]
 	if err != nil {
 		return nil, nil, err
 	}
-	s.guards[GuardBelowLogStart].Add(1)
-	s.log.Warn("kvstore: records of a partition are gone, rebuilding that partition from the topic",
-		"partition", p, "reason", reason)
+	next, records, nbytes, err := s.refillPartition(ctx, p, lo, GuardBelowLogStart, reason)
+	if err != nil {
+		return nil, nil, err
+	}
+	st := RestoreStats{Mode: "partition", Reason: reason, Guard: GuardBelowLogStart, Records: records, Bytes: nbytes,
+		Duration: time.Since(began), Partitions: s.info.Partitions}
+	s.statsMu.Lock()
+	s.restore = st
+	s.statsMu.Unlock()
+	if l := s.cfg.listener; l != nil {
+		l.OnRestoreEnd(st)
+	}
+	pos[p] = next
+	nr, err := s.tp.NewReader(pos)
+	if err != nil {
+		return nil, nil, err
+	}
+	return nr, pos, nil
+}
+
+// refillPartition refills partition p's bucket from the topic as lo lists
+// it, because guard said the bucket cannot be trusted, and returns the
+// checkpoint it reached and what it read. The partition's records go
+// through the poison screen into the external sort, and one bbolt
+// transaction swaps the bucket, so reads see the old contents until it
+// commits. No other partition is touched.
+func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guard Guard, reason string) (next, records, nbytes int64, err error) {
+	s.guards[guard].Add(1)
+	s.log.Warn("kvstore: a partition cannot be trusted, rebuilding that partition from the topic",
+		"partition", p, "guard", guard.String(), "reason", reason)
 	s.reps.update(p, func(r *replica) {
 		if r.state != PartitionStopped {
 			r.state, r.err = PartitionRestoring, nil
@@ -37,17 +61,17 @@ func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, pos map[int32]
 	})
 	from, end := map[int32]int64{p: lo.start[p]}, map[int32]int64{p: lo.end[p]}
 	if l := s.cfg.listener; l != nil {
-		l.OnRestoreStart(RestoreStart{Mode: "partition", Reason: reason, Guard: GuardBelowLogStart,
+		l.OnRestoreStart(RestoreStart{Mode: "partition", Reason: reason, Guard: guard,
 			Partitions: []PartitionRange{{Partition: p, Start: from[p], End: end[p]}}})
 	}
 	r, err := s.tp.NewReader(from)
 	if err != nil {
-		return nil, nil, err
+		return 0, 0, 0, err
 	}
 	srt := newSorter(s.cfg.restoreMemory, s.cfg.dir, s.topic)
 	srt.log = s.log
 	defer srt.cleanup()
-	next, records, nbytes, err := s.readUntil(ctx, r, from, end, newProgress(s.log, s.cfg.progressEvery, end[p]-from[p]),
+	reached, records, nbytes, err := s.readUntil(ctx, r, from, end, newProgress(s.log, s.cfg.progressEvery, end[p]-from[p]),
 		func(bs []changelog.Batch) error {
 			bs, err := s.screen(ctx, bs) // poison.go
 			if err != nil {
@@ -65,8 +89,9 @@ func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, pos map[int32]
 		})
 	go r.Close()
 	if err != nil {
-		return nil, nil, fmt.Errorf("kvstore: rebuild partition %d of %q: %w", p, s.topic, err)
+		return 0, 0, 0, fmt.Errorf("kvstore: rebuild partition %d of %q: %w", p, s.topic, err)
 	}
+	next = reached[p]
 	rep := s.reps.all[p]
 	err = safeUpdate(s.db, func(tx *bolt.Tx) error {
 		if tx.Bucket(rep.bucket) != nil {
@@ -81,7 +106,7 @@ func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, pos map[int32]
 		b.FillPercent = 1.0 // keys come in order
 		err = srt.srt.Each(func(part int32, key, val []byte) error {
 			if part != p {
-				return nil // a record of another partition that sat in p (misrouted) is p's
+				return nil
 			}
 			// bbolt keeps what Put is given until the commit; the sorter reuses its buffers.
 			return b.Put(bytes.Clone(key), bytes.Clone(val))
@@ -89,31 +114,18 @@ func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, pos map[int32]
 		if err != nil {
 			return err
 		}
-		return putOffsets(tx, map[int32]int64{p: next[p]})
+		return putOffsets(tx, map[int32]int64{p: next})
 	})
 	if err != nil {
-		return nil, nil, fmt.Errorf("kvstore: rebuild partition %d of %q: write the cache file: %w", p, s.topic, err)
+		return 0, 0, 0, fmt.Errorf("kvstore: rebuild partition %d of %q: write the cache file: %w", p, s.topic, err)
 	}
-	rep.reset(next[p])
-	s.reps.restored(p, next[p], end[p], lo.at)
+	rep.reset(next)
+	s.reps.restored(p, next, end[p], lo.at)
 	s.reps.update(p, func(r *replica) {
 		if r.state == PartitionRestoring {
 			r.state = PartitionFollowing
 		}
 	})
-	st := RestoreStats{Mode: "partition", Reason: reason, Guard: GuardBelowLogStart, Records: records, Bytes: nbytes,
-		Duration: time.Since(began), Partitions: s.info.Partitions}
-	s.statsMu.Lock()
-	s.restore = st
-	s.statsMu.Unlock()
-	s.log.Info("kvstore: partition rebuilt", "partition", p, "records", records, "duration", st.Duration)
-	if l := s.cfg.listener; l != nil {
-		l.OnRestoreEnd(st)
-	}
-	pos[p] = next[p]
-	nr, err := s.tp.NewReader(pos)
-	if err != nil {
-		return nil, nil, err
-	}
-	return nr, pos, nil
+	s.log.Info("kvstore: partition rebuilt", "partition", p, "records", records)
+	return next, records, nbytes, nil
 }

@@ -31,14 +31,33 @@ func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, map[int
 	if err != nil {
 		return nil, nil, fmt.Errorf("kvstore: open %q: %w", s.topic, err)
 	}
-	guard, reason, next, err := s.openExisting(lo.start, lo.end)
+	guard, reason, next, bad, err := s.openExisting(lo.start, lo.end)
 	if err != nil {
 		return nil, nil, err
+	}
+	var refilled, refilledBytes int64
+	for _, p := range bad {
+		n, recs, nb, err := s.refillPartition(ctx, p, lo, guard, reason)
+		if err != nil {
+			return nil, nil, err
+		}
+		next[p], refilled, refilledBytes = n, refilled+recs, refilledBytes+nb
+	}
+	partial := guard
+	if len(bad) > 0 {
+		guard = GuardNone // the other partitions: a delta from their checkpoints
 	}
 	if guard != GuardNone {
 		next = lo.start
 	}
 	r, next, err := s.runRestore(ctx, guard, reason, next, lo)
+	if err == nil && len(bad) > 0 {
+		s.statsMu.Lock()
+		s.restore.Mode, s.restore.Reason, s.restore.Guard = "partition", reason, partial
+		s.restore.Records += refilled
+		s.restore.Bytes += refilledBytes
+		s.statsMu.Unlock()
+	}
 	if errors.Is(err, changelog.ErrGap) {
 		// Records went away under the restore (retention, DeleteRecords, or
 		// the in-process broker's compaction): start over from the log start.
@@ -202,31 +221,37 @@ func (s *Store[V]) installCache(next map[int32]int64) error {
 // openExisting opens the cache file if there is one and says which guard,
 // if any, keeps it from being brought up to date from its checkpoint, with
 // the checkpoint itself. A file that cannot be read is moved aside.
-func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason string, next map[int32]int64, err error) {
+func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason string, next map[int32]int64, bad []int32, err error) {
 	if _, err := os.Stat(s.path); errors.Is(err, os.ErrNotExist) {
-		return GuardNoCache, "no cache", nil, nil
+		return GuardNoCache, "no cache", nil, nil, nil
 	}
 	db, m, err := openAndReadMeta(s.path, s.cfg.lockTimeout)
 	if errors.Is(err, berrors.ErrTimeout) {
-		return 0, "", nil, fmt.Errorf("kvstore: cache file %s is locked by another process (waited %v): %w",
+		return 0, "", nil, nil, fmt.Errorf("kvstore: cache file %s is locked by another process (waited %v): %w",
 			s.path, s.cfg.lockTimeout, ErrCacheLocked)
 	}
 	if err != nil {
 		aside := fmt.Sprintf("%s.corrupt-%d", s.path, time.Now().UnixNano())
 		if rerr := os.Rename(s.path, aside); rerr != nil {
-			return 0, "", nil, fmt.Errorf("kvstore: move unreadable cache %s aside: %w", s.path, rerr)
+			return 0, "", nil, nil, fmt.Errorf("kvstore: move unreadable cache %s aside: %w", s.path, rerr)
 		}
 		s.log.Warn("kvstore: cache file unreadable, moved aside", "path", s.path, "moved_to", aside, "err", err)
 		s.removeOlderAside(aside)
-		return GuardCorrupt, "cache file unreadable: " + err.Error(), nil, nil
+		return GuardCorrupt, "cache file unreadable: " + err.Error(), nil, nil, nil
 	}
 	guard, reason = decideGuard(m, s.info, start, end, time.Now())
+	if guard == GuardBelowLogStart || guard == GuardAboveEnd {
+		// Only some partitions' checkpoints are outside their log: the
+		// rest of the cache is good, and those partitions are rebuilt alone.
+		s.db = db
+		return guard, reason, m.next, partitionsOutside(m.next, start, end), nil
+	}
 	if guard != GuardNone {
 		db.Close()
-		return guard, reason, nil, s.discardCache()
+		return guard, reason, nil, nil, s.discardCache()
 	}
 	s.db = db
-	return GuardNone, "", m.next, nil
+	return GuardNone, "", m.next, nil, nil
 }
 
 // openAndReadMeta opens the cache file and reads its metadata. A damaged

@@ -74,8 +74,9 @@ type Store[V any] struct {
 type RestoreStats struct {
 	// Mode is "full" (the cache was built from the start of the topic),
 	// "delta" (it was brought up to date from its checkpoint), or
-	// "partition" (a running store rebuilt one partition whose next records
-	// were gone, leaving the others as they were).
+	// "partition" (some partitions rebuilt alone, because their checkpoint
+	// lay outside their log or their next records were gone; the others
+	// brought up to date from their checkpoints, or left as they were).
 	Mode string
 	// Reason says why a full restore was needed ("no cache", "topic ID
 	// changed", ...); empty for a delta restore.
