@@ -59,7 +59,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 	var (
 		marked  time.Time   // the current_at last written to the file
 		rebuild Guard       // a rebuild still to do, GuardNone if none
-		gapIn   = int32(-1) // with GuardBelowLogStart: the one partition to rebuild, -1 for all
+		gapIn   = int32(-1) // the one partition to rebuild, -1 for all
 		reason  string
 		backoff = stallBackoff
 	)
@@ -81,7 +81,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 				err  error
 			)
 			if gapIn >= 0 {
-				nr, npos, err = s.rebuildPartition(ctx, gapIn, maps.Clone(pos), reason)
+				nr, npos, err = s.rebuildPartition(ctx, gapIn, rebuild, maps.Clone(pos), reason)
 			} else {
 				nr, npos, err = s.rebuild(ctx, rebuild, reason)
 			}
@@ -111,7 +111,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		}
 		// Checked after the poll and before its records are applied: what
 		// a poll that outlived the bound brings may lack tombstones.
-		if rebuild, reason = s.retentionExceeded(); rebuild != GuardNone {
+		if rebuild, reason, gapIn = s.retentionExceeded(); rebuild != GuardNone {
 			continue // the rebuild reads these records again
 		}
 		if s.damaged.CompareAndSwap(true, false) {
@@ -226,22 +226,35 @@ func (s *Store[V]) rebuild(ctx context.Context, guard Guard, reason string) (*ch
 // compaction, and reading on would keep deleted keys. When the last restore
 // itself took longer than that, a rebuild cannot do better and would start
 // over for ever: the store then carries on (runRestore warns).
-func (s *Store[V]) retentionExceeded() (Guard, string) {
+func (s *Store[V]) retentionExceeded() (g Guard, reason string, p int32) {
 	now := time.Now()
 	bound := max(s.info.DeleteRetention, staleRebuildFloor)
 	if floor := testHookStaleRebuildFloor.Load(); floor != nil {
 		bound = max(s.info.DeleteRetention, *floor)
 	}
 	if s.lastRestore().Duration >= bound {
-		return GuardNone, ""
+		return GuardNone, "", -1
 	}
-	for _, ps := range s.reps.snapshot() {
-		if now.Sub(ps.CaughtUpAt) > bound {
-			return GuardRetentionExceeded, fmt.Sprintf("partition %d last caught up %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
-				ps.Partition, now.Sub(ps.CaughtUpAt).Round(time.Millisecond), s.info.DeleteRetention)
+	stale := 0
+	p = -1
+	all := s.reps.snapshot()
+	for _, ps := range all {
+		if age := now.Sub(ps.CaughtUpAt); age > bound {
+			if stale == 0 {
+				p = ps.Partition
+				reason = fmt.Sprintf("partition %d last caught up %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
+					ps.Partition, age.Round(time.Millisecond), s.info.DeleteRetention)
+			}
+			stale++
 		}
 	}
-	return GuardNone, ""
+	switch {
+	case stale == 0:
+		return GuardNone, "", -1
+	case stale == len(all):
+		p = -1 // every partition: one full restore (the page writer) is the faster way
+	}
+	return GuardRetentionExceeded, reason, p
 }
 
 // testHookStaleRebuildFloor, when set, replaces staleRebuildFloor.

@@ -80,7 +80,7 @@ func TestAQuietTailCountsAsCaughtUpAndIsLeftBehindByNewRecords(t *testing.T) {
 	s := bareStore(t)
 	at := time.Now()
 	s.reps.restored(0, 5, 7, at) // offsets 5 and 6 hold nothing visible
-	g, why := s.retentionExceeded()
+	g, why, _ := s.retentionExceeded()
 	require.Equal(t, GuardNone, g, why)
 	ps := s.reps.snapshot()[0]
 	require.Equal(t, int64(5), ps.Applied, "the checkpoint stays where the reader is")

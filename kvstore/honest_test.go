@@ -2,6 +2,7 @@ package kvstore_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,20 +205,31 @@ func TestWithTheBrokerGoneWritesAndCloseReturnWithinTheirBounds(t *testing.T) {
 // a region whose tombstones compaction has already removed; carrying on
 // would serve the deleted key for ever. It rebuilds instead.
 func TestAFollowerBehindLongerThanDeleteRetentionRebuildsAndForgetsDeletedKeys(t *testing.T) {
+	// On one partition the store rebuilds whole; on two, only the partition
+	// that fell behind (the keys below all land on partition 0).
+	for _, c := range []struct {
+		partitions int32
+		mode       string
+	}{{1, "full"}, {2, "partition"}} {
+		t.Run(fmt.Sprint(c.partitions, " partitions"), func(t *testing.T) { followerBehindRetention(t, c.partitions, c.mode) })
+	}
+}
+
+func followerBehindRetention(t *testing.T, partitions int32, mode string) {
 	e := newEnv(t)
 	e.requireKfake("holding fetches and forced compaction")
 	t.Cleanup(kvstore.SetStaleRebuildFloor(0)) // registered first, so it runs after the stores close
 	const retention = 1500 * time.Millisecond
 	ctx := ctxT(t)
-	w := e.open("", kvstore.TopicConfig("delete.retention.ms", "1500"))
+	w := e.open("", kvstore.TopicConfig("delete.retention.ms", "1500"), kvstore.Partitions(partitions))
 	const sMaxWait = 777 // ms: marks s's fetches, the ones to hold
 	s := e.open("", kvstore.KafkaOpts(kgo.FetchMaxWait(sMaxWait*time.Millisecond)))
 	// anchor keeps the log start where it is: compaction leaves a hole in
 	// the middle of the log, which a reader cannot tell from records it read.
-	require.NoError(t, w.Put(ctx, "anchor", User{FirstName: "anchor"}))
-	require.NoError(t, w.Put(ctx, "gone", User{FirstName: "deleted later"}))
+	require.NoError(t, w.Put(ctx, "anchor2", User{FirstName: "anchor2"}))
+	require.NoError(t, w.Put(ctx, "gone2", User{FirstName: "deleted later"}))
 	require.Eventually(t, func() bool {
-		_, ok, _ := s.Get(ctx, "gone")
+		_, ok, _ := s.Get(ctx, "gone2")
 		return ok && s.Stats().Partitions[0].Lag == 0
 	}, 10*time.Second, 5*time.Millisecond)
 
@@ -241,26 +253,27 @@ func TestAFollowerBehindLongerThanDeleteRetentionRebuildsAndForgetsDeletedKeys(t
 	// One of s's fetches is held, so none is in flight to bring it news.
 	require.Eventually(t, func() bool { return held.Load() >= 1 }, 10*time.Second, time.Millisecond)
 
-	require.NoError(t, w.Delete(ctx, "gone"))
+	require.NoError(t, w.Delete(ctx, "gone2"))
 	deleted := time.Now()
-	require.NoError(t, w.Put(ctx, "later", User{FirstName: "later"}))
+	require.NoError(t, w.Put(ctx, "later2", User{FirstName: "later2"}))
 	// The tombstone outlives delete.retention.ms, s is that far behind, and
 	// compaction removes the tombstone with the value it deleted.
 	require.Eventually(t, func() bool {
 		p := s.Stats().Partitions[0]
 		return time.Since(deleted) > retention && p.Lag > 0 && time.Since(p.CaughtUpAt) > retention
 	}, 10*time.Second, 10*time.Millisecond)
-	_, ok, err := s.Get(ctx, "gone")
+	_, ok, err := s.Get(ctx, "gone2")
 	require.NoError(t, err)
 	require.True(t, ok, "s has not seen the delete")
 	kc.Compact()
 	close(release)
 
 	require.Eventually(t, func() bool {
-		_, gone, _ := s.Get(ctx, "gone")
-		_, later, _ := s.Get(ctx, "later")
+		_, gone, _ := s.Get(ctx, "gone2")
+		_, later, _ := s.Get(ctx, "later2")
 		// The rebuild's figures are published once it has swapped the file in.
-		return !gone && later && s.Stats().Restore.Guard == kvstore.GuardRetentionExceeded
+		st := s.Stats().Restore
+		return !gone && later && st.Guard == kvstore.GuardRetentionExceeded && st.Mode == mode
 	}, 20*time.Second, 10*time.Millisecond, "the deleted key is gone once the follower catches up")
 	require.GreaterOrEqual(t, s.Stats().Guards[kvstore.GuardRetentionExceeded], int64(1))
 }

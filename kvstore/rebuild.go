@@ -12,11 +12,12 @@ import (
 )
 
 // rebuildPartition rebuilds partition p's bucket from the start of the
-// topic, when the records the follower would read next in p are gone (a
-// gap), and touches no other partition: their buckets, checkpoints and
+// topic, when guard says it cannot be trusted (the records the follower
+// would read next in p are gone, or p has been behind for longer than
+// delete.retention.ms), and touches no other partition: their buckets, checkpoints and
 // readers' positions stay as they are. It returns a reader positioned at
 // pos, with p moved to where the rebuild ended.
-func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, pos map[int32]int64, reason string) (*changelog.Reader, map[int32]int64, error) {
+func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, guard Guard, pos map[int32]int64, reason string) (*changelog.Reader, map[int32]int64, error) {
 	began := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	lo, err := s.listOffsets(lctx)
@@ -24,11 +25,11 @@ func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, pos map[int32]
 	if err != nil {
 		return nil, nil, err
 	}
-	next, records, nbytes, err := s.refillPartition(ctx, p, lo, GuardBelowLogStart, reason)
+	next, records, nbytes, err := s.refillPartition(ctx, p, lo, guard, reason)
 	if err != nil {
 		return nil, nil, err
 	}
-	st := RestoreStats{Mode: "partition", Reason: reason, Guard: GuardBelowLogStart, Records: records, Bytes: nbytes,
+	st := RestoreStats{Mode: "partition", Reason: reason, Guard: guard, Records: records, Bytes: nbytes,
 		Duration: time.Since(began), Partitions: s.info.Partitions}
 	s.statsMu.Lock()
 	s.restore = st
