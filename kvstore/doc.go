@@ -84,10 +84,11 @@
 // none, and Stats tells how stale. A partition that has not been caught up
 // for longer than the topic's delete.retention.ms (and at least 10s) while
 // following is rebuilt from the topic, as Open would after such an absence:
-// compaction may have removed tombstones it never read. When the records a
-// partition's follower would read next are gone (deleted or expired), that
-// partition alone is rebuilt: its bucket is refilled from the topic and
-// swapped in one transaction, and the other partitions read on.
+// compaction may have removed tombstones it never read. That partition
+// alone is rebuilt when the others are current (every partition: the whole
+// file), as is a partition whose next records are gone (deleted or
+// expired): its bucket is refilled from the topic and swapped in one
+// transaction, and the other partitions read on.
 //
 // # Bounds
 //
