@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"github.com/twmb/franz-go/pkg/sr"
 	"github.com/twmb/franz-go/pkg/sr/srfake"
 
@@ -241,4 +244,25 @@ func (l *lockedBuffer) String() string {
 func captureLogs() (*slog.Logger, *lockedBuffer) {
 	buf := &lockedBuffer{}
 	return slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug})), buf
+}
+
+// holdFetches holds, until release is closed, every fetch that asks the
+// broker to wait maxWaitMs (the mark of the client a test means to pause),
+// counting the fetches it holds.
+func holdFetches(kc *kfake.Cluster, maxWaitMs int32) (held *atomic.Int32, release chan struct{}) {
+	held, release = new(atomic.Int32), make(chan struct{})
+	kc.ControlKey(kmsg.Fetch.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		if req.(*kmsg.FetchRequest).MaxWaitMillis != maxWaitMs {
+			return nil, nil, false
+		}
+		select {
+		case <-release:
+		default:
+			held.Add(1)
+			kc.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	return held, release
 }

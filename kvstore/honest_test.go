@@ -234,22 +234,8 @@ func followerBehindRetention(t *testing.T, partitions int32, mode string) {
 	}, 10*time.Second, 5*time.Millisecond)
 
 	// Hold s's fetches: s stops seeing new records (a paused process).
-	var held atomic.Int32
-	release := make(chan struct{})
 	kc := e.cluster.Kafka()
-	kc.ControlKey(kmsg.Fetch.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		kc.KeepControl()
-		if req.(*kmsg.FetchRequest).MaxWaitMillis != sMaxWait {
-			return nil, nil, false
-		}
-		select {
-		case <-release:
-		default:
-			held.Add(1)
-			kc.SleepControl(func() { <-release })
-		}
-		return nil, nil, false
-	})
+	held, release := holdFetches(kc, sMaxWait)
 	// One of s's fetches is held, so none is in flight to bring it news.
 	require.Eventually(t, func() bool { return held.Load() >= 1 }, 10*time.Second, time.Millisecond)
 

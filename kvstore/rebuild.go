@@ -72,22 +72,8 @@ func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guar
 	srt := newSorter(s.cfg.restoreMemory, s.cfg.dir, s.topic)
 	srt.log = s.log
 	defer srt.cleanup()
-	reached, records, nbytes, err := s.readUntil(ctx, r, from, end, newProgress(s.log, s.cfg.progressEvery, end[p]-from[p]),
-		func(bs []changelog.Batch) error {
-			bs, err := s.screen(ctx, bs) // poison.go
-			if err != nil {
-				return err
-			}
-			s.checkPartitions(bs) // partition.go
-			for _, b := range bs {
-				for _, rec := range b.Records {
-					if err := srt.add(b.Partition, rec.Key, rec.Value); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		})
+	reached, records, nbytes, err := s.readUntil(ctx, r, from, end,
+		newProgress(s.log, s.cfg.progressEvery, end[p]-from[p]), s.collectInto(ctx, srt))
 	go r.Close()
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("kvstore: rebuild partition %d of %q: %w", p, s.topic, err)

@@ -127,21 +127,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		srt := newSorter(s.cfg.restoreMemory, s.cfg.dir, s.topic)
 		srt.log = s.log
 		defer srt.cleanup()
-		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, func(bs []changelog.Batch) error {
-			bs, err := s.screen(ctx, bs) // poison.go
-			if err != nil {
-				return err
-			}
-			s.checkPartitions(bs) // partition.go
-			for _, b := range bs {
-				for _, rec := range b.Records {
-					if err := srt.add(b.Partition, rec.Key, rec.Value); err != nil {
-						return err
-					}
-				}
-			}
-			return nil
-		})
+		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, s.collectInto(ctx, srt))
 		if err == nil {
 			err = s.bulkLoad(srt, next, lo.at)
 		}
@@ -425,5 +411,26 @@ func (s *Store[V]) removeOlderAside(keep string) {
 		if f != keep && os.Remove(f) == nil {
 			s.log.Info("kvstore: removed an older damaged cache file", "path", f)
 		}
+	}
+}
+
+// collectInto returns the apply step of a restore into srt: each poll's
+// records through the poison screen and the misrouted-key check, into the
+// sort.
+func (s *Store[V]) collectInto(ctx context.Context, srt *sorter) func([]changelog.Batch) error {
+	return func(bs []changelog.Batch) error {
+		bs, err := s.screen(ctx, bs) // poison.go
+		if err != nil {
+			return err
+		}
+		s.checkPartitions(bs) // partition.go
+		for _, b := range bs {
+			for _, rec := range b.Records {
+				if err := srt.add(b.Partition, rec.Key, rec.Value); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
 	}
 }

@@ -78,22 +78,8 @@ func TestAGapInOnePartitionRebuildsThatPartitionOnly(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return len(contents(t, s)) == 10 }, 10*time.Second, 5*time.Millisecond)
 
-	var held atomic.Int32
-	release := make(chan struct{})
 	kc := e.cluster.Kafka()
-	kc.ControlKey(kmsg.Fetch.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
-		kc.KeepControl()
-		if req.(*kmsg.FetchRequest).MaxWaitMillis != sMaxWait {
-			return nil, nil, false
-		}
-		select {
-		case <-release:
-		default:
-			held.Add(1)
-			kc.SleepControl(func() { <-release })
-		}
-		return nil, nil, false
-	})
+	held, release := holdFetches(kc, sMaxWait)
 	require.Eventually(t, func() bool { return held.Load() >= 1 }, 10*time.Second, time.Millisecond)
 	for i := range 10 {
 		require.NoError(t, w.Put(ctx, fmt.Sprint("after-", i), User{FirstName: "after"}))
