@@ -31,12 +31,7 @@ func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, guard Guard, p
 	}
 	st := RestoreStats{Mode: "partition", Reason: reason, Guard: guard, Records: records, Bytes: nbytes,
 		Duration: time.Since(began), Partitions: s.info.Partitions}
-	s.statsMu.Lock()
-	s.restore = st
-	s.statsMu.Unlock()
-	if l := s.cfg.listener; l != nil {
-		l.OnRestoreEnd(st)
-	}
+	s.publishRestore(st)
 	pos[p] = next
 	nr, err := s.tp.NewReader(pos)
 	if err != nil {

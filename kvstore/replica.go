@@ -43,6 +43,10 @@ func newReplica(p int32) *replica {
 	return &replica{p: p, bucket: partBucket(p), own: map[string]ovEntry{}}
 }
 
+// reached is the offset below which the cache holds every visible record
+// of the partition. The caller holds r.mu.
+func (r *replica) reached() int64 { return max(r.applied, r.quietEnd) }
+
 type ovEntry struct {
 	offset int64
 	value  []byte // nil: deleted

@@ -154,9 +154,6 @@ func (rs *replicas) restored(p int32, next, end int64, at time.Time) {
 	})
 }
 
-// reached is the offset below which the cache holds every visible record.
-func (r *replica) reached() int64 { return max(r.applied, r.quietEnd) }
-
 // observe records that p's end offset was end at at (a time taken before
 // the broker was asked).
 func (rs *replicas) observe(p int32, end int64, at time.Time) {

@@ -158,18 +158,24 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 	s.reps.setAll(PartitionFollowing, nil)
 	st := RestoreStats{Mode: mode, Reason: reason, Guard: guard, Records: records, Bytes: nbytes,
 		Duration: time.Since(began), Partitions: s.info.Partitions}
-	s.statsMu.Lock()
-	s.restore = st
-	s.statsMu.Unlock()
 	s.log.Info("kvstore: restored", "mode", mode, "records", records, "bytes", nbytes, "duration", st.Duration)
 	if st.Duration > s.info.DeleteRetention {
 		s.log.Warn("kvstore: full restore took longer than the topic's delete.retention.ms: tombstones written meanwhile may have been missed, raise delete.retention.ms",
 			"duration", st.Duration, "delete_retention", s.info.DeleteRetention)
 	}
+	s.publishRestore(st)
+	return r, next, nil
+}
+
+// publishRestore makes st the last restore Stats reports and tells the
+// restore listener it ended.
+func (s *Store[V]) publishRestore(st RestoreStats) {
+	s.statsMu.Lock()
+	s.restore = st
+	s.statsMu.Unlock()
 	if l := s.cfg.listener; l != nil {
 		l.OnRestoreEnd(st)
 	}
-	return r, next, nil
 }
 
 // installCache opens the cache file a full restore wrote, in place of the
