@@ -154,3 +154,52 @@ func TestATopicDeletedInUseIsReportedMissing(t *testing.T) {
 	_, err := tp.EndOffsets(ctx)
 	require.ErrorIs(t, err, changelog.ErrTopicMissing)
 }
+
+// A partition removed from a Reader yields nothing more, and added back it
+// resumes where it is told to; the other partition is read on throughout,
+// without a record lost or repeated.
+func TestAPartitionRemovedAndAddedBackLeavesTheOthersUndisturbed(t *testing.T) {
+	c, ctx := setup(t)
+	tp := open(t, ctx, c, "t", changelog.TopicSpec{Partitions: 2, ReplicationFactor: -1})
+	produce := func(p int32, keys ...string) {
+		for _, k := range keys {
+			_, err := tp.Produce(ctx, p, []byte(k), []byte("v"))
+			require.NoError(t, err)
+		}
+	}
+	r, err := tp.NewReader(map[int32]int64{0: 0, 1: 0})
+	require.NoError(t, err)
+	defer r.Close()
+	got := map[int32][]string{}
+	// pollUntil polls until partition p's records reach n in all.
+	pollUntil := func(p int32, n int) {
+		t.Helper()
+		for len(got[p]) < n {
+			bs, err := r.Poll(ctx)
+			require.NoError(t, err)
+			for _, b := range bs {
+				for _, rec := range b.Records {
+					got[b.Partition] = append(got[b.Partition], string(rec.Key))
+				}
+			}
+		}
+	}
+
+	produce(0, "a0", "a1")
+	produce(1, "b0", "b1")
+	pollUntil(0, 2)
+	pollUntil(1, 2)
+
+	r.Remove(1)
+	produce(1, "b2", "b3") // not read while removed
+	produce(0, "a2")
+	pollUntil(0, 3)
+	require.Equal(t, []string{"b0", "b1"}, got[1])
+
+	r.Add(map[int32]int64{1: 3}) // resume past b2
+	produce(0, "a3")
+	pollUntil(1, 3)
+	pollUntil(0, 4)
+	require.Equal(t, []string{"a0", "a1", "a2", "a3"}, got[0])
+	require.Equal(t, []string{"b0", "b1", "b3"}, got[1])
+}

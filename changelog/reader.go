@@ -27,8 +27,10 @@ type Batch struct {
 	Bytes     int // key and value bytes of Records
 }
 
-// Reader reads every partition of one topic from given start offsets with
-// read_committed isolation. It is not safe for concurrent use.
+// Reader reads partitions of one topic from given start offsets with
+// read_committed isolation. Partitions can be added and removed while it
+// runs (Add, Remove) without disturbing the others. It is not safe for
+// concurrent use.
 type Reader struct {
 	topic string
 	cl    *kgo.Client
@@ -120,6 +122,30 @@ func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 		}
 	})
 	return out, first
+}
+
+// Remove stops reading partitions ps: no later Poll returns anything of
+// them, including what was fetched and not returned yet. The other
+// partitions keep their positions (what was fetched of them and not
+// returned is fetched again). Removing a partition not being read does
+// nothing.
+func (r *Reader) Remove(ps ...int32) {
+	if len(ps) > 0 {
+		r.cl.RemoveConsumePartitions(map[string][]int32{r.topic: ps})
+	}
+}
+
+// Add starts reading partition p at offset from[p], for each p in from. A
+// partition already being read must be removed first.
+func (r *Reader) Add(from map[int32]int64) {
+	if len(from) == 0 {
+		return
+	}
+	offs := make(map[int32]kgo.Offset, len(from))
+	for p, o := range from {
+		offs[p] = kgo.NewOffset().At(o)
+	}
+	r.cl.AddConsumePartitions(map[string]map[int32]kgo.Offset{r.topic: offs})
 }
 
 // Close closes the Reader's connection. It is idempotent.

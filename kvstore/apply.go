@@ -15,14 +15,14 @@ import (
 // applyBatches applies one poll's batches to the cache file in one
 // transaction together with the offsets they bring each partition to.
 func (s *Store[V]) applyBatches(ctx context.Context, bs []changelog.Batch) error {
-	return s.applyBatchesWith(ctx, bs, nil, time.Time{})
+	return s.applyBatchesWith(ctx, bs, nil, nil)
 }
 
 // applyBatchesWith is applyBatches that also writes own, in the same
 // transaction after the batches (own writes the batches should have carried
-// but did not, see applyTail), and records that the cache was current at
-// currentAt unless that is zero.
-func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, own map[int32][]ownWrite, currentAt time.Time) error {
+// but did not, see applyTail), and records that each partition in current
+// was current at its time.
+func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, own map[int32][]ownWrite, current map[int32]time.Time) error {
 	if len(bs) == 0 {
 		return nil
 	}
@@ -69,10 +69,7 @@ func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, o
 		if err := putOffsets(tx, next); err != nil {
 			return err
 		}
-		if currentAt.IsZero() {
-			return nil
-		}
-		return putCurrentAt(tx, currentAt)
+		return putCurrent(tx, current)
 	})
 }
 

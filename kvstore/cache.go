@@ -19,21 +19,23 @@ import (
 //	meta/topic       topic name
 //	meta/topic_id    16-byte Kafka topic ID
 //	meta/partitions  uint32 partition count
-//	meta/current_at  int64 unix milliseconds the cache was last known current
 //	offsets/<p>      int64 next offset to read of partition p (p: uint32 BE)
+//	current/<p>      int64 unix milliseconds partition p was last known current
 //	part-NNNNN/<key> raw value bytes of partition NNNNN (Confluent-framed Avro)
 //
 // A data change and the offset it came from are committed in one transaction.
-const formatVersion = 1
+// Version 1 had one meta/current_at for the whole file; version 2 keeps it
+// per partition, so that a partition left behind is rebuilt alone.
+const formatVersion = 2
 
 var (
 	bucketMeta    = []byte("meta")
 	bucketOffsets = []byte("offsets")
+	bucketCurrent = []byte("current")
 	keyFormat     = []byte("format")
 	keyTopic      = []byte("topic")
 	keyTopicID    = []byte("topic_id")
 	keyPartitions = []byte("partitions")
-	keyCurrentAt  = []byte("current_at")
 )
 
 func partBucket(p int32) []byte { return fmt.Appendf(nil, "part-%05d", p) }
@@ -46,8 +48,8 @@ type cacheMeta struct {
 	topic      string
 	topicID    [16]byte
 	partitions int32
-	currentAt  time.Time
-	next       map[int32]int64
+	next       map[int32]int64     // checkpoint: next offset to read
+	current    map[int32]time.Time // when each partition was last known current
 }
 
 // errNoMeta means the file holds no (complete) cache.
@@ -65,33 +67,54 @@ func readMeta(db *bolt.DB) (cacheMeta, error) {
 		if tx.Size() > fi.Size() {
 			return fmt.Errorf("%w: file is %d bytes, its meta page needs %d (truncated)", errNoMeta, fi.Size(), tx.Size())
 		}
-		mb, ob := tx.Bucket(bucketMeta), tx.Bucket(bucketOffsets)
-		if mb == nil || ob == nil {
+		mb := tx.Bucket(bucketMeta)
+		if mb == nil {
 			return errNoMeta
 		}
-		f, id, n, cur := mb.Get(keyFormat), mb.Get(keyTopicID), mb.Get(keyPartitions), mb.Get(keyCurrentAt)
-		if len(f) != 4 || len(id) != 16 || len(n) != 4 || len(cur) != 8 {
+		f := mb.Get(keyFormat)
+		if len(f) != 4 {
+			return fmt.Errorf("%w: meta bucket has no format version", errNoMeta)
+		}
+		if m.format = binary.BigEndian.Uint32(f); m.format != formatVersion {
+			return nil // decideGuard refuses it; the rest may be laid out otherwise
+		}
+		ob, cb := tx.Bucket(bucketOffsets), tx.Bucket(bucketCurrent)
+		id, n := mb.Get(keyTopicID), mb.Get(keyPartitions)
+		if ob == nil || cb == nil || len(id) != 16 || len(n) != 4 {
 			return fmt.Errorf("%w: meta bucket is incomplete", errNoMeta)
 		}
-		m.format = binary.BigEndian.Uint32(f)
 		m.topic = string(mb.Get(keyTopic))
 		copy(m.topicID[:], id)
 		m.partitions = int32(binary.BigEndian.Uint32(n))
-		m.currentAt = time.UnixMilli(int64(binary.BigEndian.Uint64(cur)))
-		m.next = make(map[int32]int64)
-		return ob.ForEach(func(k, v []byte) error {
-			if len(k) != 4 || len(v) != 8 {
-				return fmt.Errorf("%w: bad offsets entry", errNoMeta)
-			}
-			m.next[int32(binary.BigEndian.Uint32(k))] = int64(binary.BigEndian.Uint64(v))
-			return nil
-		})
+		var err error
+		if m.next, err = readPartitionInts(ob, "offsets"); err != nil {
+			return err
+		}
+		cur, err := readPartitionInts(cb, "current")
+		m.current = make(map[int32]time.Time, len(cur))
+		for p, ms := range cur {
+			m.current[p] = time.UnixMilli(ms)
+		}
+		return err
 	})
 	return m, err
 }
 
-// writeMeta writes the cache's identity, every partition's next offset and
-// the current time, inside tx.
+// readPartitionInts reads a bucket of partition -> int64 entries.
+func readPartitionInts(b *bolt.Bucket, name string) (map[int32]int64, error) {
+	out := make(map[int32]int64)
+	err := b.ForEach(func(k, v []byte) error {
+		if len(k) != 4 || len(v) != 8 {
+			return fmt.Errorf("%w: bad %s entry", errNoMeta, name)
+		}
+		out[int32(binary.BigEndian.Uint32(k))] = int64(binary.BigEndian.Uint64(v))
+		return nil
+	})
+	return out, err
+}
+
+// writeMeta writes the cache's identity, every partition's next offset, and
+// now as the time every partition was current, inside tx.
 func writeMeta(tx *bolt.Tx, topic string, id [16]byte, partitions int32, next map[int32]int64, now time.Time) error {
 	mb, err := tx.CreateBucketIfNotExists(bucketMeta)
 	if err != nil {
@@ -102,7 +125,6 @@ func writeMeta(tx *bolt.Tx, topic string, id [16]byte, partitions int32, next ma
 		{keyTopic, []byte(topic)},
 		{keyTopicID, id[:]},
 		{keyPartitions, binary.BigEndian.AppendUint32(nil, uint32(partitions))},
-		{keyCurrentAt, binary.BigEndian.AppendUint64(nil, uint64(now.UnixMilli()))},
 	}
 	for _, kv := range puts {
 		if err := mb.Put(kv[0], kv[1]); err != nil {
@@ -114,7 +136,19 @@ func writeMeta(tx *bolt.Tx, topic string, id [16]byte, partitions int32, next ma
 			return err
 		}
 	}
-	return putOffsets(tx, next)
+	if err := putOffsets(tx, next); err != nil {
+		return err
+	}
+	return putCurrent(tx, allAt(partitions, now))
+}
+
+// allAt returns at for each of partitions partitions.
+func allAt(partitions int32, at time.Time) map[int32]time.Time {
+	m := make(map[int32]time.Time, partitions)
+	for p := range partitions {
+		m[p] = at
+	}
+	return m
 }
 
 func putOffsets(tx *bolt.Tx, next map[int32]int64) error {
@@ -130,12 +164,21 @@ func putOffsets(tx *bolt.Tx, next map[int32]int64) error {
 	return nil
 }
 
-func putCurrentAt(tx *bolt.Tx, now time.Time) error {
-	mb := tx.Bucket(bucketMeta)
-	if mb == nil {
-		return errNoMeta
+// putCurrent records, inside tx, that partition p was current at at[p].
+func putCurrent(tx *bolt.Tx, at map[int32]time.Time) error {
+	if len(at) == 0 {
+		return nil
 	}
-	return mb.Put(keyCurrentAt, binary.BigEndian.AppendUint64(nil, uint64(now.UnixMilli())))
+	cb, err := tx.CreateBucketIfNotExists(bucketCurrent)
+	if err != nil {
+		return err
+	}
+	for p, t := range at {
+		if err := cb.Put(partKey(p), binary.BigEndian.AppendUint64(nil, uint64(t.UnixMilli()))); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // openBolt opens path with the store's settings. timeout bounds the wait for

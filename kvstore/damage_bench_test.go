@@ -58,7 +58,7 @@ func unsyncedCopy(b *testing.B, path string) string {
 	require.NoError(b, os.WriteFile(cp, data, 0o600))
 	db, err := bolt.Open(cp, 0o600, &bolt.Options{NoFreelistSync: true, FreelistType: bolt.FreelistMapType})
 	require.NoError(b, err)
-	require.NoError(b, db.Update(func(tx *bolt.Tx) error { return putCurrentAt(tx, time.Now()) }))
+	require.NoError(b, db.Update(func(tx *bolt.Tx) error { return putCurrent(tx, allAt(1, time.Now())) }))
 	require.NoError(b, db.Close())
 	return cp
 }
@@ -203,7 +203,7 @@ func BenchmarkFollowerCommit(b *testing.B) {
 							if err := putOffsets(tx, map[int32]int64{0: next}); err != nil {
 								return err
 							}
-							return putCurrentAt(tx, time.Now())
+							return putCurrent(tx, allAt(1, time.Now()))
 						}))
 						took[j] += time.Since(began)
 					}

@@ -46,7 +46,7 @@ func boltContents(t testing.TB, db *bolt.DB) map[string][]byte {
 	got := map[string][]byte{}
 	require.NoError(t, db.View(func(tx *bolt.Tx) error {
 		return tx.ForEach(func(name []byte, b *bolt.Bucket) error {
-			if bytes.Equal(name, bucketMeta) || bytes.Equal(name, bucketOffsets) {
+			if bytes.Equal(name, bucketMeta) || bytes.Equal(name, bucketOffsets) || bytes.Equal(name, bucketCurrent) {
 				return nil
 			}
 			return b.ForEach(func(k, v []byte) error {

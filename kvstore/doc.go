@@ -46,12 +46,14 @@
 // trusted, and otherwise rebuilds the cache from the start of the topic
 // (full): when there is no cache, when it is unreadable or of another format,
 // when the topic was deleted and recreated (its topic ID changed), when its
-// partition count changed, and when the cache was last current longer ago
-// than the topic's delete.retention.ms (tombstones it never saw may be gone,
-// and deleted keys would come back). A partition whose checkpoint lies below
-// its log start offset or above its end offset is rebuilt alone (its bucket
-// refilled from the topic and swapped in one transaction), and the other
-// partitions restore a delta. A full restore must finish within
+// and partition count changed. Each partition is also judged alone: one
+// whose checkpoint lies below its log start offset or above its end offset,
+// or that was last current longer ago than the topic's delete.retention.ms
+// (tombstones it never saw may be gone, and deleted keys would come back;
+// the file records per partition when it was last current) is rebuilt alone
+// (its bucket refilled from the topic and swapped in one transaction), and
+// the other partitions restore a delta; when every partition is refused,
+// the whole cache is rebuilt. A full restore must finish within
 // delete.retention.ms for the same reason. A full restore sorts the records
 // by key within a bounded amount of memory (RestoreMemory), spilling sorted
 // runs to the cache directory, and loads them into a new file that replaces

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"maps"
 	"net"
 	"sync/atomic"
 	"syscall"
@@ -57,7 +56,6 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		}
 	}()
 	var (
-		marked  time.Time   // the current_at last written to the file
 		rebuild Guard       // a rebuild still to do, GuardNone if none
 		gapIn   = int32(-1) // the one partition to rebuild, -1 for all
 		reason  string
@@ -69,21 +67,26 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		backoff = min(2*backoff, maxStallBackoff)
 	}
 	for ctx.Err() == nil {
-		marked = s.markCurrent(marked)
+		s.markCurrent()
 		if rebuild != GuardNone {
-			if r != nil {
-				go r.Close()
-				r = nil
-			}
-			var (
-				nr   *changelog.Reader
-				npos map[int32]int64
-				err  error
-			)
+			var err error
 			if gapIn >= 0 {
-				nr, npos, err = s.rebuildPartition(ctx, gapIn, rebuild, maps.Clone(pos), reason)
+				// The other partitions keep their place in the reader.
+				r.Remove(gapIn)
+				var next int64
+				if next, err = s.rebuildPartition(ctx, gapIn, rebuild, reason); err == nil {
+					pos[gapIn] = next
+					r.Add(map[int32]int64{gapIn: next})
+				}
 			} else {
-				nr, npos, err = s.rebuild(ctx, rebuild, reason)
+				if r != nil {
+					go r.Close()
+					r = nil
+				}
+				var nr *changelog.Reader
+				if nr, pos, err = s.rebuild(ctx, rebuild, reason); err == nil {
+					r = nr
+				}
 			}
 			if err != nil {
 				if ctx.Err() != nil {
@@ -98,7 +101,6 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 				stalled()
 				continue
 			}
-			r, pos = nr, npos
 			rebuild, gapIn, backoff = GuardNone, -1, stallBackoff
 			continue
 		}
@@ -282,20 +284,19 @@ func (s *Store[V]) probe(ctx context.Context) {
 	s.reps.recover(stallProbe)
 }
 
-// markCurrent records in the cache file the time up to which every
-// partition is caught up, when it moved by currentEvery since last, the time
-// it last recorded; it returns the time recorded.
-func (s *Store[V]) markCurrent(last time.Time) time.Time {
-	at := s.reps.oldestCaughtUp()
-	if at.Sub(last) < currentEvery {
-		return last
+// markCurrent records in the cache file the time up to which each
+// partition is caught up, for those whose time moved by currentEvery since
+// the file last recorded it.
+func (s *Store[V]) markCurrent() {
+	at := s.reps.toMark(currentEvery)
+	if at == nil {
+		return
 	}
-	err := safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrentAt(tx, at) })
-	if err != nil {
+	if err := safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrent(tx, at) }); err != nil {
 		s.log.Warn("kvstore: cannot record that the cache is current", "err", err)
-		return last
+		return
 	}
-	return at
+	s.reps.marked(at)
 }
 
 // Test hooks, nil outside tests: testHookCommitted runs in applyTail right
@@ -323,9 +324,11 @@ func (s *Store[V]) applyTail(ctx context.Context, bs []changelog.Batch) error {
 	// the cache's fsync. Until the replicas advance just below, a Get may
 	// still see an own write the file now holds a newer version of: the
 	// same as if the follower were those microseconds slower.
-	if err := s.applyBatchesWith(ctx, bs, own, s.reps.oldestCaughtUp()); err != nil {
+	current := s.reps.toMark(currentEvery) // piggybacked: saves markCurrent a commit of its own
+	if err := s.applyBatchesWith(ctx, bs, own, current); err != nil {
 		return err
 	}
+	s.reps.marked(current)
 	if testHookCommitted != nil {
 		testHookCommitted()
 	}

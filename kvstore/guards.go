@@ -2,7 +2,6 @@ package kvstore
 
 import (
 	"fmt"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -59,49 +58,67 @@ func (s *Store[V]) guardsFired() map[Guard]int64 {
 	return out
 }
 
-// decideGuard says which guard keeps a cache with meta m from serving as the
-// base of a delta restore of the topic info describes, whose partitions now
-// start and end at start and end, and why; GuardNone if none does. It is a
-// pure function of its arguments.
-func decideGuard(m cacheMeta, info changelog.TopicInfo, start, end map[int32]int64, now time.Time) (Guard, string) {
-	switch {
-	case m.format != formatVersion:
-		return GuardFormat, fmt.Sprintf("cache format version %d, want %d", m.format, formatVersion)
-	case m.topic != info.Name:
-		return GuardTopicRecreated, fmt.Sprintf("cache is of topic %q", m.topic)
-	case m.topicID != info.ID:
-		return GuardTopicRecreated, "topic ID changed (topic deleted and recreated)"
-	case m.partitions != info.Partitions:
-		return GuardPartitionsChanged, fmt.Sprintf("partition count changed from %d to %d", m.partitions, info.Partitions)
-	}
-	if off := now.Sub(m.currentAt); off > info.DeleteRetention {
-		return GuardRetentionExceeded, fmt.Sprintf("cache last current %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
-			off.Round(time.Millisecond), info.DeleteRetention)
-	}
-	for p := range info.Partitions {
-		n, ok := m.next[p]
-		switch {
-		case !ok:
-			return GuardCorrupt, fmt.Sprintf("no checkpoint for partition %d", p)
-		case n < start[p]:
-			return GuardBelowLogStart, fmt.Sprintf("checkpoint %d of partition %d is below the log start offset %d", n, p, start[p])
-		case n > end[p]:
-			return GuardAboveEnd, fmt.Sprintf("checkpoint %d of partition %d is above the end offset %d", n, p, end[p])
-		}
-	}
-	return GuardNone, ""
+// partGuard is a guard that keeps one partition's bucket from serving as the
+// base of a delta restore, and why.
+type partGuard struct {
+	p      int32
+	guard  Guard
+	reason string
 }
 
-// partitionsOutside returns the partitions whose checkpoint in next lies
-// outside their log, below start or above end: those a delta restore
-// cannot carry on from.
-func partitionsOutside(next, start, end map[int32]int64) []int32 {
-	var out []int32
-	for p, n := range next {
-		if n < start[p] || n > end[p] {
-			out = append(out, p)
+// decideGuard says which guard keeps a cache with meta m from serving as the
+// base of a delta restore of the topic info describes, whose partitions now
+// start and end at start and end, and why; GuardNone if none does. A guard
+// about the whole file (format, topic, partition count, a missing
+// checkpoint) refuses the file. Otherwise each partition is judged alone
+// (offline past delete.retention.ms, checkpoint outside the log): when some
+// but not all are refused, bad lists them, and only they are rebuilt; the
+// guard and reason returned are the first one's. It is a pure function of
+// its arguments.
+func decideGuard(m cacheMeta, info changelog.TopicInfo, start, end map[int32]int64, now time.Time) (g Guard, reason string, bad []partGuard) {
+	switch {
+	case m.format != formatVersion:
+		return GuardFormat, fmt.Sprintf("cache format version %d, want %d", m.format, formatVersion), nil
+	case m.topic != info.Name:
+		return GuardTopicRecreated, fmt.Sprintf("cache is of topic %q", m.topic), nil
+	case m.topicID != info.ID:
+		return GuardTopicRecreated, "topic ID changed (topic deleted and recreated)", nil
+	case m.partitions != info.Partitions:
+		return GuardPartitionsChanged, fmt.Sprintf("partition count changed from %d to %d", m.partitions, info.Partitions), nil
+	}
+	for p := range info.Partitions {
+		if _, ok := m.next[p]; !ok {
+			return GuardCorrupt, fmt.Sprintf("no checkpoint for partition %d", p), nil
 		}
 	}
-	slices.Sort(out)
-	return out
+	for p := range info.Partitions {
+		n := m.next[p]
+		cur, ok := m.current[p]
+		switch off := now.Sub(cur); {
+		case !ok || off > info.DeleteRetention:
+			why := "never recorded as current"
+			if ok {
+				why = fmt.Sprintf("last current %v ago", off.Round(time.Millisecond))
+			}
+			bad = append(bad, partGuard{p, GuardRetentionExceeded, fmt.Sprintf(
+				"partition %d %s, longer than delete.retention.ms (%v): deleted keys could come back", p, why, info.DeleteRetention)})
+		case n < start[p]:
+			bad = append(bad, partGuard{p, GuardBelowLogStart, fmt.Sprintf(
+				"checkpoint %d of partition %d is below the log start offset %d", n, p, start[p])})
+		case n > end[p]:
+			bad = append(bad, partGuard{p, GuardAboveEnd, fmt.Sprintf(
+				"checkpoint %d of partition %d is above the end offset %d", n, p, end[p])})
+		}
+	}
+	switch {
+	case len(bad) == 0:
+		return GuardNone, "", nil
+	case len(bad) == int(info.Partitions): // nothing to keep: one full restore
+		reason = bad[0].reason
+		if len(bad) > 1 {
+			reason += fmt.Sprintf(" (all %d partitions refused)", len(bad))
+		}
+		return bad[0].guard, reason, nil
+	}
+	return bad[0].guard, bad[0].reason, bad
 }

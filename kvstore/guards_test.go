@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -96,7 +97,9 @@ func TestACheckpointBelowTheLogStartRebuilds(t *testing.T) {
 	require.NoError(t, e.cluster.Kafka().DeleteRecords(e.topic, 0, end-1)) // keep only "after"
 
 	s := e.open(dir)
-	requireRestore(t, s, "partition", kvstore.GuardBelowLogStart, "below the log start offset")
+	// The topic's one partition is refused: that is the whole cache (with
+	// more partitions, the table below rebuilds one alone).
+	requireRestore(t, s, "full", kvstore.GuardBelowLogStart, "below the log start offset")
 	require.Equal(t, map[string]User{"after": {FirstName: "kept"}}, contents(t, s))
 }
 
@@ -110,17 +113,23 @@ func TestACacheWhoseMetaAGuardRefusesIsRebuilt(t *testing.T) {
 		guard             kvstore.Guard
 		reason            string
 	}{
-		{"a checkpoint above the end offset", "offsets", string([]byte{0, 0, 0, 0}), be64(1_000_000),
+		{"a checkpoint above the end offset, one of two partitions", "offsets", string([]byte{0, 0, 0, 0}), be64(1_000_000),
 			"partition", kvstore.GuardAboveEnd, "above the end offset"},
-		{"offline longer than delete.retention.ms", "meta", "current_at", be64(time.Now().Add(-2 * time.Minute).UnixMilli()),
+		{"offline longer than delete.retention.ms", "current", string([]byte{0, 0, 0, 0}), be64(time.Now().Add(-2 * time.Minute).UnixMilli()),
 			"full", kvstore.GuardRetentionExceeded, "longer than delete.retention.ms"},
+		{"one of two partitions behind longer than delete.retention.ms", "current", string([]byte{0, 0, 0, 1}), be64(time.Now().Add(-2 * time.Minute).UnixMilli()),
+			"partition", kvstore.GuardRetentionExceeded, "partition 1 last current"},
 		{"another format version", "meta", "format", binary.BigEndian.AppendUint32(nil, 99),
 			"full", kvstore.GuardFormat, "format version 99"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newEnv(t)
 			dir := t.TempDir()
-			model := e.seeded(dir, 100, kvstore.TopicConfig("delete.retention.ms", "60000"))
+			opts := []kvstore.Option{kvstore.TopicConfig("delete.retention.ms", "60000")}
+			if strings.Contains(c.name, "of two partitions") {
+				opts = append(opts, kvstore.Partitions(2))
+			}
+			model := e.seeded(dir, 100, opts...)
 			tamper(t, e.cachePath(dir), c.bucket, c.key, c.val)
 
 			s := e.open(dir)

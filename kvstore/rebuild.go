@@ -7,37 +7,30 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
-
-	"github.com/compactkv/compactkv/changelog"
 )
 
 // rebuildPartition rebuilds partition p's bucket from the start of the
 // topic, when guard says it cannot be trusted (the records the follower
 // would read next in p are gone, or p has been behind for longer than
-// delete.retention.ms), and touches no other partition: their buckets, checkpoints and
-// readers' positions stay as they are. It returns a reader positioned at
-// pos, with p moved to where the rebuild ended.
-func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, guard Guard, pos map[int32]int64, reason string) (*changelog.Reader, map[int32]int64, error) {
+// delete.retention.ms), and touches no other partition: their buckets and
+// checkpoints stay as they are. It returns the offset p's follower carries
+// on from.
+func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, guard Guard, reason string) (int64, error) {
 	began := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	lo, err := s.listOffsets(lctx)
 	cancel()
 	if err != nil {
-		return nil, nil, err
+		return 0, err
 	}
 	next, records, nbytes, err := s.refillPartition(ctx, p, lo, guard, reason)
 	if err != nil {
-		return nil, nil, err
+		return 0, err
 	}
 	st := RestoreStats{Mode: "partition", Reason: reason, Guard: guard, Records: records, Bytes: nbytes,
 		Duration: time.Since(began), Partitions: s.info.Partitions}
 	s.publishRestore(st)
-	pos[p] = next
-	nr, err := s.tp.NewReader(pos)
-	if err != nil {
-		return nil, nil, err
-	}
-	return nr, pos, nil
+	return next, nil
 }
 
 // refillPartition refills partition p's bucket from the topic as lo lists
@@ -96,7 +89,10 @@ func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guar
 		if err != nil {
 			return err
 		}
-		return putOffsets(tx, map[int32]int64{p: next})
+		if err := putOffsets(tx, map[int32]int64{p: next}); err != nil {
+			return err
+		}
+		return putCurrent(tx, map[int32]time.Time{p: lo.at})
 	})
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("kvstore: rebuild partition %d of %q: write the cache file: %w", p, s.topic, err)

@@ -35,6 +35,7 @@ type replica struct {
 	end        int64      // end offset last seen
 	quietEnd   int64      // a restore found no visible record between applied and this end: reached as if applied
 	caughtUpAt time.Time  // the file held everything the partition held then
+	marked     time.Time  // the caughtUpAt last recorded in the file (current/<p>)
 	obs        []endObs   // end offsets seen and not reached yet, oldest first
 	err        error      // why stalled or stopped
 }

@@ -150,7 +150,7 @@ func (rs *replicas) restored(p int32, next, end int64, at time.Time) {
 		if next < end {
 			r.quietEnd = end
 		}
-		r.caughtUpAt = at
+		r.caughtUpAt, r.marked = at, at // the restore recorded at in the file
 	})
 }
 
@@ -207,15 +207,31 @@ func (rs *replicas) snapshot() []PartitionStats {
 	return out
 }
 
-// oldestCaughtUp returns the oldest CaughtUpAt of all partitions.
-func (rs *replicas) oldestCaughtUp() time.Time {
-	var oldest time.Time
-	for p, r := range rs.all {
+// toMark returns the partitions whose CaughtUpAt moved by at least every
+// since the file last recorded it, with their CaughtUpAt: what the next
+// commit should record as the time each was current. nil if none.
+func (rs *replicas) toMark(every time.Duration) map[int32]time.Time {
+	var out map[int32]time.Time
+	for _, r := range rs.all {
 		r.mu.RLock()
-		if p == 0 || r.caughtUpAt.Before(oldest) {
-			oldest = r.caughtUpAt
+		if r.caughtUpAt.Sub(r.marked) >= every && r.caughtUpAt.After(r.marked) {
+			if out == nil {
+				out = map[int32]time.Time{}
+			}
+			out[r.p] = r.caughtUpAt
 		}
 		r.mu.RUnlock()
 	}
-	return oldest
+	return out
+}
+
+// marked records that the file now says each partition in at was current
+// at its time.
+func (rs *replicas) marked(at map[int32]time.Time) {
+	for p, t := range at {
+		r := rs.all[p]
+		r.mu.Lock()
+		r.marked = maxTime(r.marked, t)
+		r.mu.Unlock()
+	}
 }

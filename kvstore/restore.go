@@ -36,12 +36,12 @@ func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, map[int
 		return nil, nil, err
 	}
 	var refilled, refilledBytes int64
-	for _, p := range bad {
-		n, recs, nb, err := s.refillPartition(ctx, p, lo, guard, reason)
+	for _, b := range bad {
+		n, recs, nb, err := s.refillPartition(ctx, b.p, lo, b.guard, b.reason)
 		if err != nil {
 			return nil, nil, err
 		}
-		next[p], refilled, refilledBytes = n, refilled+recs, refilledBytes+nb
+		next[b.p], refilled, refilledBytes = n, refilled+recs, refilledBytes+nb
 	}
 	partial := guard
 	if len(bad) > 0 {
@@ -141,7 +141,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		if err == nil {
 			// Only now is the cache current as of lo.at: a restore killed
 			// midway leaves the time it was current before.
-			err = safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrentAt(tx, lo.at) })
+			err = safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrent(tx, allAt(s.info.Partitions, lo.at)) })
 		}
 		if err == nil {
 			err = s.db.Sync()
@@ -212,8 +212,9 @@ func (s *Store[V]) installCache(next map[int32]int64) error {
 
 // openExisting opens the cache file if there is one and says which guard,
 // if any, keeps it from being brought up to date from its checkpoint, with
-// the checkpoint itself. A file that cannot be read is moved aside.
-func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason string, next map[int32]int64, bad []int32, err error) {
+// the checkpoint itself; bad lists the partitions to rebuild alone, when
+// only some are refused. A file that cannot be read is moved aside.
+func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason string, next map[int32]int64, bad []partGuard, err error) {
 	if _, err := os.Stat(s.path); errors.Is(err, os.ErrNotExist) {
 		return GuardNoCache, "no cache", nil, nil, nil
 	}
@@ -231,12 +232,12 @@ func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason
 		s.removeOlderAside(aside)
 		return GuardCorrupt, "cache file unreadable: " + err.Error(), nil, nil, nil
 	}
-	guard, reason = decideGuard(m, s.info, start, end, time.Now())
-	if guard == GuardBelowLogStart || guard == GuardAboveEnd {
-		// Only some partitions' checkpoints are outside their log: the
-		// rest of the cache is good, and those partitions are rebuilt alone.
+	guard, reason, bad = decideGuard(m, s.info, start, end, time.Now())
+	if len(bad) > 0 {
+		// Only some partitions are refused: the rest of the cache is good,
+		// and those partitions are rebuilt alone.
 		s.db = db
-		return guard, reason, m.next, partitionsOutside(m.next, start, end), nil
+		return guard, reason, m.next, bad, nil
 	}
 	if guard != GuardNone {
 		db.Close()
