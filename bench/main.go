@@ -679,7 +679,7 @@ func benchOps(e *env, parts int, d *dataset, cacheDir string, res *results) erro
 				var ds []time.Duration
 				for time.Since(start) < *flagOpDur {
 					t := time.Now()
-					if err := s.Put(ctx, string(randKey(rng)), u); err != nil {
+					if _, err := s.Put(ctx, string(randKey(rng)), u); err != nil {
 						ferr.Store(&err)
 						return
 					}
@@ -730,7 +730,7 @@ func benchOps(e *env, parts int, d *dataset, cacheDir string, res *results) erro
 		for i := 0; i < 200; i++ {
 			key, u := string(randKey(rng)), newUser(rng)
 			t := time.Now()
-			if err := s.Put(ctx, key, u); err != nil {
+			if _, err := s.Put(ctx, key, u); err != nil {
 				return err
 			}
 			for {
@@ -766,7 +766,7 @@ func putAsyncLoop(ctx context.Context, s *kvstore.Store[User]) (float64, error) 
 	for time.Since(start) < *flagOpDur && ferr.Load() == nil {
 		sem <- struct{}{}
 		n++
-		s.PutAsync(ctx, string(randKey(rng)), u, func(err error) {
+		s.PutAsync(ctx, string(randKey(rng)), u, func(_ kvstore.Position, err error) {
 			if err != nil {
 				ferr.Store(&err)
 			}

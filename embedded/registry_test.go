@@ -124,7 +124,8 @@ func TestStoreRecordsDecodeAfterClusterRestart(t *testing.T) {
 	require.NoError(t, err)
 	s := open(c1)
 	ada := testdata.User{FirstName: "Ada", LastName: "Lovelace", Age: 36}
-	require.NoError(t, s.Put(ctxT(t), "u1", ada))
+	_, err = s.Put(ctxT(t), "u1", ada)
+	require.NoError(t, err)
 	require.NoError(t, s.Close())
 	c1.Close()
 

@@ -392,7 +392,7 @@ func BenchmarkPut(b *testing.B) {
 	start := time.Now()
 	for b.Loop() {
 		t := time.Now()
-		if err := s.Put(ctx, string(binary16(rng)), u); err != nil {
+		if _, err := s.Put(ctx, string(binary16(rng)), u); err != nil {
 			b.Fatal(err)
 		}
 		if len(ds) < cap(ds) {
@@ -416,7 +416,7 @@ func BenchmarkPutConcurrent(b *testing.B) {
 		rng := rand.New(rand.NewPCG(seed.Add(1), 9))
 		u := benchUser(rng)
 		for pb.Next() {
-			if err := s.Put(ctx, string(binary16(rng)), u); err != nil {
+			if _, err := s.Put(ctx, string(binary16(rng)), u); err != nil {
 				b.Error(err)
 				return
 			}
@@ -457,7 +457,7 @@ func BenchmarkPutVisible(b *testing.B) {
 	for b.Loop() {
 		key, u := string(binary16(rng)), benchUser(rng)
 		t := time.Now()
-		require.NoError(b, w.Put(ctx, key, u))
+		acked(b)(w.Put(ctx, key, u))
 		for {
 			got, ok, err := r.Get(ctx, key)
 			require.NoError(b, err)
@@ -493,7 +493,7 @@ func BenchmarkPutAsync(b *testing.B) {
 	for range b.N {
 		window <- struct{}{}
 		inFlight.Add(1)
-		s.PutAsync(ctx, string(binary16(rng)), u, func(err error) {
+		s.PutAsync(ctx, string(binary16(rng)), u, func(_ kvstore.Position, err error) {
 			if err != nil {
 				firstErr.Do(func() { failed = err })
 			}

@@ -79,7 +79,7 @@ func (e *env) fillRaw(n int, value []byte, model map[string]bool, rng *rand.Rand
 func (e *env) encodedValue() []byte {
 	e.t.Helper()
 	s := e.open("")
-	require.NoError(e.t, s.Put(ctxT(e.t), "template", User{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
+	acked(e.t)(s.Put(ctxT(e.t), "template", User{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...), kgo.ConsumeTopics(e.topic),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	require.NoError(e.t, err)

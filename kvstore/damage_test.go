@@ -148,7 +148,7 @@ func (e *env) writeUsers(dir string, n int) map[string]User {
 		k := fmt.Sprintf("user-%06d", rng.IntN(4*n))
 		u := User{FirstName: fmt.Sprintf("first-%d", i), LastName: fmt.Sprintf("last-%010d", rng.Int64N(1e10)), Age: int32(i % 100)}
 		model[k] = u
-		s.PutAsync(ctxT(e.t), k, u, func(err error) { errs <- err })
+		s.PutAsync(ctxT(e.t), k, u, func(_ kvstore.Position, err error) { errs <- err })
 	}
 	for range n {
 		require.NoError(e.t, <-errs)

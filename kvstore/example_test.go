@@ -47,12 +47,12 @@ func Example() {
 	}
 	defer store.Close()
 
-	_ = store.Put(ctx, "user-123", Profile{Name: "Ada Lovelace", Age: 36})
-	_ = store.Put(ctx, "user-456", Profile{Name: "Grace Hopper", Age: 85})
+	_, _ = store.Put(ctx, "user-123", Profile{Name: "Ada Lovelace", Age: 36})
+	_, _ = store.Put(ctx, "user-456", Profile{Name: "Grace Hopper", Age: 85})
 	p, ok, _ := store.Get(ctx, "user-123")
 	fmt.Println(p.Name, p.Age, ok)
 
-	_ = store.Delete(ctx, "user-123") // a tombstone
+	_, _ = store.Delete(ctx, "user-123") // a tombstone
 	_, ok, _ = store.Get(ctx, "user-123")
 	fmt.Println("after delete:", ok)
 
@@ -90,14 +90,14 @@ func ExampleStore_Stats() {
 
 	s := open(mine)
 	for _, name := range []string{"a", "b", "a"} {
-		_ = s.Put(ctx, name, Profile{Name: name})
+		_, _ = s.Put(ctx, name, Profile{Name: name})
 	}
 	s.Close()
 
 	other := open(theirs)
 	st := other.Stats().Restore
 	fmt.Println(st.Mode, st.Reason, st.Records)
-	_ = other.Put(ctx, "c", Profile{Name: "c"}) // while s is closed
+	_, _ = other.Put(ctx, "c", Profile{Name: "c"}) // while s is closed
 	other.Close()
 
 	s = open(mine)

@@ -67,7 +67,7 @@ func TestRetriableProduceErrorsAreRetriedWithoutDuplicates(t *testing.T) {
 		// writing it twice.
 		h := e.cluster.Kafka().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: e.topic, Err: ke, Count: 3})
 		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		err := s.Put(pctx, fmt.Sprint("k", i), User{FirstName: ke.Message})
+		_, err := s.Put(pctx, fmt.Sprint("k", i), User{FirstName: ke.Message})
 		cancel()
 		require.NoError(t, err, "Put through %v", ke.Message)
 		require.Equal(t, 3, h.Hits(), "every fault answered a request")
@@ -91,7 +91,7 @@ func TestAPutThatFailsFatallyIsNotApplied(t *testing.T) {
 	e.requireKfake("fault injection")
 	s := e.open("")
 	ctx := ctxT(t)
-	require.NoError(t, s.Put(ctx, "k", User{FirstName: "before"}))
+	acked(t)(s.Put(ctx, "k", User{FirstName: "before"}))
 	for _, ke := range []*kerr.Error{kerr.InvalidRecord, kerr.TopicAuthorizationFailed, kerr.CorruptMessage, kerr.MessageTooLarge} {
 		t.Run(ke.Message, func(t *testing.T) {
 			before := e.endOffsets()
@@ -99,11 +99,11 @@ func TestAPutThatFailsFatallyIsNotApplied(t *testing.T) {
 			defer h.Remove()
 			pctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 			defer cancel()
-			err := s.Put(pctx, "k", User{FirstName: "after " + ke.Message})
+			_, err := s.Put(pctx, "k", User{FirstName: "after " + ke.Message})
 			require.Error(t, err)
 			require.Contains(t, err.Error(), `kvstore: write "k"`)
 			require.Contains(t, err.Error(), fmt.Sprintf("topic %q partition 0", e.topic))
-			err = s.Delete(pctx, "k")
+			_, err = s.Delete(pctx, "k")
 			require.Error(t, err)
 			h.Remove()
 
@@ -114,7 +114,7 @@ func TestAPutThatFailsFatallyIsNotApplied(t *testing.T) {
 			require.Equal(t, before, e.endOffsets(), "nothing reached the topic")
 		})
 	}
-	require.NoError(t, s.Put(ctx, "k", User{FirstName: "later"}), "the store works again once the faults are gone")
+	acked(t)(s.Put(ctx, "k", User{FirstName: "later"})) // "the store works again once the faults are gone"
 	require.Equal(t, map[string]User{"k": {FirstName: "later"}}, contents(t, e.open("")))
 }
 
@@ -159,7 +159,7 @@ func TestOpenWithTheBrokerUnreachableFailsInBoundedTimeAndLaterSucceeds(t *testi
 	s, err := kvstore.Open[User](ctxT(t), "t", b.opts()...)
 	require.NoError(t, err)
 	defer s.Close()
-	require.NoError(t, s.Put(ctxT(t), "k", User{FirstName: "reachable"}))
+	acked(t)(s.Put(ctxT(t), "k", User{FirstName: "reachable"}))
 }
 
 func TestTheTailResumesWithoutAGapAfterTheBrokerRestarts(t *testing.T) {
@@ -173,7 +173,7 @@ func TestTheTailResumesWithoutAGapAfterTheBrokerRestarts(t *testing.T) {
 
 	model := map[string]User{}
 	put := func(st *kvstore.Store[User], k string, u User) {
-		require.NoError(t, st.Put(ctx, k, u))
+		acked(t)(st.Put(ctx, k, u))
 		model[k] = u
 	}
 	for i := range 20 {
@@ -186,7 +186,7 @@ func TestTheTailResumesWithoutAGapAfterTheBrokerRestarts(t *testing.T) {
 		pctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 		k := fmt.Sprint("outage-", i)
 		u := User{FirstName: "outage", Age: int32(i)}
-		if err := s.Put(pctx, k, u); err == nil {
+		if _, err := s.Put(pctx, k, u); err == nil {
 			model[k] = u
 			acked++
 		} else {
@@ -238,7 +238,7 @@ func TestTheRegistryGoingAwayBreaksOnlyWhatNeedsIt(t *testing.T) {
 	e.requireSrfake("interceptors")
 	ctx := ctxT(t)
 	s := e.open("")
-	require.NoError(t, s.Put(ctx, "a", User{FirstName: "Ada"}))
+	acked(t)(s.Put(ctx, "a", User{FirstName: "Ada"}))
 
 	down := func(w http.ResponseWriter, r *http.Request) bool {
 		http.Error(w, `{"error_code":50001,"message":"registry down"}`, http.StatusServiceUnavailable)
@@ -252,7 +252,7 @@ func TestTheRegistryGoingAwayBreaksOnlyWhatNeedsIt(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, "Ada", got.FirstName)
-	require.NoError(t, s.Put(ctx, "b", User{FirstName: "Bob"}))
+	acked(t)(s.Put(ctx, "b", User{FirstName: "Bob"}))
 	require.Len(t, contents(t, s), 2)
 
 	// A store with a schema not registered yet cannot start.
@@ -273,7 +273,7 @@ func TestTheRegistryGoingAwayBreaksOnlyWhatNeedsIt(t *testing.T) {
 	require.NoError(t, err)
 	defer v1.Close()
 	e.cluster.Registry().Intercept(down)
-	require.NoError(t, v1.Put(ctx, "c", UserV1{FirstName: "Cy"}))
+	acked(t)(v1.Put(ctx, "c", UserV1{FirstName: "Cy"}))
 	require.Eventually(t, func() bool {
 		_, _, err := s.Get(ctx, "c")
 		return err != nil
@@ -332,7 +332,7 @@ func TestAFullDiskFailsTheRestoreAndNoWriteIsReportedApplied(t *testing.T) {
 	w := e.open("")
 	big := strings.Repeat("x", 16<<10)
 	for i := range 200 {
-		require.NoError(t, w.Put(ctxT(t), fmt.Sprint("big-", i), User{FirstName: big}))
+		acked(t)(w.Put(ctxT(t), fmt.Sprint("big-", i), User{FirstName: big}))
 	}
 	_, err := kvstore.Open[User](ctxT(t), e.topic, e.opts(small)...)
 	require.Error(t, err)
@@ -354,7 +354,7 @@ func TestAFullDiskFailsTheRestoreAndNoWriteIsReportedApplied(t *testing.T) {
 	var acked []string
 	for i := range 200 {
 		k := fmt.Sprint("k-", i)
-		if err := s.Put(ctxT(t), k, User{FirstName: big}); err == nil {
+		if _, err := s.Put(ctxT(t), k, User{FirstName: big}); err == nil {
 			acked = append(acked, k)
 		}
 		if s.TailErr() != nil {

@@ -92,7 +92,7 @@ func TestACheckpointBelowTheLogStartRebuilds(t *testing.T) {
 	w := e.open("")
 	// Records the cache never saw, then deleted before it could: a gap.
 	randomOps(t, w, map[string]User{}, 10, rand.New(rand.NewPCG(1, 1)))
-	require.NoError(t, w.Put(ctxT(t), "after", User{FirstName: "kept"}))
+	acked(t)(w.Put(ctxT(t), "after", User{FirstName: "kept"}))
 	end := e.endOffsets()[0]
 	require.NoError(t, e.cluster.Kafka().DeleteRecords(e.topic, 0, end-1)) // keep only "after"
 
@@ -150,13 +150,13 @@ func TestAKeyDeletedWhileOfflineDoesNotComeBackAfterCompaction(t *testing.T) {
 	opts := kvstore.TopicConfig("delete.retention.ms", "50")
 	a, err := kvstore.Open[User](ctx, e.topic, e.opts(dir, opts)...)
 	require.NoError(t, err)
-	require.NoError(t, a.Put(ctx, "k", User{FirstName: "doomed"}))
-	require.NoError(t, a.Put(ctx, "other", User{FirstName: "stays"}))
+	acked(t)(a.Put(ctx, "k", User{FirstName: "doomed"}))
+	acked(t)(a.Put(ctx, "other", User{FirstName: "stays"}))
 	require.NoError(t, a.Close())
 
 	b := e.open("")
-	require.NoError(t, b.Delete(ctx, "k"))
-	require.NoError(t, b.Put(ctx, "last", User{FirstName: "newest"})) // compaction keeps the last batch
+	acked(t)(b.Delete(ctx, "k"))
+	acked(t)(b.Put(ctx, "last", User{FirstName: "newest"})) // compaction keeps the last batch
 	require.NoError(t, b.Close())
 	// Compact until neither k's value nor its tombstone is left in the topic.
 	require.Eventually(t, func() bool {
@@ -339,7 +339,7 @@ func TestAtOpenACheckpointBelowTheLogStartRebuildsThatPartitionOnly(t *testing.T
 	e.seeded(dir, 200, kvstore.Partitions(2))
 	w := e.open("")
 	for i := range 20 {
-		require.NoError(t, w.Put(ctxT(t), fmt.Sprint("later-", i), User{FirstName: "later"}))
+		acked(t)(w.Put(ctxT(t), fmt.Sprint("later-", i), User{FirstName: "later"}))
 	}
 	end := e.endOffsets()
 	require.NoError(t, e.cluster.Kafka().DeleteRecords(e.topic, 0, end[0]-1)) // partition 0 keeps its last record

@@ -266,3 +266,17 @@ func holdFetches(kc *kfake.Cluster, maxWaitMs int32) (held *atomic.Int32, releas
 	})
 	return held, release
 }
+
+// acked fails t unless a write (Put, Delete) was acknowledged, and returns
+// its Position: acked(t)(s.Put(ctx, k, v)).
+func acked(t testing.TB) func(kvstore.Position, error) kvstore.Position {
+	return func(pos kvstore.Position, err error) kvstore.Position {
+		t.Helper()
+		require.NoError(t, err)
+		require.False(t, pos.IsZero(), "an acknowledged write has a position")
+		return pos
+	}
+}
+
+// errOf returns a write's error alone: require.ErrorIs(t, errOf(s.Put(ctx, k, v)), want).
+func errOf(_ kvstore.Position, err error) error { return err }

@@ -58,7 +58,7 @@ func TestStatsShowAStalledFollowerWhileTheBrokerIsGoneAndClearWhenItIsBack(t *te
 	w := b.open()
 	ctx := ctxT(t)
 
-	require.NoError(t, w.Put(ctx, "a", User{FirstName: "before"}))
+	acked(t)(w.Put(ctx, "a", User{FirstName: "before"}))
 	require.Eventually(t, func() bool {
 		if _, ok, _ := s.Get(ctx, "a"); !ok {
 			return false
@@ -100,7 +100,7 @@ func TestStatsShowAStalledFollowerWhileTheBrokerIsGoneAndClearWhenItIsBack(t *te
 	b.start()
 	require.Eventually(t, func() bool { return allIn(s.Stats(), kvstore.PartitionFollowing) && s.TailErr() == nil },
 		30*time.Second, 20*time.Millisecond, "the stall clears once the broker is back")
-	require.NoError(t, w.Put(ctx, "a", User{FirstName: "after"}))
+	acked(t)(w.Put(ctx, "a", User{FirstName: "after"}))
 	require.Eventually(t, func() bool {
 		u, _, _ := s.Get(ctx, "a")
 		return u.FirstName == "after"
@@ -114,7 +114,7 @@ func TestAPoisonRecordStopsTheFollowerAndStatsSayWhere(t *testing.T) {
 	ctx := ctxT(t)
 	var log stateLog
 	s := e.open("", kvstore.OnStateChange(log.listen))
-	require.NoError(t, s.Put(ctx, "good", User{FirstName: "good"}))
+	acked(t)(s.Put(ctx, "good", User{FirstName: "good"}))
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...))
 	require.NoError(t, err)
@@ -149,13 +149,13 @@ func TestWithTheBrokerGoneWritesAndCloseReturnWithinTheirBounds(t *testing.T) {
 	s := b.open(kvstore.DeliveryTimeout(delivery))
 	c := b.open(kvstore.CloseTimeout(closeBound))
 	ctx := ctxT(t)
-	require.NoError(t, s.Put(ctx, "k", User{FirstName: "up"}))
+	acked(t)(s.Put(ctx, "k", User{FirstName: "up"}))
 	b.stop()
 
 	// A Put with no deadline of its own.
 	done := make(chan error, 1)
 	began := time.Now()
-	go func() { done <- s.Put(context.Background(), "k", User{FirstName: "down"}) }()
+	go func() { done <- errOf(s.Put(context.Background(), "k", User{FirstName: "down"})) }()
 	select {
 	case err := <-done:
 		require.ErrorIs(t, err, kvstore.ErrDeliveryTimeout)
@@ -168,7 +168,7 @@ func TestWithTheBrokerGoneWritesAndCloseReturnWithinTheirBounds(t *testing.T) {
 
 	// A write in flight on c, then Close.
 	inFlight := make(chan error, 1)
-	c.PutAsync(context.Background(), "k2", User{FirstName: "lost"}, func(err error) { inFlight <- err })
+	c.PutAsync(context.Background(), "k2", User{FirstName: "lost"}, func(_ kvstore.Position, err error) { inFlight <- err })
 	closed := make(chan error, 1)
 	began = time.Now()
 	go func() { closed <- c.Close() }()
@@ -181,7 +181,7 @@ func TestWithTheBrokerGoneWritesAndCloseReturnWithinTheirBounds(t *testing.T) {
 		for _, err := range c.Scan(ctx, "") {
 			require.ErrorIs(t, err, kvstore.ErrClosed)
 		}
-		require.ErrorIs(t, c.Put(ctx, "k3", User{}), kvstore.ErrClosed)
+		require.ErrorIs(t, errOf(c.Put(ctx, "k3", User{})), kvstore.ErrClosed)
 		getTook.Store(max(getTook.Load(), int64(time.Since(t0))))
 	}
 	require.Less(t, time.Duration(getTook.Load()), 100*time.Millisecond)
@@ -226,8 +226,8 @@ func followerBehindRetention(t *testing.T, partitions int32, mode string) {
 	s := e.open("", kvstore.KafkaOpts(kgo.FetchMaxWait(sMaxWait*time.Millisecond)))
 	// anchor keeps the log start where it is: compaction leaves a hole in
 	// the middle of the log, which a reader cannot tell from records it read.
-	require.NoError(t, w.Put(ctx, "anchor2", User{FirstName: "anchor2"}))
-	require.NoError(t, w.Put(ctx, "gone2", User{FirstName: "deleted later"}))
+	acked(t)(w.Put(ctx, "anchor2", User{FirstName: "anchor2"}))
+	acked(t)(w.Put(ctx, "gone2", User{FirstName: "deleted later"}))
 	require.Eventually(t, func() bool {
 		_, ok, _ := s.Get(ctx, "gone2")
 		return ok && s.Stats().Partitions[0].Lag == 0
@@ -239,9 +239,9 @@ func followerBehindRetention(t *testing.T, partitions int32, mode string) {
 	// One of s's fetches is held, so none is in flight to bring it news.
 	require.Eventually(t, func() bool { return held.Load() >= 1 }, 10*time.Second, time.Millisecond)
 
-	require.NoError(t, w.Delete(ctx, "gone2"))
+	acked(t)(w.Delete(ctx, "gone2"))
 	deleted := time.Now()
-	require.NoError(t, w.Put(ctx, "later2", User{FirstName: "later2"}))
+	acked(t)(w.Put(ctx, "later2", User{FirstName: "later2"}))
 	// The tombstone outlives delete.retention.ms, s is that far behind, and
 	// compaction removes the tombstone with the value it deleted.
 	require.Eventually(t, func() bool {
@@ -272,7 +272,7 @@ func TestASlowOffsetListingDoesNotStarveTheFollower(t *testing.T) {
 	ctx := ctxT(t)
 	w := e.open("")
 	s := e.open("")
-	require.NoError(t, w.Put(ctx, "before", User{FirstName: "x"}))
+	acked(t)(w.Put(ctx, "before", User{FirstName: "x"}))
 	require.Eventually(t, func() bool { _, ok, _ := s.Get(ctx, "before"); return ok }, 10*time.Second, 10*time.Millisecond)
 
 	var slowed atomic.Int32
@@ -284,7 +284,7 @@ func TestASlowOffsetListingDoesNotStarveTheFollower(t *testing.T) {
 		return nil, nil, false
 	})
 	require.Eventually(t, func() bool { return slowed.Load() >= 2 }, 10*time.Second, 10*time.Millisecond)
-	require.NoError(t, w.Put(ctx, "after", User{FirstName: "y"}))
+	acked(t)(w.Put(ctx, "after", User{FirstName: "y"}))
 	require.Eventually(t, func() bool { _, ok, _ := s.Get(ctx, "after"); return ok }, 10*time.Second, 10*time.Millisecond,
 		"the follower keeps reading while the offset listings are slow")
 }

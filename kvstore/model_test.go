@@ -57,12 +57,12 @@ func TestRandomOpsMatchAPlainMap(t *testing.T) {
 					if rng.IntN(2) == 0 {
 						u.Email = ptr(k + "@example.com")
 					}
-					require.NoError(t, s.Put(ctx, k, u))
+					acked(t)(s.Put(ctx, k, u))
 					model[k], touched[k] = u, true
 					script = append(script, "put "+k)
 					counts["put"]++
 				case op < 80:
-					require.NoError(t, s.Delete(ctx, k))
+					acked(t)(s.Delete(ctx, k))
 					delete(model, k)
 					touched[k] = true
 					script = append(script, "delete "+k)

@@ -92,7 +92,7 @@ func TestKeysFromAMurmur2PartitionerAreNotMisrouted(t *testing.T) {
 	e := newEnv(t)
 	s := e.open("", kvstore.Partitions(6))
 	e.foreignProducer(nil).users(60, "v1") // kgo's default: murmur2, like Java's
-	require.NoError(t, s.Put(ctxT(t), "own", User{FirstName: "own"}))
+	acked(t)(s.Put(ctxT(t), "own", User{FirstName: "own"}))
 	r := e.open("")
 	require.Len(t, contents(t, r), 61)
 	require.Zero(t, r.Stats().Misrouted)

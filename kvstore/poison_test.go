@@ -187,7 +187,7 @@ func TestAPoisonRecordStopsTheTailAndTheCacheKeepsItsLastGoodState(t *testing.T)
 	e := newEnv(t)
 	s := e.open("")
 	ctx := ctxT(t)
-	require.NoError(t, s.Put(ctx, "a", User{FirstName: "v1"}))
+	acked(t)(s.Put(ctx, "a", User{FirstName: "v1"}))
 	w := e.rawWriter()
 	off := w.put([]byte("a"), []byte("not avro at all"))
 	v, err := e.userCodec().Encode(User{FirstName: "after"})
@@ -220,7 +220,7 @@ func TestAnUnreachableRegistryIsNeverTakenForPoison(t *testing.T) {
 	v1, err := kvstore.Open[UserV1](ctx, e.topic, kvstore.Brokers(e.seeds...),
 		kvstore.Registry(e.regURL), kvstore.ValueSchema(testdata.UserV1Schema), kvstore.Dir(t.TempDir()))
 	require.NoError(t, err)
-	require.NoError(t, v1.Put(ctx, "old", UserV1{FirstName: "Ada"}))
+	acked(t)(v1.Put(ctx, "old", UserV1{FirstName: "Ada"}))
 	require.NoError(t, v1.Close())
 	e.open("") // registers v2 while the registry is up
 

@@ -57,10 +57,10 @@ func TestConcurrentCallsAndCloseNeitherRaceNorPanic(t *testing.T) {
 	}
 	for w := range 3 {
 		worker(w, func(i int) error {
-			return s.Put(ctx, fmt.Sprintf("k%02d", (i*7+w)%40), User{FirstName: fmt.Sprint(w, i), Age: int32(i)})
+			return errOf(s.Put(ctx, fmt.Sprintf("k%02d", (i*7+w)%40), User{FirstName: fmt.Sprint(w, i), Age: int32(i)}))
 		})
 	}
-	worker(10, func(i int) error { return s.Delete(ctx, fmt.Sprintf("k%02d", i%40)) })
+	worker(10, func(i int) error { return errOf(s.Delete(ctx, fmt.Sprintf("k%02d", i%40))) })
 	for w := range 3 {
 		worker(20+w, func(i int) error {
 			_, _, err := s.Get(ctx, fmt.Sprintf("k%02d", (i+w)%40))

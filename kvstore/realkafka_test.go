@@ -103,7 +103,7 @@ func (e *env) rollAndAwait(w *kvstore.Store[User], model map[string]User, what s
 		// its delete.retention.ms horizon).
 		time.Sleep(realSegmentWait)
 		u := User{FirstName: "roll", Age: int32(round)}
-		require.NoError(e.t, w.Put(ctxT(e.t), "~roll", u))
+		acked(e.t)(w.Put(ctxT(e.t), "~roll", u))
 		if model != nil {
 			model["~roll"] = u
 		}
@@ -156,15 +156,15 @@ func TestRealCleanerRemovesTombstonesAndTheStaleCacheIsRebuilt(t *testing.T) {
 	// A store puts k and goes offline with k in its cache.
 	a, err := kvstore.Open[User](ctx, e.topic, e.opts(dir, fastCleaner()...)...)
 	require.NoError(t, err)
-	require.NoError(t, a.Put(ctx, "k", User{FirstName: "Ada", Age: 36}))
-	require.NoError(t, a.Put(ctx, "keep", User{FirstName: "Grace", Age: 85}))
+	acked(t)(a.Put(ctx, "k", User{FirstName: "Ada", Age: 36}))
+	acked(t)(a.Put(ctx, "keep", User{FirstName: "Grace", Age: 85}))
 	require.NoError(t, a.Close())
 	offline := time.Now()
 
 	// Another store deletes k; the cleaner then removes k's value and, on a
 	// later cleaning, its tombstone.
 	b := e.open("")
-	require.NoError(t, b.Delete(ctx, "k"))
+	acked(t)(b.Delete(ctx, "k"))
 	e.rollAndAwait(b, nil, "remove k's value and tombstone", func() bool {
 		for _, r := range e.topicRecords() {
 			if string(r.Key) == "k" {
@@ -200,7 +200,7 @@ func TestRealTopicDeletedAndRecreatedIsDetectedByItsTopicID(t *testing.T) {
 
 	s, err := kvstore.Open[User](ctx, e.topic, e.opts(dir)...)
 	require.NoError(t, err)
-	require.NoError(t, s.Put(ctx, "old", User{FirstName: "gone"}))
+	acked(t)(s.Put(ctx, "old", User{FirstName: "gone"}))
 	require.NoError(t, s.Close())
 
 	adm := e.admin()

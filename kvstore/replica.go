@@ -1,6 +1,8 @@
 package kvstore
 
 import (
+	"context"
+	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,13 +33,14 @@ type replica struct {
 	nOwn    atomic.Int64       // len(own), for a lock-free fast path
 
 	state      PartitionState
-	stallBy    stallCause // why stalled, while it is
-	end        int64      // end offset last seen
-	quietEnd   int64      // a restore found no visible record between applied and this end: reached as if applied
-	caughtUpAt time.Time  // the file held everything the partition held then
-	marked     time.Time  // the caughtUpAt last recorded in the file (current/<p>)
-	obs        []endObs   // end offsets seen and not reached yet, oldest first
-	err        error      // why stalled or stopped
+	stallBy    stallCause    // why stalled, while it is
+	end        int64         // end offset last seen
+	quietEnd   int64         // a restore found no visible record between applied and this end: reached as if applied
+	caughtUpAt time.Time     // the file held everything the partition held then
+	marked     time.Time     // the caughtUpAt last recorded in the file (current/<p>)
+	obs        []endObs      // end offsets seen and not reached yet, oldest first
+	err        error         // why stalled or stopped
+	moved      chan struct{} // closed when applied or state changes; nil while nobody waits
 }
 
 func newReplica(p int32) *replica {
@@ -47,6 +50,43 @@ func newReplica(p int32) *replica {
 // reached is the offset below which the cache holds every visible record
 // of the partition. The caller holds r.mu.
 func (r *replica) reached() int64 { return max(r.applied, r.quietEnd) }
+
+// signalLocked wakes those waiting in waitReached. The caller holds r.mu
+// for writing and has changed what they wait on.
+func (r *replica) signalLocked() {
+	if r.moved != nil {
+		close(r.moved)
+		r.moved = nil
+	}
+}
+
+// waitReached returns once reads of the partition show every visible
+// record below next, or with ctx's error, or with the partition's error
+// once it has stopped (ErrClosed after Close).
+func (r *replica) waitReached(ctx context.Context, next int64) error {
+	for {
+		r.mu.Lock()
+		if r.reached() >= next {
+			r.mu.Unlock()
+			return nil
+		}
+		if r.state == PartitionStopped {
+			err := r.err
+			r.mu.Unlock()
+			return fmt.Errorf("partition %d stopped at offset %d: %w", r.p, r.applied, err)
+		}
+		if r.moved == nil {
+			r.moved = make(chan struct{})
+		}
+		ch := r.moved
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
 
 type ovEntry struct {
 	offset int64
@@ -154,6 +194,7 @@ func (r *replica) advance(b *changelog.Batch, written []ownWrite) (late []ownWri
 		return late
 	}
 	r.applied = b.Next
+	r.signalLocked()
 	for k, e := range r.own {
 		if e.offset < b.Next && !containsWrite(late, ownWrite{key: k, offset: e.offset}) {
 			r.deleteOwnLocked(k)
@@ -177,6 +218,7 @@ func (r *replica) reset(next int64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.applied = next
+	r.signalLocked()
 	for k, e := range r.own {
 		if e.offset < next {
 			r.deleteOwnLocked(k)

@@ -50,6 +50,7 @@ func (rs *replicas) update(p int32, fn func(*replica)) {
 	r.mu.Lock()
 	from := r.state
 	fn(r)
+	r.signalLocked() // applied or state may have changed
 	if r.state != PartitionStalled {
 		r.stallBy = stallNone
 	}

@@ -106,7 +106,7 @@ func TestSASLAndTLSConnectAndAWrongPasswordFailsWithoutLeakingIt(t *testing.T) {
 				ctx := ctxT(t)
 				s, err := kvstore.Open[User](ctx, "secure", opts(pass)...)
 				require.NoError(t, err)
-				require.NoError(t, s.Put(ctx, "k", User{FirstName: "authenticated"}))
+				acked(t)(s.Put(ctx, "k", User{FirstName: "authenticated"}))
 				got, ok, err := s.Get(ctx, "k")
 				require.NoError(t, err)
 				require.True(t, ok)
@@ -164,7 +164,7 @@ func TestRegistryAuthAndAWrongSecretFailsWithoutLeakingIt(t *testing.T) {
 			ctx := ctxT(t)
 			s, err := kvstore.Open[User](ctx, "reg", opts(c.right)...)
 			require.NoError(t, err)
-			require.NoError(t, s.Put(ctx, "k", User{FirstName: "ok"}))
+			acked(t)(s.Put(ctx, "k", User{FirstName: "ok"}))
 			require.NoError(t, s.Close())
 
 			_, err = kvstore.Open[User](ctx, "reg", opts()...)

@@ -91,9 +91,9 @@ func TestHelperSoakWriter(t *testing.T) {
 				record(fmt.Sprintf("I %s %s %s", token, key, op), false)
 				var err error
 				if op == "put" {
-					err = s.Put(ctx, key, User{FirstName: key, LastName: token, Age: int32(seq)})
+					_, err = s.Put(ctx, key, User{FirstName: key, LastName: token, Age: int32(seq)})
 				} else {
-					err = s.Delete(ctx, key)
+					_, err = s.Delete(ctx, key)
 				}
 				if err == nil {
 					record(fmt.Sprintf("A %s %s %s", token, key, op), true)

@@ -22,14 +22,14 @@ func TestPutThenGetReturnsTheValue(t *testing.T) {
 	ctx := ctxT(t)
 	ada := User{FirstName: "Ada", LastName: "Lovelace", Age: 36, Email: ptr("ada@example.com")}
 
-	require.NoError(t, s.Put(ctx, "user-123", ada))
+	acked(t)(s.Put(ctx, "user-123", ada))
 	got, ok, err := s.Get(ctx, "user-123")
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, ada, got)
 
 	ada.Age = 37
-	require.NoError(t, s.Put(ctx, "user-123", ada))
+	acked(t)(s.Put(ctx, "user-123", ada))
 	got, _, err = s.Get(ctx, "user-123")
 	require.NoError(t, err)
 	require.Equal(t, int32(37), got.Age)
@@ -46,8 +46,8 @@ func TestDeleteWritesATombstoneAndHidesTheKey(t *testing.T) {
 	e := newEnv(t)
 	s := e.open("")
 	ctx := ctxT(t)
-	require.NoError(t, s.Put(ctx, "user-1", User{FirstName: "A", LastName: "B", Age: 1}))
-	require.NoError(t, s.Delete(ctx, "user-1"))
+	acked(t)(s.Put(ctx, "user-1", User{FirstName: "A", LastName: "B", Age: 1}))
+	acked(t)(s.Delete(ctx, "user-1"))
 	_, ok, err := s.Get(ctx, "user-1")
 	require.NoError(t, err)
 	require.False(t, ok)
@@ -72,9 +72,9 @@ func TestScanYieldsPrefixMatchesInKeyOrder(t *testing.T) {
 	s := e.open("", kvstore.Partitions(3))
 	ctx := ctxT(t)
 	for _, k := range []string{"user-3", "order-1", "user-1", "user-2", "user-10"} {
-		require.NoError(t, s.Put(ctx, k, User{FirstName: k, Age: 1}))
+		acked(t)(s.Put(ctx, k, User{FirstName: k, Age: 1}))
 	}
-	require.NoError(t, s.Delete(ctx, "user-2"))
+	acked(t)(s.Delete(ctx, "user-2"))
 
 	var keys []string
 	for e, err := range s.Scan(ctx, "user-") {
@@ -99,7 +99,7 @@ func randomOps(t *testing.T, s *kvstore.Store[User], model map[string]User, n in
 	for i := range n {
 		k := fmt.Sprintf("user-%03d", rng.IntN(200))
 		if rng.IntN(4) == 0 {
-			require.NoError(t, s.Delete(ctx, k))
+			acked(t)(s.Delete(ctx, k))
 			delete(model, k)
 			continue
 		}
@@ -107,7 +107,7 @@ func randomOps(t *testing.T, s *kvstore.Store[User], model map[string]User, n in
 		if rng.IntN(2) == 0 {
 			u.Email = ptr(k + "@example.com")
 		}
-		require.NoError(t, s.Put(ctx, k, u))
+		acked(t)(s.Put(ctx, k, u))
 		model[k] = u
 	}
 }
@@ -172,13 +172,13 @@ func TestTwoStoresOnOneTopicConverge(t *testing.T) {
 	e := newEnv(t)
 	a, b := e.open(""), e.open("")
 	ctx := ctxT(t)
-	require.NoError(t, a.Put(ctx, "user-1", User{FirstName: "from-a", Age: 1}))
+	acked(t)(a.Put(ctx, "user-1", User{FirstName: "from-a", Age: 1}))
 	require.Eventually(t, func() bool {
 		u, ok, err := b.Get(ctx, "user-1")
 		return err == nil && ok && u.FirstName == "from-a"
 	}, 10*time.Second, 5*time.Millisecond)
 
-	require.NoError(t, b.Delete(ctx, "user-1"))
+	acked(t)(b.Delete(ctx, "user-1"))
 	require.Eventually(t, func() bool {
 		_, ok, err := a.Get(ctx, "user-1")
 		return err == nil && !ok
@@ -192,10 +192,10 @@ func TestRecordsWrittenWithTheOldSchemaReadThroughTheNewOne(t *testing.T) {
 		kvstore.Registry(e.regURL), kvstore.ValueSchema(testdata.UserV1Schema), kvstore.Dir(t.TempDir()))
 	require.NoError(t, err)
 	defer v1.Close()
-	require.NoError(t, v1.Put(ctx, "user-123", UserV1{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
+	acked(t)(v1.Put(ctx, "user-123", UserV1{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
 
 	v2 := e.open("")
-	require.NoError(t, v2.Put(ctx, "user-456", User{FirstName: "Grace", LastName: "Hopper", Age: 85, Email: ptr("grace@example.com")}))
+	acked(t)(v2.Put(ctx, "user-456", User{FirstName: "Grace", LastName: "Hopper", Age: 85, Email: ptr("grace@example.com")}))
 	got, ok, err := v2.Get(ctx, "user-123")
 	require.NoError(t, err)
 	require.True(t, ok)
@@ -226,11 +226,11 @@ func TestAValueThatBreaksTheSchemaProducesNothing(t *testing.T) {
 	defer s.Close()
 	before := e.endOffsets()
 
-	err = s.Put(ctx, "user-1", map[string]any{"first_name": "Ada", "last_name": "L", "age": "thirty-six"})
+	_, err = s.Put(ctx, "user-1", map[string]any{"first_name": "Ada", "last_name": "L", "age": "thirty-six"})
 	require.ErrorIs(t, err, kvstore.ErrInvalidValue)
-	err = s.Put(ctx, "user-1", map[string]any{"first_name": "Ada"}) // missing fields
+	_, err = s.Put(ctx, "user-1", map[string]any{"first_name": "Ada"}) // missing fields
 	require.ErrorIs(t, err, kvstore.ErrInvalidValue)
-	require.ErrorIs(t, s.Put(ctx, "", map[string]any{}), kvstore.ErrEmptyKey)
+	require.ErrorIs(t, errOf(s.Put(ctx, "", map[string]any{})), kvstore.ErrEmptyKey)
 
 	require.Equal(t, before, e.endOffsets())
 	_, ok, err := s.Get(ctx, "user-1")
@@ -251,12 +251,12 @@ func TestAnExistingTopicThatIsNotCompactedIsRefused(t *testing.T) {
 func TestEveryCallAfterCloseReturnsErrClosed(t *testing.T) {
 	s := newEnv(t).open("")
 	ctx := ctxT(t)
-	require.NoError(t, s.Put(ctx, "k", User{FirstName: "x"}))
+	acked(t)(s.Put(ctx, "k", User{FirstName: "x"}))
 	require.NoError(t, s.Close())
 	require.NoError(t, s.Close(), "Close is idempotent")
 
-	require.ErrorIs(t, s.Put(ctx, "k", User{}), kvstore.ErrClosed)
-	require.ErrorIs(t, s.Delete(ctx, "k"), kvstore.ErrClosed)
+	require.ErrorIs(t, errOf(s.Put(ctx, "k", User{})), kvstore.ErrClosed)
+	require.ErrorIs(t, errOf(s.Delete(ctx, "k")), kvstore.ErrClosed)
 	_, _, err := s.Get(ctx, "k")
 	require.ErrorIs(t, err, kvstore.ErrClosed)
 	for _, err := range s.Scan(ctx, "") {
@@ -270,7 +270,7 @@ func TestRecordsFromAnotherProducerAppearInGet(t *testing.T) {
 	ctx := ctxT(t)
 	// A foreign writer frames the value itself, as the seed's Python producer does.
 	other := e.open("")
-	require.NoError(t, other.Put(ctx, "seed", User{FirstName: "via-other"}))
+	acked(t)(other.Put(ctx, "seed", User{FirstName: "via-other"}))
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...), kgo.DefaultProduceTopic(e.topic))
 	require.NoError(t, err)
@@ -289,7 +289,7 @@ func TestCompressionCodecsRoundTrip(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t)
 			w := e.open("", kvstore.KafkaOpts(kgo.ProducerBatchCompression(c)))
-			require.NoError(t, w.Put(ctxT(t), "k", User{FirstName: strings.Repeat("z", 500)}))
+			acked(t)(w.Put(ctxT(t), "k", User{FirstName: strings.Repeat("z", 500)}))
 			r := e.open("")
 			got, ok, err := r.Get(ctxT(t), "k")
 			require.NoError(t, err)
@@ -316,10 +316,10 @@ func TestPutAsyncMakesEveryAcknowledgedWriteVisible(t *testing.T) {
 	for i := range n {
 		k := fmt.Sprintf("user-%04d", i)
 		if i%10 == 9 {
-			s.DeleteAsync(ctx, fmt.Sprintf("user-%04d", i-1), func(err error) { errs <- err })
+			s.DeleteAsync(ctx, fmt.Sprintf("user-%04d", i-1), func(_ kvstore.Position, err error) { errs <- err })
 			continue
 		}
-		s.PutAsync(ctx, k, User{FirstName: k, Age: int32(i)}, func(err error) { errs <- err })
+		s.PutAsync(ctx, k, User{FirstName: k, Age: int32(i)}, func(_ kvstore.Position, err error) { errs <- err })
 	}
 	for range n {
 		require.NoError(t, <-errs)
@@ -339,11 +339,11 @@ func TestPutAsyncMakesEveryAcknowledgedWriteVisible(t *testing.T) {
 	// Bad input and a closed store call done at once.
 	sm, err := kvstore.Open[map[string]any](ctx, e.topic, e.opts("")...)
 	require.NoError(t, err)
-	sm.PutAsync(ctx, "k", map[string]any{"first_name": 1}, func(err error) { errs <- err })
+	sm.PutAsync(ctx, "k", map[string]any{"first_name": 1}, func(_ kvstore.Position, err error) { errs <- err })
 	require.ErrorIs(t, <-errs, kvstore.ErrInvalidValue)
 	require.NoError(t, sm.Close())
 	valid := map[string]any{"first_name": "a", "last_name": "b", "age": 1, "email": nil}
-	sm.PutAsync(ctx, "k", valid, func(err error) { errs <- err })
+	sm.PutAsync(ctx, "k", valid, func(_ kvstore.Position, err error) { errs <- err })
 	require.ErrorIs(t, <-errs, kvstore.ErrClosed)
-	require.ErrorIs(t, sm.Put(ctx, "k", map[string]any{}), kvstore.ErrClosed, "closed wins over a bad value")
+	require.ErrorIs(t, errOf(sm.Put(ctx, "k", map[string]any{})), kvstore.ErrClosed, "closed wins over a bad value")
 }

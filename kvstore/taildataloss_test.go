@@ -20,7 +20,7 @@ func TestARunningStoreThatFindsAGapRebuildsItsCache(t *testing.T) {
 	e.requireKfake("holding fetches and DeleteRecords")
 	ctx := ctxT(t)
 	s := e.open("")
-	require.NoError(t, s.Put(ctx, "old", User{FirstName: "old"}))
+	acked(t)(s.Put(ctx, "old", User{FirstName: "old"}))
 
 	// Hold every fetch until release is closed, counting the held ones.
 	var held atomic.Int32
@@ -42,9 +42,9 @@ func TestARunningStoreThatFindsAGapRebuildsItsCache(t *testing.T) {
 	// the store's follower could read them.
 	w := e.open("")
 	for _, k := range []string{"gone-1", "gone-2", "gone-3"} {
-		require.NoError(t, w.Put(ctx, k, User{FirstName: k}))
+		acked(t)(w.Put(ctx, k, User{FirstName: k}))
 	}
-	require.NoError(t, w.Put(ctx, "survivor", User{FirstName: "survivor"}))
+	acked(t)(w.Put(ctx, "survivor", User{FirstName: "survivor"}))
 	end := e.endOffsets()[0]
 	require.NoError(t, kc.DeleteRecords(e.topic, 0, end-1))
 	close(release)
@@ -57,7 +57,7 @@ func TestARunningStoreThatFindsAGapRebuildsItsCache(t *testing.T) {
 	require.Equal(t, map[string]User{"survivor": {FirstName: "survivor"}}, contents(t, s))
 
 	// And it keeps following afterwards.
-	require.NoError(t, w.Put(ctx, "later", User{FirstName: "later"}))
+	acked(t)(w.Put(ctx, "later", User{FirstName: "later"}))
 	require.Eventually(t, func() bool {
 		_, ok, err := s.Get(ctx, "later")
 		return err == nil && ok
@@ -74,7 +74,7 @@ func TestAGapInOnePartitionRebuildsThatPartitionOnly(t *testing.T) {
 	w := e.open("", kvstore.Partitions(2))
 	s := e.open("", kvstore.KafkaOpts(kgo.FetchMaxWait(sMaxWait*time.Millisecond)))
 	for i := range 10 {
-		require.NoError(t, w.Put(ctx, fmt.Sprint("before-", i), User{FirstName: "before"}))
+		acked(t)(w.Put(ctx, fmt.Sprint("before-", i), User{FirstName: "before"}))
 	}
 	require.Eventually(t, func() bool { return len(contents(t, s)) == 10 }, 10*time.Second, 5*time.Millisecond)
 
@@ -82,7 +82,7 @@ func TestAGapInOnePartitionRebuildsThatPartitionOnly(t *testing.T) {
 	held, release := holdFetches(kc, sMaxWait)
 	require.Eventually(t, func() bool { return held.Load() >= 1 }, 10*time.Second, time.Millisecond)
 	for i := range 10 {
-		require.NoError(t, w.Put(ctx, fmt.Sprint("after-", i), User{FirstName: "after"}))
+		acked(t)(w.Put(ctx, fmt.Sprint("after-", i), User{FirstName: "after"}))
 	}
 	end := e.endOffsets()
 	require.NoError(t, kc.DeleteRecords(e.topic, 0, end[0]-1)) // partition 0 keeps its last record only

@@ -56,7 +56,7 @@ func TestAValueThatDoesNotFitIsRefusedAndNothingIsProduced(t *testing.T) {
 	before := e.endOffsets()
 
 	for _, age := range []int{3_000_000_000, 1 << 40, math.MaxInt32 + 1, math.MinInt32 - 1} {
-		err := s.Put(ctx, "ada", userIntAge{FirstName: "Ada", LastName: "Lovelace", Age: age})
+		_, err := s.Put(ctx, "ada", userIntAge{FirstName: "Ada", LastName: "Lovelace", Age: age})
 		require.ErrorIs(t, err, kvstore.ErrInvalidValue, "age %d", age)
 		require.Contains(t, err.Error(), `field "age"`)
 	}
@@ -66,7 +66,7 @@ func TestAValueThatDoesNotFitIsRefusedAndNothingIsProduced(t *testing.T) {
 	require.False(t, ok)
 
 	for _, age := range []int{math.MaxInt32, math.MinInt32} {
-		require.NoError(t, s.Put(ctx, "ada", userIntAge{FirstName: "Ada", LastName: "Lovelace", Age: age}))
+		acked(t)(s.Put(ctx, "ada", userIntAge{FirstName: "Ada", LastName: "Lovelace", Age: age}))
 		got, ok, err := s.Get(ctx, "ada")
 		require.NoError(t, err)
 		require.True(t, ok)
@@ -92,7 +92,7 @@ func TestOpenRefusesAGoTypeThatCannotHoldTheSchemaBeforeItRestores(t *testing.T)
 	t.Run("topic with good records", func(t *testing.T) {
 		e := newEnv(t)
 		w := e.open("")
-		require.NoError(t, w.Put(ctxT(t), "ada", User{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
+		acked(t)(w.Put(ctxT(t), "ada", User{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
 		_, err := kvstore.Open[userAgeString](ctxT(t), e.topic, e.opts("")...)
 		check(t, err)
 		_, err = kvstore.Open[userAgeString](ctxT(t), e.topic, e.opts("", kvstore.OnPoison(kvstore.PoisonSkip))...)
@@ -106,7 +106,7 @@ func TestOpenRefusesAFieldTheSchemaLacksUnlessTaggedOut(t *testing.T) {
 	e := newEnv(t)
 	ctx := ctxT(t)
 	w := e.open("")
-	require.NoError(t, w.Put(ctx, "ada", User{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
+	acked(t)(w.Put(ctx, "ada", User{FirstName: "Ada", LastName: "Lovelace", Age: 36}))
 
 	_, err := kvstore.Open[userWithNickname](ctx, e.topic, e.opts("")...)
 	require.ErrorIs(t, err, serde.ErrTypeMismatch)
@@ -119,7 +119,7 @@ func TestOpenRefusesAFieldTheSchemaLacksUnlessTaggedOut(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, ok)
 	require.Equal(t, userSkippingNickname{FirstName: "Ada", LastName: "Lovelace", Age: 36}, got)
-	require.NoError(t, s.Put(ctx, "grace", userSkippingNickname{FirstName: "Grace", Nickname: "amazing"}))
+	acked(t)(s.Put(ctx, "grace", userSkippingNickname{FirstName: "Grace", Nickname: "amazing"}))
 	got, ok, err = s.Get(ctx, "grace")
 	require.NoError(t, err)
 	require.True(t, ok)

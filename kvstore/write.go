@@ -14,57 +14,65 @@ import (
 // Put writes value under key: it encodes the value (a value that does not fit
 // the schema returns ErrInvalidValue and produces nothing), produces it with
 // acks=all, waits for the broker's acknowledgement, and then makes it visible
-// to Get. It waits at most until ctx ends or DeliveryTimeout (default 2m)
-// passes, whichever is first. An error means the store stopped waiting
-// before an acknowledgement: the record may still reach the topic, and Get
-// shows it once it does (through a late acknowledgement, or the follower).
-func (s *Store[V]) Put(ctx context.Context, key string, value V) error {
-	return wait(func(done func(error)) { s.PutAsync(ctx, key, value, done) })
+// to Get. It returns the write's Position: another store that has applied
+// it (WaitFor) shows the write too. It waits at most until ctx ends or
+// DeliveryTimeout (default 2m) passes, whichever is first. An error means
+// the store stopped waiting before an acknowledgement: the record may still
+// reach the topic, and Get shows it once it does (through a late
+// acknowledgement, or the follower).
+func (s *Store[V]) Put(ctx context.Context, key string, value V) (Position, error) {
+	return wait(func(done func(Position, error)) { s.PutAsync(ctx, key, value, done) })
 }
 
 // Delete writes a tombstone (the key with a null value) and, once the broker
-// has acknowledged it, hides the key from Get. Deleting a missing key still
-// writes a tombstone. It waits as Put does. The tombstone goes to the
+// has acknowledged it, hides the key from Get, and returns the tombstone's
+// Position. Deleting a missing key still writes a tombstone. It waits as
+// Put does. The tombstone goes to the
 // partition this store's partitioner picks: if another writer's partitioner
 // put the key elsewhere (Stats().Misrouted counts such keys), that version
 // lives on and Get still finds it.
-func (s *Store[V]) Delete(ctx context.Context, key string) error {
-	return wait(func(done func(error)) { s.DeleteAsync(ctx, key, done) })
+func (s *Store[V]) Delete(ctx context.Context, key string) (Position, error) {
+	return wait(func(done func(Position, error)) { s.DeleteAsync(ctx, key, done) })
 }
 
 // wait runs an asynchronous write and returns what it reports.
-func wait(start func(done func(error))) error {
-	ch := make(chan error, 1)
-	start(func(err error) { ch <- err })
-	return <-ch
+func wait(start func(done func(Position, error))) (Position, error) {
+	type result struct {
+		pos Position
+		err error
+	}
+	ch := make(chan result, 1)
+	start(func(pos Position, err error) { ch <- result{pos, err} })
+	r := <-ch
+	return r.pos, r.err
 }
 
 // PutAsync is Put without the wait: it encodes the value and hands the
 // record to the producer, then returns. done is called exactly once: with
-// nil once the broker has acknowledged the record (from then on Get returns
-// the value), or with the error that failed it, at the latest when ctx ends
+// the write's Position once the broker has acknowledged the record (from
+// then on Get returns the value), or with the error that failed it, at the latest when ctx ends
 // or DeliveryTimeout passes; an invalid value or a closed store calls done
 // before PutAsync returns. done may run on the producer's goroutine and must
 // not block. Close waits for every PutAsync in flight, up to CloseTimeout.
 // Many writes in flight share batches, which makes PutAsync the fast way to
 // load data.
-func (s *Store[V]) PutAsync(ctx context.Context, key string, value V, done func(error)) {
+func (s *Store[V]) PutAsync(ctx context.Context, key string, value V, done func(Position, error)) {
 	if err := s.writable(key); err != nil {
-		done(err)
+		done(Position{}, err)
 		return
 	}
 	b, err := s.codec.Encode(value)
 	if err != nil {
-		done(fmt.Errorf("kvstore: put %q: %w", key, err))
+		done(Position{}, fmt.Errorf("kvstore: put %q: %w", key, err))
 		return
 	}
 	s.writeAsync(ctx, key, b, done)
 }
 
 // DeleteAsync is Delete without the wait, as PutAsync is to Put.
-func (s *Store[V]) DeleteAsync(ctx context.Context, key string, done func(error)) {
+func (s *Store[V]) DeleteAsync(ctx context.Context, key string, done func(Position, error)) {
 	if err := s.writable(key); err != nil {
-		done(err)
+		done(Position{}, err)
 		return
 	}
 	s.writeAsync(ctx, key, nil, done)
@@ -82,11 +90,11 @@ func (s *Store[V]) writable(key string) error {
 	return nil
 }
 
-func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, done func(error)) {
+func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, done func(Position, error)) {
 	s.wmu.RLock()
 	if s.closing.Load() {
 		s.wmu.RUnlock()
-		done(ErrClosed)
+		done(Position{}, ErrClosed)
 		return
 	}
 	s.pending.Add(1) // Close waits for it after taking wmu, so not before this
@@ -95,18 +103,20 @@ func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, don
 	op := &writeOp{done: done, key: key, pending: &s.pending, set: &s.inflight,
 		deadline: time.Now().Add(s.cfg.deliveryTimeout)}
 	s.inflight.add(op) // expireWrites answers it at its deadline, Close at the latest
-	op.stopCtx = context.AfterFunc(ctx, func() { op.finish(ctx.Err()) })
+	op.stopCtx = context.AfterFunc(ctx, func() { op.finish(Position{}, ctx.Err()) })
 	kb := []byte(key)
 	p := s.part(kb, s.info.Partitions)
 	s.tp.ProduceAsync(s.dead, p, kb, value, func(off int64, err error) {
 		op.stopCtx() // set before ProduceAsync, which may call back at once
+		var pos Position
 		switch {
 		case err == nil:
 			s.reps.all[p].putOwn(key, off, value) // acknowledged: visible, even to a caller that gave up
+			pos = positionAt(s.info.ID, p, off)
 		case s.dead.Err() != nil:
 			err = ErrClosed // Close gave up on it (the producer reports that as its ctx's end)
 		}
-		op.finish(err)
+		op.finish(pos, err)
 	})
 }
 
@@ -114,7 +124,7 @@ func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, don
 // delivery timeout and the caller's ctx comes first reports to done.
 type writeOp struct {
 	key      string
-	done     func(error)
+	done     func(Position, error)
 	pending  *sync.WaitGroup
 	set      *opSet
 	shard    uint32
@@ -123,7 +133,7 @@ type writeOp struct {
 	stopCtx  func() bool
 }
 
-func (w *writeOp) finish(err error) {
+func (w *writeOp) finish(pos Position, err error) {
 	if !w.fired.CompareAndSwap(false, true) {
 		return
 	}
@@ -135,7 +145,7 @@ func (w *writeOp) finish(err error) {
 		}
 		err = fmt.Errorf("kvstore: write %q: %w", w.key, err)
 	}
-	w.done(err)
+	w.done(pos, err)
 	w.pending.Done()
 }
 
@@ -187,7 +197,7 @@ func (s *opSet) finishIf(due func(*writeOp) bool, err error) {
 		}
 		sh.mu.Unlock()
 		for _, op := range ops {
-			op.finish(err)
+			op.finish(Position{}, err)
 		}
 	}
 }

@@ -541,7 +541,8 @@ func TestServiceOnExistingClusterReadsRecordsOfTheOriginalSchema(t *testing.T) {
 	old, err := kvstore.Open[testdata.UserV1](ctx, "legacy", kvstore.Brokers(c.Brokers()...),
 		kvstore.Registry(c.RegistryURL()), kvstore.ValueSchema(testdata.UserV1Schema), kvstore.Dir(t.TempDir()))
 	require.NoError(t, err)
-	require.NoError(t, old.Put(ctx, "old-1", testdata.UserV1{FirstName: "Edsger", LastName: "Dijkstra", Age: 72}))
+	_, err = old.Put(ctx, "old-1", testdata.UserV1{FirstName: "Edsger", LastName: "Dijkstra", Age: 72})
+	require.NoError(t, err)
 	require.NoError(t, old.Close())
 
 	work := t.TempDir()

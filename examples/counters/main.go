@@ -166,7 +166,8 @@ func count(ctx context.Context, s *kvstore.Store[Activity], c click) error {
 	a.Clicks++
 	a.Pages[c.page]++
 	a.LastClick = c.at
-	return s.Put(ctx, c.user, a)
+	_, err = s.Put(ctx, c.user, a)
+	return err
 }
 
 // checkCounters checks every user's counters against the model, and prints

@@ -177,11 +177,13 @@ func apply(ctx context.Context, s *kvstore.Store[Order], ev event) error {
 		return fmt.Errorf("%w: %s from %s", errRejected, ev.kind, from)
 	}
 	if ev.kind == "cancelled" {
-		return s.Delete(ctx, ev.order)
+		_, err := s.Delete(ctx, ev.order)
+		return err
 	}
 	if ev.kind == "created" {
 		cur = Order{CustomerID: ev.customer, TotalCents: ev.totalCents}
 	}
 	cur.Status, cur.UpdatedAt = to, time.Now().UTC().Truncate(time.Millisecond)
-	return s.Put(ctx, ev.order, cur)
+	_, err = s.Put(ctx, ev.order, cur)
+	return err
 }

@@ -94,7 +94,7 @@ func run(ctx context.Context, dir string) error {
 		{"user-789", Profile{Name: "Alan Turing", Languages: []string{"en", "de"}}},
 	}
 	for _, p := range profiles {
-		if err := store.Put(ctx, p.id, p.Profile); err != nil {
+		if _, err := store.Put(ctx, p.id, p.Profile); err != nil {
 			return err
 		}
 	}
@@ -111,10 +111,10 @@ func run(ctx context.Context, dir string) error {
 	}
 	updated := profiles[1].Profile
 	updated.Email = &grace
-	if err := other.Put(ctx, "user-456", updated); err != nil {
+	if _, err := other.Put(ctx, "user-456", updated); err != nil {
 		return err
 	}
-	if err := other.Delete(ctx, "user-789"); err != nil { // a tombstone
+	if _, err := other.Delete(ctx, "user-789"); err != nil { // a tombstone
 		return err
 	}
 	fmt.Println("meanwhile another writer updated user-456 and deleted user-789")

@@ -39,9 +39,9 @@ type User struct {
 
 // Store is what the API needs of *kvstore.Store[User].
 type Store interface {
-	Put(ctx context.Context, key string, value User) error
+	Put(ctx context.Context, key string, value User) (kvstore.Position, error)
 	Get(ctx context.Context, key string) (User, bool, error)
-	Delete(ctx context.Context, key string) error
+	Delete(ctx context.Context, key string) (kvstore.Position, error)
 	Scan(ctx context.Context, prefix string, opts ...kvstore.ScanOption) iter.Seq2[kvstore.Entry[User], error]
 	// Stats is read by /readyz, /healthz and at every scrape of /metrics.
 	Stats() kvstore.Stats
@@ -159,11 +159,11 @@ type instrumented struct {
 	m *metrics
 }
 
-func (i instrumented) Put(ctx context.Context, key string, v User) error {
+func (i instrumented) Put(ctx context.Context, key string, v User) (kvstore.Position, error) {
 	done := i.m.storeOp("put")
-	err := i.s.Put(ctx, key, v)
+	pos, err := i.s.Put(ctx, key, v)
 	done(err)
-	return err
+	return pos, err
 }
 
 func (i instrumented) Get(ctx context.Context, key string) (User, bool, error) {
@@ -173,11 +173,11 @@ func (i instrumented) Get(ctx context.Context, key string) (User, bool, error) {
 	return u, ok, err
 }
 
-func (i instrumented) Delete(ctx context.Context, key string) error {
+func (i instrumented) Delete(ctx context.Context, key string) (kvstore.Position, error) {
 	done := i.m.storeOp("delete")
-	err := i.s.Delete(ctx, key)
+	pos, err := i.s.Delete(ctx, key)
 	done(err)
-	return err
+	return pos, err
 }
 
 func (i instrumented) Stats() kvstore.Stats { return i.s.Stats() }

@@ -88,7 +88,7 @@ func (a *API) putProfile(w http.ResponseWriter, r *http.Request) {
 		writeBad(w, e)
 		return
 	}
-	if err := s.Put(r.Context(), id, u); err != nil {
+	if _, err := s.Put(r.Context(), id, u); err != nil {
 		a.storeError(w, r, "put", id, err)
 		return
 	}
@@ -137,7 +137,7 @@ func (a *API) deleteProfile(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("profile %q not found", id)})
 		return
 	}
-	if err := s.Delete(r.Context(), id); err != nil {
+	if _, err := s.Delete(r.Context(), id); err != nil {
 		a.storeError(w, r, "delete", id, err)
 		return
 	}

@@ -1,0 +1,90 @@
+package kvstore
+
+import (
+	"context"
+	"fmt"
+	"slices"
+)
+
+// WaitFor returns once this store has applied pos: from then on Get and
+// Scan show every write pos covers, and everything written to its
+// partitions before them, whichever store or process wrote them. It returns
+// at once for a Position this store has applied already, including the
+// zero Position. Otherwise it waits for the follower, at most until ctx
+// ends (ctx's error). A Position of another topic, or of this topic before
+// it was recreated, is ErrForeignPosition; a partition that stopped (a
+// poison record under PoisonFail, an unwritable cache) returns its error;
+// after Close, ErrClosed.
+//
+// Use it for read-your-writes across instances: hand the Position of a
+// write (Put, Delete) to the instance that reads next, and have it WaitFor
+// that Position before reading. It costs nothing when the store is caught
+// up, and otherwise the time the follower takes to get there (usually a
+// fetch round trip).
+func (s *Store[V]) WaitFor(ctx context.Context, pos Position) error {
+	if s.closing.Load() {
+		return ErrClosed
+	}
+	if err := pos.of(s.info.ID, s.info.Partitions); err != nil {
+		return err
+	}
+	for _, o := range pos.offs {
+		if err := s.reps.all[o.p].waitReached(ctx, o.next); err != nil {
+			return fmt.Errorf("kvstore: wait for %q to apply offset %d of partition %d: %w", s.topic, o.next-1, o.p, err)
+		}
+	}
+	return nil
+}
+
+// Sync is a read barrier: it asks the broker for the end offsets of the
+// partitions holding keys (every partition when no key is given), then
+// waits until this store has applied them, as WaitFor does. When it
+// returns nil, every write acknowledged to anyone before Sync was called is
+// visible to Get and Scan here. It returns the Position it waited for, which
+// other stores can WaitFor as well.
+//
+// Its cost is one ListOffsets round trip to the partition leaders (bounded
+// by 5s besides ctx) plus the follower's delay, even when nothing is
+// behind; a plain Get costs neither. An open transaction of another
+// producer holds the barrier until that transaction ends, since the store
+// reads committed records only.
+func (s *Store[V]) Sync(ctx context.Context, keys ...string) (Position, error) {
+	if s.closing.Load() {
+		return Position{}, ErrClosed
+	}
+	var parts []int32
+	for _, k := range keys {
+		if k == "" {
+			return Position{}, ErrEmptyKey
+		}
+		if p := s.part([]byte(k), s.info.Partitions); !slices.Contains(parts, p) {
+			parts = append(parts, p)
+		}
+	}
+	if len(keys) == 0 {
+		for p := range s.info.Partitions {
+			parts = append(parts, p)
+		}
+	}
+	slices.Sort(parts)
+	lctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	end, err := s.tp.EndOffsets(lctx)
+	cancel()
+	if err != nil {
+		return Position{}, fmt.Errorf("kvstore: sync %q: list the end offsets: %w", s.topic, err)
+	}
+	pos := Position{}
+	copy(pos.topic[:], s.info.ID[:])
+	for _, p := range parts {
+		if end[p] > 0 {
+			pos.offs = append(pos.offs, partOffset{p: p, next: end[p]})
+		}
+	}
+	if len(pos.offs) == 0 {
+		return Position{}, nil
+	}
+	if err := s.WaitFor(ctx, pos); err != nil {
+		return Position{}, err
+	}
+	return pos, nil
+}
