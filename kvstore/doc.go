@@ -101,12 +101,29 @@
 // and writes in flight; those writes fail with ErrClosed. From the moment
 // Close is called, Get, Scan and every write return ErrClosed at once.
 //
+// # Consistency
+//
+// Reads are local. What they promise, from cheapest to strongest:
+//
+//   - A plain Get or Scan shows this store's own acknowledged writes at
+//     once, and other writers' once the follower has applied them (usually
+//     within milliseconds): eventual consistency.
+//   - Read-your-writes across instances: Put and Delete return the write's
+//     Position, a compact token (Position.String) to hand to whichever
+//     instance reads next; WaitFor there returns once that instance shows
+//     the write. Positions merge (Position.Merge), so a session that wrote
+//     several keys carries one. A Position of another topic, or of this
+//     topic before it was recreated, is ErrForeignPosition.
+//   - A consistent read: Sync(ctx, keys...) asks the broker for the end
+//     offsets and waits until they are applied, so that the Get after it
+//     sees every write acknowledged anywhere before Sync was called (like
+//     etcd's ReadIndex). It costs a ListOffsets round trip and the
+//     follower's delay. A read-before-write (delete only if present) should
+//     Sync first, or it may act on a stale read.
+//
 // # Caveats
 //
-// Reads are local and eventually consistent with other writers: a record
-// another process writes becomes visible once the store's consumer has read
-// it (usually within milliseconds). A store's own writes are visible to its
-// own reads at once. On a topic with more than one partition, every writer
+// On a topic with more than one partition, every writer
 // must use the same partitioner (KeyPartitioner); a key another client's
 // partitioner put elsewhere is still found by Get, but its versions in
 // different partitions are not ordered against each other.

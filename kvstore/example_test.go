@@ -108,3 +108,52 @@ func ExampleStore_Stats() {
 	// full no cache 3
 	// delta 1
 }
+
+// Read-your-writes across instances: the instance that wrote hands the
+// write's Position (a token) to the one that reads next, which waits until
+// it has applied it. Sync is the barrier for a reader without a token.
+func ExampleStore_WaitFor() {
+	ctx := context.Background()
+	cluster, _ := embedded.Start()
+	defer cluster.Close()
+	root, _ := os.MkdirTemp("", "compactkv-example")
+	defer os.RemoveAll(root)
+	open := func() *kvstore.Store[Profile] {
+		dir, _ := os.MkdirTemp(root, "instance") // each instance has its own cache
+		s, err := kvstore.Open[Profile](ctx, "user-profiles", kvstore.Brokers(cluster.Brokers()...),
+			kvstore.Registry(cluster.RegistryURL()), kvstore.ValueSchema(profileSchema), kvstore.Dir(dir))
+		if err != nil {
+			log.Fatal(err)
+		}
+		return s
+	}
+	a, b := open(), open() // two instances of a service, on one topic
+	defer a.Close()
+	defer b.Close()
+
+	pos, err := a.Put(ctx, "user-123", Profile{Name: "Ada", Age: 36})
+	if err != nil {
+		log.Fatal(err)
+	}
+	token := pos.String() // e.g. in an HTTP header
+
+	got, err := kvstore.ParsePosition(token)
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := b.WaitFor(ctx, got); err != nil {
+		log.Fatal(err)
+	}
+	p, ok, _ := b.Get(ctx, "user-123")
+	fmt.Println(p.Name, ok)
+
+	_, _ = a.Put(ctx, "user-123", Profile{Name: "Ada Lovelace", Age: 36})
+	if _, err := b.Sync(ctx, "user-123"); err != nil { // no token: a read barrier
+		log.Fatal(err)
+	}
+	p, _, _ = b.Get(ctx, "user-123")
+	fmt.Println(p.Name)
+	// Output:
+	// Ada true
+	// Ada Lovelace
+}
