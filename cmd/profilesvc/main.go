@@ -26,6 +26,14 @@
 // show as stalled) until --max-staleness runs out: an outage of the broker
 // should not take every instance out of its load balancer at once.
 //
+// Several instances can serve one topic. A 2xx PUT or DELETE answers with a
+// Kvstore-Position header; a GET or DELETE that sends it back to any
+// instance is served once that instance has applied the write, and a GET
+// with ?consistent=true sees every write acknowledged before it. Either
+// waits at most --read-wait (5s), then answers 504. A DELETE answers 404
+// only when such a consistent read finds no profile. The package httpapi
+// says more.
+//
 // SIGINT or SIGTERM stops it within --shutdown-timeout, broker or no broker:
 // the server stops accepting requests and finishes those in flight until the
 // last third of the timeout (at most 5s); it then cancels those still
@@ -137,7 +145,8 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 		log.Info("store closed")
 	}()
 
-	api := httpapi.New(log, filepath.Join(cacheDir, cfg.Topic+".db"), httpapi.MaxStaleness(cfg.MaxStaleness))
+	api := httpapi.New(log, filepath.Join(cacheDir, cfg.Topic+".db"),
+		httpapi.MaxStaleness(cfg.MaxStaleness), httpapi.ReadWait(cfg.ReadWait))
 	// Requests run under reqCtx, so that a shutdown can end the store calls
 	// of those it can no longer wait for.
 	reqCtx, cancelRequests := context.WithCancel(context.Background())

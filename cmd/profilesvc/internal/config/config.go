@@ -50,6 +50,10 @@ type Config struct {
 	// clients, franz-go, librdkafka's murmur2_random) or "crc32"
 	// (librdkafka's default consistent_random).
 	Partitioner string
+	// ReadWait bounds how long a request waits for this instance to apply
+	// a Kvstore-Position token or to pass a ?consistent=true barrier
+	// before it answers 504. Default 5s; from MinReadWait to MaxReadWait.
+	ReadWait time.Duration
 }
 
 // Embedded reports whether no broker was given, so profilesvc runs its own.
@@ -72,6 +76,7 @@ var settings = []setting{
 	{"shutdown-timeout", "SHUTDOWN_TIMEOUT", "15s", "bound on a whole shutdown: requests in flight, then closing the store (its last third, at most 5s)"},
 	{"max-staleness", "MAX_STALENESS", "0", "/readyz answers 503 while a partition has not been caught up with the topic for longer than this (0 disables; at least 3s: the store checks about once a second)"},
 	{"partitioner", "PARTITIONER", "murmur2", "how keys map to partitions: murmur2 (Java clients; librdkafka's murmur2_random) or crc32 (librdkafka's default)"},
+	{"read-wait", "READ_WAIT", "5s", "how long a read with a Kvstore-Position header or ?consistent=true may wait for this instance to catch up before it answers 504 (1ms to 30s)"},
 }
 
 // Load parses args (without the program name) and fills in what they leave
@@ -145,6 +150,13 @@ func Load(args []string, lookupEnv func(string) (string, bool), dotenvPath strin
 	if c.MaxStaleness != 0 && c.MaxStaleness < MinMaxStaleness {
 		return Config{}, fmt.Errorf("%s: %v is below %v: the store learns the topic's end offsets about once a second, so a smaller bound would turn /readyz on and off on a healthy broker (0 disables the check)",
 			source["max-staleness"], c.MaxStaleness, MinMaxStaleness)
+	}
+	if c.ReadWait, err = parseDuration(*vals["read-wait"], source["read-wait"]); err != nil {
+		return Config{}, err
+	}
+	if c.ReadWait < MinReadWait || c.ReadWait > MaxReadWait {
+		return Config{}, fmt.Errorf("%s: %v is outside %v to %v: a read that waits for its position needs some time to wait, and no longer than the HTTP server lets a response take",
+			source["read-wait"], c.ReadWait, MinReadWait, MaxReadWait)
 	}
 	for _, req := range []struct{ name, v string }{
 		{"http-addr", c.HTTPAddr}, {"topic", c.Topic}, {"data-dir", c.DataDir},
@@ -280,3 +292,11 @@ func parseValue(v string) (string, error) {
 // its own freshness is about a second coarse, so a smaller bound would make
 // /readyz flap on a healthy broker.
 const MinMaxStaleness = 3 * time.Second
+
+// MinReadWait and MaxReadWait bound ReadWait. Above MaxReadWait the HTTP
+// server's write timeout (60s, PUT's 30s delivery bound plus 30s) could cut
+// a waiting read off without an answer.
+const (
+	MinReadWait = time.Millisecond
+	MaxReadWait = 30 * time.Second
+)

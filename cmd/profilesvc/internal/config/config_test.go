@@ -36,6 +36,7 @@ func TestDefaultsAreEmbeddedMode(t *testing.T) {
 		CompactInterval:      30 * time.Second,
 		ShutdownTimeout:      15 * time.Second,
 		Partitioner:          "murmur2",
+		ReadWait:             5 * time.Second,
 	}, c)
 	require.True(t, c.Embedded())
 }
@@ -74,6 +75,26 @@ func TestMaxStalenessIsOffByDefaultAndSetLikeTheOthers(t *testing.T) {
 	c, err = Load([]string{"--max-staleness", "30s"}, envOf(map[string]string{"MAX_STALENESS": "1m"}), nofile, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, 30*time.Second, c.MaxStaleness)
+}
+
+func TestReadWaitDefaultsTo5sAndIsSetLikeTheOthers(t *testing.T) {
+	nofile := filepath.Join(t.TempDir(), ".env")
+	c, err := Load(nil, envOf(nil), writeDotEnv(t, "READ_WAIT=750ms\n"), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 750*time.Millisecond, c.ReadWait)
+	c, err = Load(nil, envOf(map[string]string{"READ_WAIT": "2s"}), nofile, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 2*time.Second, c.ReadWait)
+	c, err = Load([]string{"--read-wait", "200ms"}, envOf(map[string]string{"READ_WAIT": "2s"}), nofile, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 200*time.Millisecond, c.ReadWait)
+
+	for _, bad := range []string{"0", "31s", "soon", "-1s"} {
+		_, err := Load(nil, envOf(map[string]string{"READ_WAIT": bad}), nofile, io.Discard)
+		require.ErrorContains(t, err, "READ_WAIT: ", bad)
+	}
+	_, err = Load([]string{"--read-wait", "1m"}, envOf(nil), nofile, io.Discard)
+	require.ErrorContains(t, err, "--read-wait: 1m0s is outside 1ms to 30s")
 }
 
 // A bound finer than the store's view of its freshness would flap /readyz.

@@ -14,6 +14,23 @@
 // leaves the service ready until MaxStaleness says otherwise, so that a
 // broker outage does not take every instance out of its load balancer at
 // once.
+//
+// # Consistency
+//
+// A plain read serves this instance's cache: its own writes at once, other
+// instances' once its follower has applied them. A 2xx PUT or DELETE of
+// /profiles/{id} answers with the header Kvstore-Position: the Position of
+// its write (kvstore.Position's token). A GET of /profiles/{id} or
+// /profiles, or a DELETE, that sends that header back (several values, or
+// comma-separated tokens, are merged) is served once this instance has
+// applied it (Store.WaitFor): read-your-writes across instances. With
+// ?consistent=true a GET first runs a read barrier (Store.Sync: the key's
+// partition, or every partition for /profiles), so it sees every write
+// acknowledged anywhere before the request. Both waits together are bounded
+// by ReadWait: past it the request answers 504. A malformed token, one of
+// another topic, or tokens of two topics, are a 400 naming the header.
+// DELETE answers 404 only when a barrier on the key's partition and then
+// Get find no profile; otherwise it writes the tombstone and answers 204.
 package httpapi
 
 import (
@@ -43,6 +60,13 @@ type Store interface {
 	Get(ctx context.Context, key string) (User, bool, error)
 	Delete(ctx context.Context, key string) (kvstore.Position, error)
 	Scan(ctx context.Context, prefix string, opts ...kvstore.ScanOption) iter.Seq2[kvstore.Entry[User], error]
+	// WaitFor returns once the store has applied pos (ctx's error if ctx
+	// ends first; kvstore.ErrForeignPosition for a Position of another
+	// topic).
+	WaitFor(ctx context.Context, pos kvstore.Position) error
+	// Sync is a read barrier over the partitions of keys (all of them for
+	// none): it returns once the store has applied their end offsets.
+	Sync(ctx context.Context, keys ...string) (kvstore.Position, error)
 	// Stats is read by /readyz, /healthz and at every scrape of /metrics.
 	Stats() kvstore.Stats
 }
@@ -51,6 +75,7 @@ type Store interface {
 type API struct {
 	log          *slog.Logger
 	maxStaleness time.Duration
+	readWait     time.Duration
 	m            *metrics
 	state        atomic.Pointer[readyState]
 	progress     progress
@@ -78,7 +103,7 @@ func MaxStaleness(d time.Duration) Option { return optFn(func(a *API) { a.maxSta
 // New returns the API, not ready yet. cachePath is the store's cache file,
 // whose size /metrics reports (empty: not reported).
 func New(log *slog.Logger, cachePath string, opts ...Option) *API {
-	a := &API{log: log, m: newMetrics(cachePath)}
+	a := &API{log: log, m: newMetrics(cachePath), readWait: DefaultReadWait}
 	for _, o := range opts {
 		o.apply(a)
 	}
@@ -181,6 +206,16 @@ func (i instrumented) Delete(ctx context.Context, key string) (kvstore.Position,
 }
 
 func (i instrumented) Stats() kvstore.Stats { return i.s.Stats() }
+
+// WaitFor and Sync are timed by the handlers (metrics.readWait), which know
+// whether a wait ran out of ReadWait.
+func (i instrumented) WaitFor(ctx context.Context, pos kvstore.Position) error {
+	return i.s.WaitFor(ctx, pos)
+}
+
+func (i instrumented) Sync(ctx context.Context, keys ...string) (kvstore.Position, error) {
+	return i.s.Sync(ctx, keys...)
+}
 
 // Scan times the whole iteration, until the loop ends or breaks.
 func (i instrumented) Scan(ctx context.Context, prefix string, opts ...kvstore.ScanOption) iter.Seq2[kvstore.Entry[User], error] {

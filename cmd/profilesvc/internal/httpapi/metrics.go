@@ -22,6 +22,7 @@ type metrics struct {
 	storeOps     *prometheus.HistogramVec // op
 	storeErrors  *prometheus.CounterVec   // op
 	storeBusy    *prometheus.GaugeVec     // op
+	readWaits    *prometheus.HistogramVec // kind, outcome
 
 	restoreRecords  prometheus.Gauge
 	restoreBytes    prometheus.Gauge
@@ -30,6 +31,9 @@ type metrics struct {
 }
 
 var storeOps = []string{"put", "get", "delete", "scan"}
+
+// waitOutcomes are the outcome labels of readWaits (waitOutcome).
+var waitOutcomes = []string{"ok", "timeout", "foreign", "cancelled", "failed"}
 
 func newMetrics(cachePath string) *metrics {
 	m := &metrics{
@@ -56,6 +60,13 @@ func newMetrics(cachePath string) *metrics {
 			Name: "profilesvc_store_operations_in_flight",
 			Help: "Store calls under way, by operation: a write that waits on a broker that does not answer shows here.",
 		}, []string{"op"}),
+		readWaits: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "profilesvc_read_wait_duration_seconds",
+			Help: "Time requests waited for this instance to catch up before reading, by kind " +
+				"(token: a Kvstore-Position header; barrier: ?consistent=true or DELETE's check) and outcome " +
+				"(ok, timeout: past --read-wait, foreign: a token of another topic, cancelled, failed); its _count counts them.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"kind", "outcome"}),
 		restoreRecords: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "profilesvc_restore_records",
 			Help: "Records (tombstones included) the startup restore read from the topic.",
@@ -78,7 +89,14 @@ func newMetrics(cachePath string) *metrics {
 		m.storeErrors.WithLabelValues(op)
 		m.storeBusy.WithLabelValues(op)
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.storeOps, m.storeErrors, m.storeBusy,
+	for _, kind := range []waitKind{waitToken, waitBarrier} {
+		for _, outcome := range waitOutcomes {
+			if outcome != "foreign" || kind == waitToken {
+				m.readWaits.WithLabelValues(string(kind), outcome)
+			}
+		}
+	}
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.storeOps, m.storeErrors, m.storeBusy, m.readWaits,
 		m.restoreRecords, m.restoreBytes, m.restoreDuration, m.restoreInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -119,6 +137,15 @@ func (m *metrics) storeOp(op string) (done func(error)) {
 		if err != nil {
 			m.storeErrors.WithLabelValues(op).Inc()
 		}
+	}
+}
+
+// readWait starts timing a wait of kind before a read; done ends it with
+// its outcome (waitOutcome).
+func (m *metrics) readWait(kind waitKind) (done func(outcome string)) {
+	start := time.Now()
+	return func(outcome string) {
+		m.readWaits.WithLabelValues(string(kind), outcome).Observe(time.Since(start).Seconds())
 	}
 }
 

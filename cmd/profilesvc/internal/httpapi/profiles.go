@@ -88,13 +88,17 @@ func (a *API) putProfile(w http.ResponseWriter, r *http.Request) {
 		writeBad(w, e)
 		return
 	}
-	if _, err := s.Put(r.Context(), id, u); err != nil {
+	pos, err := s.Put(r.Context(), id, u)
+	if err != nil {
 		a.storeError(w, r, "put", id, err)
 		return
 	}
+	setPosition(w, pos)
 	writeJSON(w, http.StatusOK, profileOf(id, u))
 }
 
+// getProfile serves GET /profiles/{id}[?consistent=true]: with
+// consistent=true, after a read barrier on the key's partition.
 func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
 	s := a.store(w)
 	if s == nil {
@@ -103,6 +107,10 @@ func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
 	id, e := pathID(r)
 	if e != nil {
 		writeBad(w, e)
+		return
+	}
+	g, ok := gate(w, r, true, id)
+	if !ok || a.pass(w, r, s, g) != nil {
 		return
 	}
 	u, ok, err := s.Get(r.Context(), id)
@@ -116,8 +124,14 @@ func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// deleteProfile answers 404 for an absent profile (and writes nothing),
-// else writes a tombstone and answers 204.
+// deleteProfile serves DELETE /profiles/{id}: once this instance has
+// applied the request's Kvstore-Position (if any), it runs a read barrier on
+// the key's partition (Store.Sync) and answers 404, writing nothing, only
+// when that consistent read finds no profile. Otherwise, found or not known
+// (the barrier failed, or ran past ReadWait, which the token's wait and the
+// barrier share), it writes a tombstone and
+// answers 204 with the tombstone's Kvstore-Position: a DELETE never acts on
+// a stale read of a write made through another instance.
 func (a *API) deleteProfile(w http.ResponseWriter, r *http.Request) {
 	s := a.store(w)
 	if s == nil {
@@ -128,25 +142,53 @@ func (a *API) deleteProfile(w http.ResponseWriter, r *http.Request) {
 		writeBad(w, e)
 		return
 	}
-	_, ok, err := s.Get(r.Context(), id)
-	if err != nil {
-		a.storeError(w, r, "get", id, err)
+	g, ok := gate(w, r, false)
+	if !ok {
 		return
 	}
-	if !ok {
+	// The token's wait and the barrier share one ReadWait.
+	ctx, cancel := a.waitContext(r)
+	defer cancel()
+	if a.passWithin(ctx, w, r, s, g) != nil {
+		return
+	}
+	switch absent, err := a.consistentlyAbsent(ctx, r, s, id); {
+	case err != nil:
+		a.storeError(w, r, "get", id, err)
+		return
+	case absent:
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("profile %q not found", id)})
 		return
 	}
-	if _, err := s.Delete(r.Context(), id); err != nil {
+	pos, err := s.Delete(r.Context(), id)
+	if err != nil {
 		a.storeError(w, r, "delete", id, err)
 		return
 	}
+	setPosition(w, pos)
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// listProfiles serves GET /profiles?prefix=&limit=&after=: up to limit
-// profiles whose IDs start with prefix and sort after after, in byte order
-// of IDs.
+// consistentlyAbsent says whether a consistent read (a barrier on the
+// key's partition under ctx, a waitContext of r, then Get) finds no
+// profile id. A barrier that fails or times out says false: not known to
+// be absent. Its error is the request's end (cancelled, shutdown) or Get's.
+func (a *API) consistentlyAbsent(ctx context.Context, r *http.Request, s Store, id string) (bool, error) {
+	if err := a.wait(ctx, r, s, waitBarrier, kvstore.Position{}, []string{id}); err != nil {
+		if r.Context().Err() != nil || errors.Is(err, kvstore.ErrClosed) {
+			return false, err
+		}
+		a.log.Warn("DELETE could not tell whether the profile exists; writing the tombstone", "id", id, "err", err)
+		return false, nil
+	}
+	_, ok, err := s.Get(r.Context(), id)
+	return !ok, err
+}
+
+// listProfiles serves GET /profiles?prefix=&limit=&after=&consistent=: up
+// to limit profiles whose IDs start with prefix and sort after after, in
+// byte order of IDs; with consistent=true, after a read barrier over every
+// partition.
 func (a *API) listProfiles(w http.ResponseWriter, r *http.Request) {
 	s := a.store(w)
 	if s == nil {
@@ -161,6 +203,10 @@ func (a *API) listProfiles(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		limit = n
+	}
+	g, ok := gate(w, r, true)
+	if !ok || a.pass(w, r, s, g) != nil {
+		return
 	}
 	var opts []kvstore.ScanOption
 	if after := q.Get("after"); after != "" {
