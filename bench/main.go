@@ -750,7 +750,52 @@ func benchOps(e *env, parts int, d *dataset, cacheDir string, res *results) erro
 		}
 		add("vis_p50", pct(vis, 50)/1e3)
 		add("vis_p99", pct(vis, 99)/1e3)
+		if err := benchReads(ctx, s, other, rng, add); err != nil {
+			return err
+		}
 	}
+	return nil
+}
+
+// benchReads times a read through other of a key s has just written, three
+// ways: a plain Get (it may miss the write), WaitFor of the write's
+// Position then Get (read-your-writes), and Sync of the key then Get (a
+// consistent read, no token). The write itself is not timed.
+func benchReads(ctx context.Context, s, other *kvstore.Store[User], rng *rand.Rand, add func(string, float64)) error {
+	var plain, token, consistent []time.Duration
+	for i := 0; i < 200; i++ {
+		for _, way := range []*[]time.Duration{&plain, &token, &consistent} {
+			key, u := string(randKey(rng)), newUser(rng)
+			pos, err := s.Put(ctx, key, u)
+			if err != nil {
+				return err
+			}
+			t := time.Now()
+			switch way {
+			case &token:
+				err = other.WaitFor(ctx, pos)
+			case &consistent:
+				_, err = other.Sync(ctx, key)
+			}
+			if err != nil {
+				return err
+			}
+			got, ok, err := other.Get(ctx, key)
+			*way = append(*way, time.Since(t))
+			if err != nil {
+				return err
+			}
+			if way != &plain && (!ok || got.LastName != u.LastName) {
+				return fmt.Errorf("read after WaitFor/Sync missed the write of %q", key)
+			}
+		}
+	}
+	add("read_plain_p50", pct(plain, 50))
+	add("read_plain_p99", pct(plain, 99))
+	add("read_token_p50", pct(token, 50))
+	add("read_token_p99", pct(token, 99))
+	add("read_sync_p50", pct(consistent, 50))
+	add("read_sync_p99", pct(consistent, 99))
 	return nil
 }
 

@@ -42,6 +42,12 @@ var rows = []row{
 	{"PutAsync, one caller, 4096 in flight (Puts/s)", "putasync", "rate"},
 	{"Put -> visible in another store's Get: p50", "vis_p50", "ms"},
 	{"Put -> visible in another store's Get: p99", "vis_p99", "ms"},
+	{"Read right after another store's Put: plain Get: p50", "read_plain_p50", "us"},
+	{"Read right after another store's Put: plain Get: p99", "read_plain_p99", "us"},
+	{"Read right after another store's Put: token read (WaitFor + Get): p50", "read_token_p50", "us"},
+	{"Read right after another store's Put: token read (WaitFor + Get): p99", "read_token_p99", "us"},
+	{"Read right after another store's Put: consistent read (Sync + Get): p50", "read_sync_p50", "us"},
+	{"Read right after another store's Put: consistent read (Sync + Get): p99", "read_sync_p99", "us"},
 }
 
 var ratios = []struct{ label, num, den string }{
@@ -69,6 +75,9 @@ func fmtVal(v float64, unit string) string {
 	case "bytes":
 		return fmt.Sprintf("%.0f MiB", v/(1<<20))
 	case "us":
+		if v >= 1000 {
+			return fmt.Sprintf("%.2f ms", v/1e3)
+		}
 		return fmt.Sprintf("%.1f µs", v)
 	case "ms":
 		return fmt.Sprintf("%.2f ms", v)
@@ -156,7 +165,7 @@ func writeReport(res *results, envs []*env, parts []int, took time.Duration) err
 	w("- baseline 2: the same keys and values, presorted (sort not timed), bbolt Put in transactions of 200,000 into one bucket, FillPercent 1.0, NoSync, NoFreelistSync, one Sync at the end\n")
 	w("- baseline 3: bench/goka (goka's default sarama config, one goleveldb per partition, one Put per record), run as a subprocess; its own records/s\n")
 	w("- baseline 4: bench/streams (`java -Xmx1g -jar target/streams-bench.jar`), GlobalKTable with the default RocksDB store; start to queryable; real broker only\n")
-	w("- Get: random existing keys, value decoded into the Go struct; Put: new random keys (sync: acks=all, waits for the ack); the Put->visible figure writes through one store and polls a second store's Get every 50 µs\n")
+	w("- Get: random existing keys, value decoded into the Go struct; Put: new random keys (sync: acks=all, waits for the ack); the Put->visible figure writes through one store and polls a second store's Get every 50 µs; the read-after-Put figures time, in a second store, a read of a key the first has just written (write not timed), 200 samples per run each: a plain Get (which may miss it), WaitFor of the write's Position then Get, and Sync of the key then Get\n")
 	for _, e := range envs {
 		w("\n## %s\n\n", e.name)
 		w("| figure |")
