@@ -15,8 +15,22 @@ import (
 	"github.com/compactkv/compactkv/kvstore"
 )
 
-// busy keeps w writing keys of its own until the test ends, so that the
-// followers of every store on the topic always have records to apply.
+// writerAndBusyReader opens three stores on a topic of 6 partitions and
+// returns two: a writes, b reads; the third keeps writing keys of its own
+// until the test ends (busy), so that b's follower always has records to
+// apply.
+func writerAndBusyReader(t *testing.T) (a, b *kvstore.Store[User]) {
+	e := newEnv(t)
+	a = e.open("", kvstore.Partitions(6))
+	b = e.open("")
+	busy(t, e.open(""))
+	return a, b
+}
+
+// try returns try i's key (one of 20) and value.
+func try(i int) (string, User) { return fmt.Sprint("user-", i%20), User{FirstName: fmt.Sprint("v", i)} }
+
+// busy keeps w writing keys of its own until the test ends.
 func busy(t *testing.T, w *kvstore.Store[User]) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -32,14 +46,10 @@ func busy(t *testing.T, w *kvstore.Store[User]) {
 // write's Position, is the value written: every time, while a third store
 // keeps the followers busy.
 func TestAWriteIsReadThroughAnotherStoreThatWaitsForItsPosition(t *testing.T) {
-	e := newEnv(t)
+	a, b := writerAndBusyReader(t)
 	ctx := ctxT(t)
-	a := e.open("", kvstore.Partitions(6))
-	b, c := e.open(""), e.open("")
-	busy(t, c)
 	for i := range 300 {
-		key := fmt.Sprint("user-", i%20)
-		want := User{FirstName: fmt.Sprint("v", i)}
+		key, want := try(i)
 		pos := acked(t)(a.Put(ctx, key, want))
 		require.NoError(t, b.WaitFor(ctx, pos))
 		got, ok, err := b.Get(ctx, key)
@@ -60,14 +70,10 @@ func TestAWriteIsReadThroughAnotherStoreThatWaitsForItsPosition(t *testing.T) {
 // Sync is a read barrier: after it returns, every write acknowledged
 // anywhere before it was called is visible, with or without keys named.
 func TestAfterSyncEveryWriteAcknowledgedBeforeItIsVisible(t *testing.T) {
-	e := newEnv(t)
+	a, b := writerAndBusyReader(t)
 	ctx := ctxT(t)
-	a := e.open("", kvstore.Partitions(6))
-	b, c := e.open(""), e.open("")
-	busy(t, c)
 	for i := range 300 {
-		key := fmt.Sprint("user-", i%20)
-		want := User{FirstName: fmt.Sprint("v", i)}
+		key, want := try(i)
 		acked(t)(a.Put(ctx, key, want)) // its Position is not handed over
 		var err error
 		if i%2 == 0 {
