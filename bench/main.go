@@ -621,81 +621,20 @@ func benchOps(e *env, parts int, d *dataset, cacheDir string, res *results) erro
 		keys[i] = string(k)
 	}
 	getLoop := func(g int) (float64, []time.Duration, error) {
-		var wg sync.WaitGroup
-		var total atomic.Int64
-		var mu sync.Mutex
-		var all []time.Duration
-		var ferr atomic.Pointer[error]
-		start := time.Now()
-		for w := range g {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(w), 3))
-				ds := make([]time.Duration, 0, 1<<20)
-				deadline := start.Add(*flagOpDur)
-				for i := 0; ; i++ {
-					if i&255 == 0 && time.Now().After(deadline) {
-						break
-					}
-					t := time.Now()
-					_, ok, err := s.Get(ctx, keys[rng.IntN(len(keys))])
-					if len(ds) < cap(ds) {
-						ds = append(ds, time.Since(t))
-					}
-					if err != nil || !ok {
-						if err == nil {
-							err = fmt.Errorf("key missing")
-						}
-						ferr.Store(&err)
-						return
-					}
-					total.Add(1)
-				}
-				mu.Lock()
-				all = append(all, ds...)
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
-		if p := ferr.Load(); p != nil {
-			return 0, nil, *p
-		}
-		return float64(total.Load()) / time.Since(start).Seconds(), all, nil
+		return opLoop(g, 3, func(rng *rand.Rand) error {
+			_, ok, err := s.Get(ctx, keys[rng.IntN(len(keys))])
+			if err == nil && !ok {
+				err = fmt.Errorf("key missing")
+			}
+			return err
+		})
 	}
 	putLoop := func(g int) (float64, []time.Duration, error) {
-		var wg sync.WaitGroup
-		var total atomic.Int64
-		var mu sync.Mutex
-		var all []time.Duration
-		var ferr atomic.Pointer[error]
-		start := time.Now()
-		for w := range g {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				rng := rand.New(rand.NewPCG(uint64(w), uint64(time.Now().UnixNano())))
-				u := newUser(rng)
-				var ds []time.Duration
-				for time.Since(start) < *flagOpDur {
-					t := time.Now()
-					if _, err := s.Put(ctx, string(randKey(rng)), u); err != nil {
-						ferr.Store(&err)
-						return
-					}
-					ds = append(ds, time.Since(t))
-					total.Add(1)
-				}
-				mu.Lock()
-				all = append(all, ds...)
-				mu.Unlock()
-			}()
-		}
-		wg.Wait()
-		if p := ferr.Load(); p != nil {
-			return 0, nil, *p
-		}
-		return float64(total.Load()) / time.Since(start).Seconds(), all, nil
+		u := newUser(rand.New(rand.NewPCG(1, 2)))
+		return opLoop(g, uint64(time.Now().UnixNano()), func(rng *rand.Rand) error {
+			_, err := s.Put(ctx, string(randKey(rng)), u)
+			return err
+		})
 	}
 	for r := range *flagRuns {
 		log.Printf("  Get/Put run %d/%d", r+1, *flagRuns)
@@ -797,6 +736,47 @@ func benchReads(ctx context.Context, s, other *kvstore.Store[User], rng *rand.Ra
 	add("read_sync_p50", pct(consistent, 50))
 	add("read_sync_p99", pct(consistent, 99))
 	return nil
+}
+
+// opLoop runs op on g goroutines for -op-time and returns the ops/s and
+// each op's latency (up to 1<<20 samples per goroutine); the first error
+// ends it.
+func opLoop(g int, seed uint64, op func(rng *rand.Rand) error) (float64, []time.Duration, error) {
+	var (
+		wg    sync.WaitGroup
+		total atomic.Int64
+		mu    sync.Mutex
+		all   []time.Duration
+		ferr  atomic.Pointer[error]
+	)
+	start := time.Now()
+	deadline := start.Add(*flagOpDur)
+	for w := range g {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), seed))
+			ds := make([]time.Duration, 0, 1<<20)
+			for t := time.Now(); t.Before(deadline); {
+				if err := op(rng); err != nil {
+					ferr.Store(&err)
+					return
+				}
+				now := time.Now()
+				if len(ds) < cap(ds) {
+					ds = append(ds, now.Sub(t))
+				}
+				total.Add(1)
+				t = now
+			}
+			mu.Lock()
+			all = append(all, ds...)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if p := ferr.Load(); p != nil {
+		return 0, nil, *p
+	}
+	return float64(total.Load()) / time.Since(start).Seconds(), all, nil
 }
 
 // putAsyncLoop measures Puts/s through PutAsync from one goroutine with at
