@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 // so that the test decides them all.
 var settingVars = []string{"HTTP_ADDR", "KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "PROFILE_TOPIC",
 	"DATA_DIR", "EMBEDDED_KAFKA_ADDR", "EMBEDDED_REGISTRY_ADDR", "EMBEDDED_COMPACT_INTERVAL", "SHUTDOWN_TIMEOUT",
-	"MAX_STALENESS"}
+	"MAX_STALENESS", "PARTITIONER", "READ_WAIT"}
 
 func childEnv(extra ...string) []string {
 	var env []string
@@ -248,12 +248,22 @@ func (s *svc) do(method, path string, body []byte) response {
 // try is do for other goroutines than the test's, and for calls that may
 // fail: it returns the error.
 func (s *svc) try(method, path string, body []byte) (response, error) {
+	return s.tryWith(method, path, body, nil)
+}
+
+// tryWith is try with extra request headers.
+func (s *svc) tryWith(method, path string, body []byte, header http.Header) (response, error) {
 	req, err := http.NewRequest(method, s.base+path, bytes.NewReader(body))
 	if err != nil {
 		return response{}, err
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for k, vs := range header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
