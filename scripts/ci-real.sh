@@ -12,7 +12,10 @@
 #                                    get it: it keeps its in-process registry;
 #                                    set CI_REAL_GO_REGISTRY=1 to give it)
 #   3. go test -race ./kvstore/... with COMPACTKV_BROKERS (real-broker mode)
-#   4. scripts/pyenv.sh, then .venv/bin/pytest tests/python (embedded + real)
+#   4. go test -race -run TestThreeInstances ./cmd/profilesvc: three profilesvc
+#      instances on one 6-partition topic of the real broker (token reads,
+#      consistent reads, deletes through another instance)
+#   5. scripts/pyenv.sh, then .venv/bin/pytest tests/python (embedded + real)
 #
 # Environment knobs:
 #   CI_REAL_SKIP_REGISTRY=1   do not start Apicurio; the real-broker Python
@@ -59,6 +62,9 @@ if [[ "${CI_REAL_GO_REGISTRY:-}" == 1 && -n "${registry_pid:-}" ]]; then
   export COMPACTKV_REGISTRY="$(tail -n 1 .cache/ci-registry-up.log | sed -n 's/^COMPACTKV_REGISTRY=//p')"
 fi
 go test -race -count=1 ./kvstore/...
+
+step "go test -race -run TestThreeInstances ./cmd/profilesvc against the real broker"
+go test -race -count=1 -v -run '^TestThreeInstances$' ./cmd/profilesvc
 
 if [[ -n "${registry_pid:-}" ]]; then
   if ! wait "$registry_pid"; then
