@@ -134,10 +134,11 @@ var errReadWait = errors.New("read wait exceeded")
 
 // pass waits until s has applied what g asks for, within ReadWait in all.
 // It returns nil when the request may read; otherwise it has answered the
-// request (400 for a foreign token, 504 past ReadWait, 503 when the wait
-// could not be done: a stopped partition, the broker not answering the
-// barrier's ListOffsets, the request cancelled, shutdown) and returns the
-// error, which wraps errReadWait for a timeout.
+// request (400 for a foreign token; 504 past ReadWait, or past the store's
+// own bound on the barrier's ListOffsets; 503 when the wait could not be
+// done: a stopped partition, the broker failing the ListOffsets, the
+// request cancelled, shutdown) and returns the error, which wraps
+// errReadWait for a timeout.
 func (a *API) pass(w http.ResponseWriter, r *http.Request, s Store, g readGate) error {
 	if g.pos.IsZero() && !g.barrier {
 		return nil
