@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
+	"slices"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -56,8 +57,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		}
 	}()
 	var (
-		rebuild Guard       // a rebuild still to do, GuardNone if none
-		gapIn   = int32(-1) // the one partition to rebuild, -1 for all
+		rebuild Guard // a rebuild of the whole file still to do, GuardNone if none
 		reason  string
 		backoff = stallBackoff
 	)
@@ -66,28 +66,31 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		sleepCtx(ctx, backoff)
 		backoff = min(2*backoff, maxStallBackoff)
 	}
+	// One partition is rebuilt in the background, and the others read on:
+	// they keep their place in the reader.
+	refills := newRefills(ctx, s)
+	defer refills.stop()
+	rebuildAlone := func(p int32, guard Guard, why string) {
+		r.Remove(p)
+		refills.start(p, guard, why)
+	}
 	for ctx.Err() == nil {
 		s.markCurrent()
-		if rebuild != GuardNone {
-			var err error
-			if gapIn >= 0 {
-				// The other partitions keep their place in the reader.
-				r.Remove(gapIn)
-				var next int64
-				if next, err = s.rebuildPartition(ctx, gapIn, rebuild, reason); err == nil {
-					pos[gapIn] = next
-					r.Add(map[int32]int64{gapIn: next})
-				}
-			} else {
-				if r != nil {
-					go r.Close()
-					r = nil
-				}
-				var nr *changelog.Reader
-				if nr, pos, err = s.rebuild(ctx, rebuild, reason); err == nil {
-					r = nr
-				}
+		for _, d := range refills.done() {
+			if d.err != nil {
+				s.stop(d.err)
+				return
 			}
+			pos[d.p] = d.next
+			r.Add(map[int32]int64{d.p: d.next})
+		}
+		if rebuild != GuardNone {
+			refills.stop() // the whole file is rebuilt: those partitions too
+			if r != nil {
+				go r.Close()
+				r = nil
+			}
+			nr, npos, err := s.rebuild(ctx, rebuild, reason)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -101,7 +104,8 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 				stalled()
 				continue
 			}
-			rebuild, gapIn, backoff = GuardNone, -1, stallBackoff
+			r, pos = nr, npos
+			rebuild, backoff = GuardNone, stallBackoff
 			continue
 		}
 
@@ -113,8 +117,19 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		}
 		// Checked after the poll and before its records are applied: what
 		// a poll that outlived the bound brings may lack tombstones.
-		if rebuild, reason, gapIn = s.retentionExceeded(); rebuild != GuardNone {
+		stale, why, all := s.retentionExceeded(refills)
+		if all {
+			rebuild, reason = GuardRetentionExceeded, why
 			continue // the rebuild reads these records again
+		}
+		for _, p := range stale {
+			rebuildAlone(p, GuardRetentionExceeded, why)
+		}
+		if len(stale) > 0 {
+			// The reader has moved past the other partitions' records in
+			// bs: they are applied now. The stale ones' records are read
+			// again by their rebuilds.
+			bs = slices.DeleteFunc(bs, func(b changelog.Batch) bool { return slices.Contains(stale, b.Partition) })
 		}
 		if s.damaged.CompareAndSwap(true, false) {
 			rebuild, reason = GuardCorrupt, "a read met a damaged cache file"
@@ -142,10 +157,14 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			s.reps.recover(stallFetch)
 			backoff = stallBackoff
 		case errors.Is(err, changelog.ErrGap):
-			rebuild, reason = GuardBelowLogStart, "records the follower had not read yet are gone: "+err.Error()
+			why := "records the follower had not read yet are gone: " + err.Error()
 			var pe *changelog.PartitionError
-			if errors.As(err, &pe) && pe.Partition >= 0 && pe.Partition < s.info.Partitions {
-				gapIn = pe.Partition // the others read on where they are
+			if !errors.As(err, &pe) || pe.Partition < 0 || pe.Partition >= s.info.Partitions {
+				rebuild, reason = GuardBelowLogStart, why
+				break
+			}
+			if !refills.busy(pe.Partition) { // else a late report of the gap its rebuild mends
+				rebuildAlone(pe.Partition, GuardBelowLogStart, why)
 			}
 		default:
 			s.stall(err)
@@ -222,41 +241,46 @@ func (s *Store[V]) rebuild(ctx context.Context, guard Guard, reason string) (*ch
 	return s.runRestore(ctx, guard, reason, lo.start, lo)
 }
 
-// retentionExceeded says whether some partition has not been caught up for
-// longer than the topic's delete.retention.ms (and staleRebuildFloor) while
-// the store was following it: records it has yet to read may have lost their tombstones to
-// compaction, and reading on would keep deleted keys. When the last restore
-// itself took longer than that, a rebuild cannot do better and would start
-// over for ever: the store then carries on (runRestore warns).
-func (s *Store[V]) retentionExceeded() (g Guard, reason string, p int32) {
+// retentionExceeded returns the partitions that have not been caught up
+// for longer than the topic's delete.retention.ms (and staleRebuildFloor)
+// while the store was following them: records they have yet to read may
+// have lost their tombstones to compaction, and reading on would keep
+// deleted keys. all says every partition is: one full restore (the page
+// writer) is then the faster way. why is the first one's reason.
+// Partitions being rebuilt are left out, and so are those whose last
+// rebuild itself took longer than the bound, and every partition when the
+// last full or delta restore did: rebuilding could not do better, and
+// would start over for ever (runRestore warns).
+func (s *Store[V]) retentionExceeded(rf *refills) (stale []int32, why string, all bool) {
 	now := time.Now()
-	bound := max(s.info.DeleteRetention, staleRebuildFloor)
-	if floor := testHookStaleRebuildFloor.Load(); floor != nil {
-		bound = max(s.info.DeleteRetention, *floor)
+	bound := s.staleBound()
+	if last := s.lastRestore(); last.Mode != "partition" && last.Duration >= bound {
+		return nil, "", false
 	}
-	if s.lastRestore().Duration >= bound {
-		return GuardNone, "", -1
-	}
-	stale := 0
-	p = -1
-	all := s.reps.snapshot()
-	for _, ps := range all {
+	snap := s.reps.snapshot()
+	for _, ps := range snap {
+		if rf.busy(ps.Partition) || rf.exempt(ps.Partition) {
+			continue
+		}
 		if age := now.Sub(ps.CaughtUpAt); age > bound {
-			if stale == 0 {
-				p = ps.Partition
-				reason = fmt.Sprintf("partition %d last caught up %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
+			if len(stale) == 0 {
+				why = fmt.Sprintf("partition %d last caught up %v ago, longer than delete.retention.ms (%v): deleted keys could come back",
 					ps.Partition, age.Round(time.Millisecond), s.info.DeleteRetention)
 			}
-			stale++
+			stale = append(stale, ps.Partition)
 		}
 	}
-	switch {
-	case stale == 0:
-		return GuardNone, "", -1
-	case stale == len(all):
-		p = -1 // every partition: one full restore (the page writer) is the faster way
+	return stale, why, len(stale) == len(snap)
+}
+
+// staleBound is how long a partition may go without being caught up before
+// the follower rebuilds it: delete.retention.ms, at least staleRebuildFloor.
+func (s *Store[V]) staleBound() time.Duration {
+	floor := staleRebuildFloor
+	if f := testHookStaleRebuildFloor.Load(); f != nil {
+		floor = *f
 	}
-	return GuardRetentionExceeded, reason, p
+	return max(s.info.DeleteRetention, floor)
 }
 
 // testHookStaleRebuildFloor, when set, replaces staleRebuildFloor.

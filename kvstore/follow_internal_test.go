@@ -1,6 +1,7 @@
 package kvstore
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"path/filepath"
@@ -80,8 +81,8 @@ func TestAQuietTailCountsAsCaughtUpAndIsLeftBehindByNewRecords(t *testing.T) {
 	s := bareStore(t)
 	at := time.Now()
 	s.reps.restored(0, 5, 7, at) // offsets 5 and 6 hold nothing visible
-	g, why, _ := s.retentionExceeded()
-	require.Equal(t, GuardNone, g, why)
+	stale, why, _ := s.retentionExceeded(newRefills(context.Background(), s))
+	require.Empty(t, stale, why)
 	ps := s.reps.snapshot()[0]
 	require.Equal(t, int64(5), ps.Applied, "the checkpoint stays where the reader is")
 	require.Zero(t, ps.Lag)

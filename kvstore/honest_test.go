@@ -3,6 +3,8 @@ package kvstore_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -287,4 +289,64 @@ func TestASlowOffsetListingDoesNotStarveTheFollower(t *testing.T) {
 	acked(t)(w.Put(ctx, "after", User{FirstName: "y"}))
 	require.Eventually(t, func() bool { _, ok, _ := s.Get(ctx, "after"); return ok }, 10*time.Second, 10*time.Millisecond,
 		"the follower keeps reading while the offset listings are slow")
+}
+
+// While one partition is rebuilt alone (it fell behind past
+// delete.retention.ms), the others read on, and none of their records is
+// lost: not those the reader fetched in the poll that found the partition
+// stale, nor those written during the rebuild.
+func TestThePartitionsNotRebuiltLoseNoRecordsAndReadOnMeanwhile(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("stripping one partition from fetches")
+	t.Cleanup(kvstore.SetStaleRebuildFloor(0)) // registered first, so it runs after the stores close
+	ctx := ctxT(t)
+	w := e.open("", kvstore.TopicConfig("delete.retention.ms", "1500"), kvstore.Partitions(2))
+	const sMaxWait = 779 // ms: marks s's fetches
+	s := e.open("", kvstore.KafkaOpts(kgo.FetchMaxWait(sMaxWait*time.Millisecond)))
+
+	// s's fetches leave partition 0 out until its rebuild has begun: it
+	// falls behind while partition 1 keeps being read.
+	var strip atomic.Bool
+	strip.Store(true)
+	kc := e.cluster.Kafka()
+	kc.ControlKey(kmsg.Fetch.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		f := req.(*kmsg.FetchRequest)
+		if f.MaxWaitMillis == sMaxWait && strip.Load() {
+			for i := range f.Topics {
+				f.Topics[i].Partitions = slices.DeleteFunc(f.Topics[i].Partitions,
+					func(p kmsg.FetchRequestTopicPartition) bool { return p.Partition == 0 })
+			}
+		}
+		return nil, nil, false
+	})
+
+	// A writer on both partitions, until the rebuild of partition 0 is over.
+	var all kvstore.Position
+	wrote := map[int32]int{}
+	for i := 0; ; i++ {
+		pos := acked(t)(w.Put(ctx, fmt.Sprint("k", i), User{FirstName: fmt.Sprint(i)}))
+		for p := range pos.Offsets() {
+			wrote[p]++
+		}
+		var err error
+		all, err = all.Merge(pos)
+		require.NoError(t, err)
+		st := s.Stats()
+		if st.Partitions[0].State == kvstore.PartitionRestoring {
+			strip.Store(false) // its rebuild has begun (and reads with s's options too)
+		}
+		if st.Restore.Mode == "partition" && st.Restore.Guard == kvstore.GuardRetentionExceeded &&
+			st.Partitions[0].State == kvstore.PartitionFollowing && wrote[0] > 10 && wrote[1] > 10 {
+			break
+		}
+		require.Less(t, i, 100_000, "partition 0 was never rebuilt")
+		time.Sleep(2 * time.Millisecond) // a steady trickle of writes, not a flood
+	}
+	strip.Store(false)
+	for range 20 { // and some after the rebuild
+		all, _ = all.Merge(acked(t)(w.Put(ctx, fmt.Sprint("after-", rand.Int()), User{})))
+	}
+	require.NoError(t, s.WaitFor(ctx, all))
+	require.Equal(t, contents(t, w), contents(t, s), "every record of both partitions is in s")
 }

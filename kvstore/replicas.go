@@ -38,9 +38,10 @@ type endObs struct {
 type stallCause int
 
 const (
-	stallNone  stallCause = iota
-	stallProbe            // the end offsets could not be listed: a listing clears it
-	stallFetch            // a fetch failed: a fetch without error clears it
+	stallNone    stallCause = iota
+	stallProbe              // the end offsets could not be listed: a listing clears it
+	stallFetch              // a fetch failed: a fetch without error clears it
+	stallRebuild            // a partition's rebuild failed: its next try clears it
 )
 
 // update runs fn on partition p's replica under its lock, then tells the
@@ -215,7 +216,11 @@ func (rs *replicas) toMark(every time.Duration) map[int32]time.Time {
 	var out map[int32]time.Time
 	for _, r := range rs.all {
 		r.mu.RLock()
-		if r.caughtUpAt.Sub(r.marked) >= every && r.caughtUpAt.After(r.marked) {
+		// While a restore's quiet tail is unread (applied < quietEnd), the
+		// file holds no more than when the restore recorded its time: the
+		// caught-up time then rests on records taken to be invisible, and
+		// is not written down.
+		if r.applied >= r.quietEnd && r.caughtUpAt.Sub(r.marked) >= every && r.caughtUpAt.After(r.marked) {
 			if out == nil {
 				out = map[int32]time.Time{}
 			}
