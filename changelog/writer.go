@@ -119,6 +119,25 @@ func (t *Topic) EndOffsets(ctx context.Context) (map[int32]int64, error) {
 	return end, nil
 }
 
+// HighWatermarks returns, per partition, the offset after the last record
+// the broker has acknowledged (the high watermark), transactional or not.
+// Unlike EndOffsets it counts records of transactions still open, which a
+// read_committed reader sees (with their marker) only once they end: a read
+// barrier must use it, or a record acknowledged after a transaction began
+// would fall outside the barrier.
+func (t *Topic) HighWatermarks(ctx context.Context) (map[int32]int64, error) {
+	eo, err := t.adm.ListEndOffsets(ctx, t.name)
+	if err == nil {
+		err = eo.Error()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("changelog: list high watermarks of topic %q: %w", t.name, translate(err))
+	}
+	hw := make(map[int32]int64)
+	eo.Each(func(o kadm.ListedOffset) { hw[o.Partition] = o.Offset })
+	return hw, nil
+}
+
 // Produce writes key and value to partition and returns the record's offset
 // once the broker has acknowledged it. A nil value is a tombstone. On error
 // the record may or may not have been written; it was not acknowledged.

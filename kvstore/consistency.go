@@ -13,8 +13,8 @@ import (
 // zero Position. Otherwise it waits for the follower, at most until ctx
 // ends (ctx's error). A Position of another topic, or of this topic before
 // it was recreated, is ErrForeignPosition; a partition that stopped (a
-// poison record under PoisonFail, an unwritable cache) returns its error;
-// after Close, ErrClosed.
+// poison record under PoisonFail, an unwritable cache) returns ErrStopped
+// with the cause; after Close, ErrClosed.
 //
 // Use it for read-your-writes across instances: hand the Position of a
 // write (Put, Delete) to the instance that reads next, and have it WaitFor
@@ -43,11 +43,21 @@ func (s *Store[V]) WaitFor(ctx context.Context, pos Position) error {
 // visible to Get and Scan here. It returns the Position it waited for, which
 // other stores can WaitFor as well.
 //
-// Its cost is one ListOffsets round trip to the partition leaders (bounded
-// by 5s besides ctx) plus the follower's delay, even when nothing is
-// behind; a plain Get costs neither. An open transaction of another
-// producer holds the barrier until that transaction ends, since the store
-// reads committed records only.
+// The end offsets are the high watermarks, so that a write acknowledged
+// after another producer's transaction began is inside the barrier: an open
+// transaction therefore holds Sync until it ends (the store reads committed
+// records only), bounded by ctx.
+//
+// Its cost is a ListOffsets request to the partition leaders (with a
+// metadata request when the client's is stale; bounded by 5s besides ctx)
+// plus the follower's delay, even when nothing is behind; a plain Get costs
+// neither. Like a read of a Kafka consumer, it trusts the leader that
+// answers: a leader deposed a moment ago that does not know it yet could
+// answer with an older end (unlike etcd's ReadIndex, no quorum confirms
+// it), which in practice means a barrier behind by the writes of those
+// moments. A key written through a partitioner other than this store's is
+// searched on every partition by Get, but the barrier covers only the
+// partition this store's partitioner picks.
 func (s *Store[V]) Sync(ctx context.Context, keys ...string) (Position, error) {
 	if s.closing.Load() {
 		return Position{}, ErrClosed
@@ -68,7 +78,7 @@ func (s *Store[V]) Sync(ctx context.Context, keys ...string) (Position, error) {
 	}
 	slices.Sort(parts)
 	lctx, cancel := context.WithTimeout(ctx, probeTimeout)
-	end, err := s.tp.EndOffsets(lctx)
+	end, err := s.tp.HighWatermarks(lctx)
 	cancel()
 	if err != nil {
 		return Position{}, fmt.Errorf("kvstore: sync %q: list the end offsets: %w", s.topic, err)

@@ -162,6 +162,7 @@ func TestWaitForIsBoundedAndSaysWhyItCannotWait(t *testing.T) {
 	require.NoError(t, cl.ProduceSync(ctx, &kgo.Record{Topic: e.topic, Key: []byte("bad"), Value: []byte("not avro")}).FirstErr())
 	after := acked(t)(w.Put(ctx, "k2", User{}))
 	err = s.WaitFor(ctx, after)
+	require.ErrorIs(t, err, kvstore.ErrStopped)
 	require.ErrorIs(t, err, kvstore.ErrPoison)
 	require.ErrorContains(t, err, "partition 0 stopped")
 
@@ -285,4 +286,31 @@ func assertNoError(t *testing.T, err error) bool {
 		return false
 	}
 	return true
+}
+
+// A write acknowledged while another producer's transaction is open lies
+// beyond the last stable offset; Sync still covers it: it waits for the
+// transaction to end (here, past its bound) instead of returning early.
+func TestSyncCoversAWriteAcknowledgedAfterAnOpenTransactionBegan(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	w, s := e.open(""), e.open("")
+	tx, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...), kgo.DefaultProduceTopic(e.topic), kgo.TransactionalID("open-tx"))
+	require.NoError(t, err)
+	defer tx.Close()
+	require.NoError(t, tx.BeginTransaction())
+	require.NoError(t, tx.ProduceSync(ctx, &kgo.Record{Key: []byte("in-tx"), Value: nil}).FirstErr())
+
+	acked(t)(w.Put(ctx, "k", User{FirstName: "after the transaction began"}))
+	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	_, err = s.Sync(short, "k")
+	require.ErrorIs(t, err, context.DeadlineExceeded, "the barrier includes the write, which waits behind the transaction")
+
+	require.NoError(t, tx.EndTransaction(ctx, kgo.TryCommit))
+	_, err = s.Sync(ctx, "k")
+	require.NoError(t, err)
+	_, ok, err := s.Get(ctx, "k")
+	require.NoError(t, err)
+	require.True(t, ok)
 }

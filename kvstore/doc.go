@@ -89,8 +89,9 @@
 // compaction may have removed tombstones it never read. That partition
 // alone is rebuilt when the others are current (every partition: the whole
 // file), as is a partition whose next records are gone (deleted or
-// expired): its bucket is refilled from the topic and swapped in one
-// transaction, and the other partitions read on.
+// expired): its bucket is refilled from the topic in the background and
+// swapped in one transaction, while the other partitions read on (Stats
+// shows it restoring meanwhile).
 //
 // # Bounds
 //
@@ -114,11 +115,12 @@
 //     the write. Positions merge (Position.Merge), so a session that wrote
 //     several keys carries one. A Position of another topic, or of this
 //     topic before it was recreated, is ErrForeignPosition.
-//   - A consistent read: Sync(ctx, keys...) asks the broker for the end
-//     offsets and waits until they are applied, so that the Get after it
-//     sees every write acknowledged anywhere before Sync was called (like
-//     etcd's ReadIndex). It costs a ListOffsets round trip and the
-//     follower's delay. A read-before-write (delete only if present) should
+//   - A consistent read: Sync(ctx, keys...) asks the partition leaders for
+//     their high watermarks and waits until they are applied, so that the
+//     Get after it sees every write acknowledged anywhere before Sync was
+//     called (a read barrier in the spirit of etcd's ReadIndex, without its
+//     quorum check: see Sync). It costs a ListOffsets round trip and the
+//     follower's delay; another producer's open transaction holds it. A read-before-write (delete only if present) should
 //     Sync first, or it may act on a stale read.
 //
 // # Caveats

@@ -8,6 +8,11 @@ import (
 )
 
 var (
+	// ErrStopped is wrapped, with the cause, by WaitFor and Sync when a
+	// partition they wait for has stopped following the topic for good (a
+	// poison record under PoisonFail, a cache file that cannot be written):
+	// waiting longer would not help.
+	ErrStopped = errors.New("kvstore: partition stopped following the topic")
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New("kvstore: store is closed")
 

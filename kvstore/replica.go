@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -71,9 +72,12 @@ func (r *replica) waitReached(ctx context.Context, next int64) error {
 			return nil
 		}
 		if r.state == PartitionStopped {
-			err := r.err
+			err, at := r.err, r.applied
 			r.mu.Unlock()
-			return fmt.Errorf("partition %d stopped at offset %d: %w", r.p, r.applied, err)
+			if errors.Is(err, ErrClosed) {
+				return err
+			}
+			return fmt.Errorf("partition %d stopped at offset %d: %w: %w", r.p, at, ErrStopped, err)
 		}
 		if r.moved == nil {
 			r.moved = make(chan struct{})
