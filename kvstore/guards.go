@@ -95,9 +95,12 @@ func decideGuard(m cacheMeta, info changelog.TopicInfo, start, end map[int32]int
 		n := m.next[p]
 		cur, ok := m.current[p]
 		switch off := now.Sub(cur); {
-		case !ok || off > info.DeleteRetention:
+		case !ok || off > info.DeleteRetention || off < -time.Minute:
 			why := "never recorded as current"
-			if ok {
+			switch {
+			case ok && off < 0: // the clock stepped back: how long it was offline is unknown
+				why = fmt.Sprintf("recorded as current %v in the future", (-off).Round(time.Millisecond))
+			case ok:
 				why = fmt.Sprintf("last current %v ago", off.Round(time.Millisecond))
 			}
 			bad = append(bad, partGuard{p, GuardRetentionExceeded, fmt.Sprintf(

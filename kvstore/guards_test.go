@@ -55,7 +55,7 @@ func requireFullRestore(t *testing.T, s *kvstore.Store[User], g kvstore.Guard, r
 func requireRestore(t *testing.T, s *kvstore.Store[User], mode string, g kvstore.Guard, reason string) {
 	t.Helper()
 	st := s.Stats().Restore
-	require.Equal(t, mode, st.Mode)
+	require.Equal(t, mode, st.Mode, "reason: %s", st.Reason)
 	require.Equal(t, g, st.Guard, "reason: %s", st.Reason)
 	require.Contains(t, st.Reason, reason)
 	require.Equal(t, map[kvstore.Guard]int64{g: 1}, s.Stats().Guards)

@@ -36,12 +36,21 @@ func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, map[int
 		return nil, nil, err
 	}
 	var refilled, refilledBytes int64
-	for _, b := range bad {
-		n, recs, nb, err := s.refillPartition(ctx, b.p, lo, b.guard, b.reason)
-		if err != nil {
+	done := map[int32]bool{}
+	for todo := bad; len(todo) > 0; {
+		for _, b := range todo {
+			n, recs, nb, err := s.refillPartition(ctx, b.p, lo, b.guard, b.reason)
+			if err != nil {
+				return nil, nil, err
+			}
+			next[b.p], refilled, refilledBytes = n, refilled+recs, refilledBytes+nb
+			done[b.p] = true
+		}
+		// The refills took time: a partition that was current enough when
+		// the guards looked may not be any more before its delta begins.
+		if todo, err = s.expiredMeanwhile(done); err != nil {
 			return nil, nil, err
 		}
-		next[b.p], refilled, refilledBytes = n, refilled+recs, refilledBytes+nb
 	}
 	partial := guard
 	if len(bad) > 0 {
@@ -68,6 +77,25 @@ func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, map[int
 		r, next, err = s.runRestore(ctx, GuardBelowLogStart, reason, lo.start, lo)
 	}
 	return r, next, err
+}
+
+// expiredMeanwhile returns the partitions not in done that the cache file
+// says were last current longer ago than delete.retention.ms, now.
+func (s *Store[V]) expiredMeanwhile(done map[int32]bool) ([]partGuard, error) {
+	m, err := readMeta(s.db)
+	if err != nil {
+		return nil, fmt.Errorf("kvstore: read the cache file's checkpoints: %w", err)
+	}
+	var out []partGuard
+	now := time.Now()
+	for p := range s.info.Partitions {
+		if off := now.Sub(m.current[p]); !done[p] && off > s.info.DeleteRetention {
+			out = append(out, partGuard{p, GuardRetentionExceeded, fmt.Sprintf(
+				"partition %d last current %v ago (it expired while other partitions were rebuilt), longer than delete.retention.ms (%v)",
+				p, off.Round(time.Millisecond), s.info.DeleteRetention)})
+		}
+	}
+	return out, nil
 }
 
 // listed is every partition's log start and end offsets, and a time taken
