@@ -2,13 +2,13 @@ package changelog_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -42,7 +42,7 @@ func (d *faultDialer) dial(ctx context.Context, network, host string) (net.Conn,
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.cut {
-		return nil, errors.New("cut")
+		return nil, &net.OpError{Op: "dial", Net: network, Err: syscall.ECONNREFUSED}
 	}
 	c, err := (&net.Dialer{}).DialContext(ctx, network, host)
 	if err != nil {
@@ -316,12 +316,13 @@ func TestAKilledMemberLosesItsPartitionsAfterTheSessionTimeout(t *testing.T) {
 
 func testKill(t *testing.T, how string) {
 	c, ctx, _ := groupTopic(t)
-	hb := func(cfg *changelog.GroupConfig) { cfg.HeartbeatInterval = 500 * time.Millisecond }
+	hb := func(cfg *changelog.GroupConfig) { cfg.HeartbeatInterval, cfg.Standbys = 500*time.Millisecond, 1 }
 	a := join(t, ctx, c, "a:1", hb)
 	b := join(t, ctx, c, "b:2", hb)
 	d := join(t, ctx, c, "d:3", hb)
 	require.Eventually(t, func() bool { return settled(12, a, b, d) }, 10*time.Second, tick)
 	gone := d.Assignment().Owned
+	warmA, warmB := intersect(a.Assignment().Standby, gone), intersect(b.Assignment().Standby, gone)
 	nA, nB := len(a.seen()), len(b.seen())
 
 	start := time.Now()
@@ -333,6 +334,9 @@ func testKill(t *testing.T, how string) {
 	require.Eventually(t, func() bool { return settled(12, a, b) }, 15*time.Second, tick)
 	t.Logf("%s: the others own everything %v after it", how, time.Since(start))
 	require.Greater(t, time.Since(start), 5*time.Second, "not before the session timeout")
+	// Each takes two of the four; as many as can go to their standby do.
+	promoted := len(intersect(a.Assignment().Owned, warmA)) + len(intersect(b.Assignment().Owned, warmB))
+	require.Equal(t, min(2, len(warmA))+min(2, len(warmB)), promoted, "standbys %v and %v of %v", warmA, warmB, gone)
 
 	var lostAt time.Time
 	for _, v := range d.seen() {
