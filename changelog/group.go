@@ -207,13 +207,17 @@ type Membership struct {
 // OnAssign before JoinGroup returns), or fails when ctx ends first, when
 // the topic does not exist (ErrTopicMissing), or when the broker refuses
 // the member for good (a session timeout it does not accept, an
-// unauthorized group, a protocol the group's members do not share). The
-// first view may be one round of several: members joining together settle
-// over a few generations.
+// unauthorized group, a protocol the group's members do not share).
 //
 // The group uses the cooperative protocol: a rebalance takes from a member
-// only what moves, in two rounds. The first view of a new member, or of a
-// member whose session was lost, names what it owns at once.
+// only what moves, in two rounds. In the first, the partitions that move
+// are taken from their owners (Owners says "" for them); in the second,
+// which follows within about a heartbeat interval, their new owners get
+// them. So the first view of a member joining a running group may own
+// nothing; members starting together settle over a few generations.
+// Partitions that no member owned (the first member, the partitions of a
+// member that left or died) are handed out in a single round, to their
+// standbys where the balance allows.
 func JoinGroup(ctx context.Context, cfg GroupConfig) (*Membership, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -324,8 +328,10 @@ func (m *Membership) Assignment() Assignment {
 //
 // To simulate a crash in a test, pass a kgo.Dialer in ClientOpts whose
 // connections the test can close (refusing new ones): the member then
-// stops heartbeating without leaving, reports Lost after SessionTimeout
-// minus HeartbeatInterval, and the others take its partitions once the
+// stops heartbeating without leaving and reports Lost (within about a
+// second, since kgo ends a session whose coordinator refuses connections;
+// at the latest after SessionTimeout minus HeartbeatInterval, when packets
+// are merely dropped), and the others take its partitions once the
 // broker's session timeout has passed. kgo has no way to close without
 // leaving, and a member that merely stops polling stays in the group.
 //

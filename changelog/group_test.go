@@ -271,6 +271,10 @@ func TestThreeMembersSplitTwelvePartitionsAndAgreeOnOwnersAndStandbys(t *testing
 	for _, m := range ms {
 		require.Zero(t, m.fetches.n.Load(), "%s: the group's client fetches nothing", m.addr)
 	}
+	v := a.Assignment()
+	v.Owners[0], v.Owned[0] = "mine now", 99
+	require.NotEqual(t, "mine now", a.Assignment().Owners[0], "Assignment returns a copy")
+	require.NotEqual(t, int32(99), a.Assignment().Owned[0])
 }
 
 func TestAMemberThatLeavesHandsItsPartitionsToTheOthers(t *testing.T) {
