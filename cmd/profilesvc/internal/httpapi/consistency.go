@@ -53,7 +53,7 @@ func requestPosition(r *http.Request) (kvstore.Position, *badInput) {
 			}
 			p, err := kvstore.ParsePosition(tok)
 			if err != nil {
-				return kvstore.Position{}, bad(PositionHeader, "%q is not a position token of this service (%v)", abbrev(tok), err)
+				return kvstore.Position{}, bad(PositionHeader, "%q is a malformed %s token (%s)", abbrev(tok), PositionHeader, detail(err, kvstore.ErrBadPosition))
 			}
 			if pos, err = pos.Merge(p); err != nil {
 				return kvstore.Position{}, bad(PositionHeader, "holds tokens of different topics; send one topic's (%v)", err)
@@ -67,6 +67,18 @@ func requestPosition(r *http.Request) (kvstore.Position, *badInput) {
 func abbrev(s string) string {
 	if len(s) > 64 {
 		return s[:64] + "..."
+	}
+	return s
+}
+
+// detail returns what err says after sentinel's own text ("kvstore:
+// malformed position token: truncated" gives "truncated"), so that an answer
+// that already names the sentinel's meaning does not repeat it; err's whole
+// text when it does not hold sentinel's, or holds nothing after it.
+func detail(err, sentinel error) string {
+	s := err.Error()
+	if _, rest, ok := strings.Cut(s, sentinel.Error()+": "); ok && rest != "" {
+		return rest
 	}
 	return s
 }
@@ -216,7 +228,7 @@ func (a *API) waitError(w http.ResponseWriter, r *http.Request, kind waitKind, p
 		}
 		writeJSON(w, http.StatusGatewayTimeout, errorBody{Error: fmt.Sprintf("%s within the read wait of %v; retry, or read from another instance", what, a.readWait)})
 	case errors.Is(err, kvstore.ErrForeignPosition):
-		writeBad(w, bad(PositionHeader, "the token is not of this service's topic (another topic, or this one before it was recreated): %v", err))
+		writeBad(w, bad(PositionHeader, "the token is not of this service's topic: %s", detail(err, kvstore.ErrForeignPosition)))
 	case errors.Is(err, kvstore.ErrClosed):
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the service is shutting down"})
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

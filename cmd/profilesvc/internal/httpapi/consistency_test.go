@@ -130,9 +130,9 @@ func TestBadOrForeignTokensAre400NamingTheHeader(t *testing.T) {
 		header http.Header
 		says   string
 	}{
-		{"malformed", tokenHeader("not a token!"), "is not a position token"},
-		{"truncated", tokenHeader(mine[:len(mine)-3]), "is not a position token"},
-		{"another topic's", tokenHeader(foreign), "not of this service's topic"},
+		{"malformed", tokenHeader("not a token!"), `"not a token!" is a malformed Kvstore-Position token (not unpadded URL-safe base64)`},
+		{"truncated", tokenHeader(mine[:len(mine)-3]), "is a malformed Kvstore-Position token ("},
+		{"another topic's", tokenHeader(foreign), "the token is not of this service's topic: "},
 		{"two topics' merged", tokenHeader(mine + "," + foreign), "different topics"},
 		{"two topics' in two headers", tokenHeader(foreign, mine), "different topics"},
 	} {
@@ -144,6 +144,9 @@ func TestBadOrForeignTokensAre400NamingTheHeader(t *testing.T) {
 				require.Equal(t, httpapi.PositionHeader, r.body["field"])
 				require.True(t, strings.HasPrefix(r.body["error"].(string), httpapi.PositionHeader+": "), r.body["error"])
 				require.Contains(t, r.body["error"], c.says)
+				require.NotContains(t, r.body["error"], "position token of this service")
+				require.LessOrEqual(t, strings.Count(r.body["error"].(string), "recreated"), 1,
+					"the explanation of a foreign token is given once: %s", r.body["error"])
 			})
 		}
 	}
