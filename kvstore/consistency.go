@@ -11,7 +11,8 @@ import (
 // partitions before them, whichever store or process wrote them. It returns
 // at once for a Position this store has applied already, including the
 // zero Position. Otherwise it waits for the follower, at most until ctx
-// ends (ctx's error). A Position of another topic, or of this topic before
+// ends (ctx's error): a Position past what the topic holds (forged, say)
+// waits until then. A Position of another topic, or of this topic before
 // it was recreated, is ErrForeignPosition; a partition that stopped (a
 // poison record under PoisonFail, an unwritable cache) returns ErrStopped
 // with the cause; after Close, ErrClosed.

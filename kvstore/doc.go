@@ -12,9 +12,9 @@
 //		kvstore.ValueSchema(userAvsc),
 //		kvstore.Dir("data"))
 //	defer store.Close()
-//	err = store.Put(ctx, "user-123", User{FirstName: "Ada"})
+//	pos, err := store.Put(ctx, "user-123", User{FirstName: "Ada"}) // pos: where it landed
 //	u, ok, err := store.Get(ctx, "user-123")
-//	err = store.Delete(ctx, "user-123")
+//	_, err = store.Delete(ctx, "user-123")
 //	for e, err := range store.Scan(ctx, "user-") { ... }
 //
 // Keys are strings, written as their raw UTF-8 bytes as the Kafka key. Values
@@ -24,8 +24,9 @@
 // V through Avro schema resolution.
 //
 // Open checks V against the schema before it reads anything (serde.New): a
-// struct V needs a field, of a Go type that holds every value of the Avro
-// type, for each schema field without a default, and no exported field the
+// struct V needs a field, of a Go type that decodes the Avro type exactly
+// (for an Avro int: int32 or int; see serde.New), for each schema field
+// without a default, and no exported field the
 // schema lacks (tag such a field avro:"-"). A mismatch fails Open with
 // ErrTypeMismatch naming the field and both types, never as a poison
 // record. Put refuses a value that would not be stored whole (a Go int
@@ -45,8 +46,8 @@
 // describes. Open restores from that checkpoint (delta) when the cache can be
 // trusted, and otherwise rebuilds the cache from the start of the topic
 // (full): when there is no cache, when it is unreadable or of another format,
-// when the topic was deleted and recreated (its topic ID changed), when its
-// and partition count changed. Each partition is also judged alone: one
+// when the topic was deleted and recreated (its topic ID changed), and when
+// its partition count changed. Each partition is also judged alone: one
 // whose checkpoint lies below its log start offset or above its end offset,
 // or that was last current longer ago than the topic's delete.retention.ms
 // (tombstones it never saw may be gone, and deleted keys would come back;

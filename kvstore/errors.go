@@ -13,7 +13,9 @@ var (
 	// poison record under PoisonFail, a cache file that cannot be written):
 	// waiting longer would not help.
 	ErrStopped = errors.New("kvstore: partition stopped following the topic")
-	// ErrClosed is returned by every method called after Close.
+	// ErrClosed is returned by every method called after Close, except
+	// Close itself (which returns nil again) and Stats (which reports the
+	// stopped state).
 	ErrClosed = errors.New("kvstore: store is closed")
 
 	// ErrEmptyKey is returned by Put and Delete for an empty key: Kafka's
@@ -46,8 +48,9 @@ var (
 	// the schema. Nothing was produced.
 	ErrInvalidValue = serde.ErrInvalidValue
 
-	// ErrCacheLocked is returned (wrapped) by Open when another process holds
-	// the cache file for longer than LockTimeout.
+	// ErrCacheLocked is returned (wrapped) by Open when another store, in
+	// this process or another, holds the cache file for longer than
+	// LockTimeout: give each store its own Dir.
 	ErrCacheLocked = errors.New("kvstore: cache file is locked")
 
 	// ErrDeliveryTimeout is returned (wrapped) by a write the broker did not

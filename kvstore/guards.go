@@ -14,7 +14,7 @@ type Guard int
 
 // The guards, in the order Open checks them.
 const (
-	GuardNone              Guard = iota
+	GuardNone              Guard = iota // nothing refused the cache: a delta restore
 	GuardNoCache                 // no cache file yet
 	GuardCorrupt                 // unreadable, truncated, garbage, or no checkpoint
 	GuardFormat                  // written by another cache format version
@@ -31,6 +31,9 @@ var guardNames = [numGuards]string{
 	"retention-exceeded", "below-log-start", "above-end",
 }
 
+// String returns the guard's name: "none", "no-cache", "corrupt", "format",
+// "topic-recreated", "partitions-changed", "retention-exceeded",
+// "below-log-start" or "above-end".
 func (g Guard) String() string {
 	if g >= 0 && g < numGuards {
 		return guardNames[g]

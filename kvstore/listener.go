@@ -36,7 +36,7 @@ type PartitionRange struct {
 
 // BatchRestored describes one applied batch.
 type BatchRestored struct {
-	Partition int32
+	Partition int32 // the partition the batch is of
 	Records   int   // records in the batch, tombstones included
 	Bytes     int   // key and value bytes
 	Next      int64 // the partition's next offset after the batch

@@ -220,8 +220,9 @@ func KeyPartitioner(p Partitioner) Option {
 func RestoreMemory(bytes int) Option { return optFn(func(c *config) { c.restoreMemory = bytes }) }
 
 // LockTimeout bounds how long Open waits for the cache file while another
-// process holds it; then Open fails with an error naming the file.
-// Default 5s; must be positive.
+// store (in this process or another) holds it; then Open fails with an
+// error naming the file and wrapping ErrCacheLocked. Default 5s; must be
+// positive.
 func LockTimeout(d time.Duration) Option { return optFn(func(c *config) { c.lockTimeout = d }) }
 
 // Logger sets the logger the store writes to (restore progress, skipped

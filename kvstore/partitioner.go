@@ -19,6 +19,8 @@ const (
 	PartitionerCRC32
 )
 
+// String returns the partitioner's name as profilesvc's --partitioner
+// takes it: "murmur2" or "crc32".
 func (p Partitioner) String() string {
 	switch p {
 	case PartitionerMurmur2:

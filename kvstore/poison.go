@@ -32,6 +32,7 @@ const (
 	PoisonSkip
 )
 
+// String returns the policy's name: "fail" or "skip".
 func (p PoisonPolicy) String() string {
 	switch p {
 	case PoisonFail:
@@ -59,6 +60,7 @@ type PoisonError struct {
 	Err       error  // the decoding error; nil for an empty key or value
 }
 
+// Error says which record (topic, partition, offset) is poison and why.
 func (e *PoisonError) Error() string {
 	msg := fmt.Sprintf("kvstore: poison record in topic %q partition %d offset %d: %s", e.Topic, e.Partition, e.Offset, e.Reason)
 	if e.Err != nil {

@@ -56,6 +56,12 @@ func positionAt(id [16]byte, p int32, off int64) Position {
 	return pos
 }
 
+// Equal says whether pos and o cover the same offsets of the same topic.
+// Positions are not comparable with ==.
+func (pos Position) Equal(o Position) bool {
+	return pos.topic == o.topic && slices.Equal(pos.offs, o.offs)
+}
+
 // IsZero says whether pos covers nothing (the zero Position).
 func (pos Position) IsZero() bool { return len(pos.offs) == 0 }
 

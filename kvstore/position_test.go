@@ -1,6 +1,7 @@
 package kvstore_test
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/binary"
 	"strings"
@@ -32,7 +33,8 @@ func TestPositionTokensRoundTripMergeAndRefuseGarbage(t *testing.T) {
 	require.NoError(t, err)
 	var back kvstore.Position
 	require.NoError(t, back.UnmarshalText(text))
-	require.Equal(t, a, back)
+	require.True(t, a.Equal(back))
+	require.False(t, a.Equal(kvstore.Position{}))
 
 	b, err := kvstore.ParsePosition(token(1, 2, 1, 5, 3, 9))
 	require.NoError(t, err)
@@ -68,4 +70,19 @@ func TestPositionTokensRoundTripMergeAndRefuseGarbage(t *testing.T) {
 		_, err := kvstore.ParsePosition(s)
 		require.ErrorIs(t, err, kvstore.ErrBadPosition, name)
 	}
+}
+
+// A write with a context that has already ended produces nothing.
+func TestAWriteWithAnEndedContextProducesNothing(t *testing.T) {
+	e := newEnv(t)
+	s := e.open("")
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	before := e.endOffsets()
+	require.ErrorIs(t, errOf(s.Put(ctx, "k", User{FirstName: "never"})), context.Canceled)
+	require.ErrorIs(t, errOf(s.Delete(ctx, "k")), context.Canceled)
+	require.Equal(t, before, e.endOffsets())
+	_, ok, err := s.Get(ctxT(t), "k")
+	require.NoError(t, err)
+	require.False(t, ok)
 }

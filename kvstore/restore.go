@@ -248,7 +248,7 @@ func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason
 	}
 	db, m, err := openAndReadMeta(s.path, s.cfg.lockTimeout)
 	if errors.Is(err, berrors.ErrTimeout) {
-		return 0, "", nil, nil, fmt.Errorf("kvstore: cache file %s is locked by another process (waited %v): %w",
+		return 0, "", nil, nil, fmt.Errorf("kvstore: cache file %s is locked by another store or process (waited %v; each store needs its own Dir): %w",
 			s.path, s.cfg.lockTimeout, ErrCacheLocked)
 	}
 	if err != nil {

@@ -27,6 +27,8 @@ const (
 	PartitionStopped
 )
 
+// String returns the state's name: "restoring", "following", "stalled" or
+// "stopped".
 func (s PartitionState) String() string {
 	switch s {
 	case PartitionRestoring:
@@ -47,8 +49,10 @@ func (s PartitionState) MarshalText() ([]byte, error) { return []byte(s.String()
 
 // PartitionStats is one partition's part of Stats.
 type PartitionStats struct {
+	// Partition is the partition's number.
 	Partition int32
-	State     PartitionState
+	// State is what the store is doing with the partition.
+	State PartitionState
 	// Applied is the next offset the cache will apply: every record below it
 	// is in the cache (the checkpoint).
 	Applied int64
@@ -84,6 +88,7 @@ func (ps PartitionStats) MarshalJSON() ([]byte, error) {
 // (one partition's offsets and state are read together); the parts are read
 // one after the other, microseconds apart.
 type Stats struct {
+	// Topic is the topic's name.
 	Topic string
 	// Partitions has one entry per partition of the topic, in order.
 	Partitions []PartitionStats
@@ -120,8 +125,10 @@ func (st Stats) Stalest(now time.Time) (p PartitionStats, age time.Duration, ok 
 // StateChange tells a StateListener that a partition moved from one state to
 // another.
 type StateChange struct {
+	// Partition is the partition whose state changed.
 	Partition int32
-	From, To  PartitionState
+	// From and To are its states before and after the change.
+	From, To PartitionState
 	// Err says why, when To is PartitionStalled or PartitionStopped.
 	Err error
 }

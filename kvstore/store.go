@@ -79,9 +79,12 @@ type RestoreStats struct {
 	// brought up to date from their checkpoints, or left as they were).
 	Mode string
 	// Reason says why a full restore was needed ("no cache", "topic ID
-	// changed", ...); empty for a delta restore.
+	// changed", ...), or for "partition" why the (first) partition was
+	// rebuilt; empty for a delta restore.
 	Reason string
-	// Guard is the guard that forced a full restore; GuardNone for delta.
+	// Guard is the guard that forced a full restore, or for "partition"
+	// the one that refused the (first) rebuilt partition; GuardNone for
+	// delta.
 	Guard Guard
 	// Records and Bytes count the records (tombstones included) read and the
 	// key and value bytes they held.
@@ -201,7 +204,10 @@ func (s *Store[V]) lastRestore() RestoreStats {
 
 // Get returns the value stored under key and whether it exists. It reads the
 // local cache (never the broker) and decodes the value into V, resolving the
-// schema it was written with against the store's schema.
+// schema it was written with against the store's schema. ctx bounds only
+// the registry lookup of a writer schema the store has not seen yet; a read
+// never waits otherwise. What a plain Get promises about others' writes:
+// see the package doc's Consistency section, WaitFor and Sync.
 func (s *Store[V]) Get(ctx context.Context, key string) (V, bool, error) {
 	var zero V
 	raw, ok, err := s.lookup(key)

@@ -50,9 +50,10 @@ func wait(start func(done func(Position, error))) (Position, error) {
 // PutAsync is Put without the wait: it encodes the value and hands the
 // record to the producer, then returns. done is called exactly once: with
 // the write's Position once the broker has acknowledged the record (from
-// then on Get returns the value), or with the error that failed it, at the latest when ctx ends
-// or DeliveryTimeout passes; an invalid value or a closed store calls done
-// before PutAsync returns. done may run on the producer's goroutine and must
+// then on Get returns the value), or with the error that failed it, at the
+// latest when ctx ends or DeliveryTimeout passes; an invalid value, a
+// closed store or a ctx that has already ended calls done before PutAsync
+// returns, and nothing is produced. done may run on the producer's goroutine and must
 // not block. Close waits for every PutAsync in flight, up to CloseTimeout.
 // Many writes in flight share batches, which makes PutAsync the fast way to
 // load data.
@@ -91,6 +92,10 @@ func (s *Store[V]) writable(key string) error {
 }
 
 func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, done func(Position, error)) {
+	if err := ctx.Err(); err != nil { // an ended ctx sends nothing
+		done(Position{}, fmt.Errorf("kvstore: write %q: %w", key, err))
+		return
+	}
 	s.wmu.RLock()
 	if s.closing.Load() {
 		s.wmu.RUnlock()
