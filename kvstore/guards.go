@@ -15,14 +15,14 @@ type Guard int
 // The guards, in the order Open checks them.
 const (
 	GuardNone              Guard = iota // nothing refused the cache: a delta restore
-	GuardNoCache                 // no cache file yet
-	GuardCorrupt                 // unreadable, truncated, garbage, or no checkpoint
-	GuardFormat                  // written by another cache format version
-	GuardTopicRecreated          // the topic ID changed: deleted and created again
-	GuardPartitionsChanged       // the partition count changed: keys may have moved
-	GuardRetentionExceeded       // offline longer than delete.retention.ms: tombstones may be gone
-	GuardBelowLogStart           // a checkpoint below the log start offset: records deleted or expired
-	GuardAboveEnd                // a checkpoint above the end offset: topic truncated or recreated
+	GuardNoCache                        // no cache file yet
+	GuardCorrupt                        // unreadable, truncated, garbage, or no checkpoint
+	GuardFormat                         // written by another cache format version
+	GuardTopicRecreated                 // the topic ID changed: deleted and created again
+	GuardPartitionsChanged              // the partition count changed: keys may have moved
+	GuardRetentionExceeded              // offline longer than delete.retention.ms: tombstones may be gone
+	GuardBelowLogStart                  // a checkpoint below the log start offset: records deleted or expired
+	GuardAboveEnd                       // a checkpoint above the end offset: topic truncated or recreated
 	numGuards
 )
 
