@@ -155,6 +155,23 @@ func TestBadOrForeignTokensAre400NamingTheHeader(t *testing.T) {
 	require.Equal(t, 3.0, metric(t, api, `profilesvc_read_wait_duration_seconds_count{kind="token",outcome="foreign"}`))
 }
 
+// A PUT neither reads nor waits: it ignores a Kvstore-Position header,
+// however malformed or foreign, and ?consistent=.
+func TestPutIgnoresTokensAndConsistent(t *testing.T) {
+	s, other := twoStores(t)
+	api := httpapi.New(discard(), "")
+	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
+	h := api.Handler()
+	pos, err := other.Put(ctxT(t), "a", httpapi.User{FirstName: "Other"})
+	require.NoError(t, err)
+
+	for _, hd := range []http.Header{tokenHeader("not a token!"), tokenHeader(pos.String())} {
+		r := callWith(t, h, "PUT", "/profiles/a?consistent=yes", ada, hd)
+		require.Equal(t, 200, r.code, r.raw)
+		require.NotEmpty(t, r.header.Get(httpapi.PositionHeader))
+	}
+}
+
 func TestConsistentReadsRunTheBarrier(t *testing.T) {
 	s, _ := twoStores(t)
 	api := httpapi.New(discard(), "")
