@@ -139,6 +139,10 @@ func writeMeta(tx *bolt.Tx, topic string, id [16]byte, partitions int32, next ma
 	if err := putOffsets(tx, next); err != nil {
 		return err
 	}
+	if now.IsZero() { // a file no partition has been restored into yet
+		_, err := tx.CreateBucketIfNotExists(bucketCurrent)
+		return err
+	}
 	return putCurrent(tx, allAt(partitions, now))
 }
 

@@ -82,6 +82,7 @@ func (s *Store[V]) stopFollowing(ctx context.Context) error {
 // ctx), stops the follower (as long as ctx allows), fails the writes still
 // unanswered, and closes the cache file.
 func (s *Store[V]) closeResources(ctx context.Context) error {
+	s.leave(ctx) // partitioned mode: the others take this member's partitions at once
 	flushed := make(chan error, 1)
 	go func() {
 		var err error

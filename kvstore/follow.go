@@ -77,12 +77,19 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 	for ctx.Err() == nil {
 		s.markCurrent()
 		for _, d := range refills.done() {
-			if d.err != nil {
+			switch {
+			case d.err != nil:
 				s.stop(d.err)
 				return
+			case !s.reps.followed(d.p): // partitioned mode: it went to another member meanwhile
+				s.reps.unfollow(d.p)
+			default:
+				pos[d.p] = d.next
+				r.Add(map[int32]int64{d.p: d.next})
 			}
-			pos[d.p] = d.next
-			r.Add(map[int32]int64{d.p: d.next})
+		}
+		if _, ok := s.takeView(); ok && r != nil {
+			s.applyView(ctx, r, pos, refills)
 		}
 		if rebuild != GuardNone {
 			refills.stop() // the whole file is rebuilt: those partitions too
@@ -106,10 +113,17 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			}
 			r, pos = nr, npos
 			rebuild, backoff = GuardNone, stallBackoff
+			for p := range s.info.Partitions { // partitioned mode: the rebuild read them all; follow only these
+				if !s.reps.followed(p) {
+					r.Remove(p)
+					delete(pos, p)
+					s.reps.unfollow(p)
+				}
+			}
 			continue
 		}
 
-		pctx, cancel := context.WithTimeout(ctx, probeEvery)
+		pctx, cancel := s.pollContext(ctx)
 		bs, err := r.Poll(pctx)
 		cancel()
 		if ctx.Err() != nil {
@@ -153,7 +167,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			}
 		}
 		switch {
-		case err == nil || errors.Is(err, context.DeadlineExceeded):
+		case err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled): // a new view of the group ends a poll early
 			s.reps.recover(stallFetch)
 			backoff = stallBackoff
 		case errors.Is(err, changelog.ErrGap):
@@ -259,7 +273,7 @@ func (s *Store[V]) retentionExceeded(rf *refills) (stale []int32, why string, al
 	}
 	snap := s.reps.snapshot()
 	for _, ps := range snap {
-		if rf.busy(ps.Partition) || rf.exempt(ps.Partition) {
+		if rf.busy(ps.Partition) || rf.exempt(ps.Partition) || ps.State == PartitionIdle {
 			continue
 		}
 		if age := now.Sub(ps.CaughtUpAt); age > bound {
@@ -270,7 +284,9 @@ func (s *Store[V]) retentionExceeded(rf *refills) (stale []int32, why string, al
 			stale = append(stale, ps.Partition)
 		}
 	}
-	return stale, why, len(stale) == len(snap)
+	// In partitioned mode partitions are never rebuilt all at once: a full
+	// restore would read the partitions other members own.
+	return stale, why, s.grp == nil && len(stale) == len(snap)
 }
 
 // staleBound is how long a partition may go without being caught up before

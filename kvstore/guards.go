@@ -95,25 +95,8 @@ func decideGuard(m cacheMeta, info changelog.TopicInfo, start, end map[int32]int
 		}
 	}
 	for p := range info.Partitions {
-		n := m.next[p]
-		cur, ok := m.current[p]
-		switch off := now.Sub(cur); {
-		case !ok || off > info.DeleteRetention || off < -time.Minute:
-			why := "never recorded as current"
-			switch {
-			case ok && off < 0: // the clock stepped back: how long it was offline is unknown
-				why = fmt.Sprintf("recorded as current %v in the future", (-off).Round(time.Millisecond))
-			case ok:
-				why = fmt.Sprintf("last current %v ago", off.Round(time.Millisecond))
-			}
-			bad = append(bad, partGuard{p, GuardRetentionExceeded, fmt.Sprintf(
-				"partition %d %s, longer than delete.retention.ms (%v): deleted keys could come back", p, why, info.DeleteRetention)})
-		case n < start[p]:
-			bad = append(bad, partGuard{p, GuardBelowLogStart, fmt.Sprintf(
-				"checkpoint %d of partition %d is below the log start offset %d", n, p, start[p])})
-		case n > end[p]:
-			bad = append(bad, partGuard{p, GuardAboveEnd, fmt.Sprintf(
-				"checkpoint %d of partition %d is above the end offset %d", n, p, end[p])})
+		if v := partitionVerdict(m, p, info, start, end, now); v != nil {
+			bad = append(bad, *v)
 		}
 	}
 	switch {
@@ -127,4 +110,34 @@ func decideGuard(m cacheMeta, info changelog.TopicInfo, start, end map[int32]int
 		return bad[0].guard, reason, nil
 	}
 	return bad[0].guard, bad[0].reason, bad
+}
+
+// partitionVerdict says which guard, if any, keeps partition p's bucket
+// from serving as the base of a delta: last current longer ago than
+// delete.retention.ms (or in the future: the clock stepped back), or a
+// checkpoint outside the partition's log. nil if none does.
+func partitionVerdict(m cacheMeta, p int32, info changelog.TopicInfo, start, end map[int32]int64, now time.Time) *partGuard {
+	n, hasNext := m.next[p]
+	cur, ok := m.current[p]
+	switch off := now.Sub(cur); {
+	case !hasNext:
+		return &partGuard{p, GuardCorrupt, fmt.Sprintf("no checkpoint for partition %d", p)}
+	case !ok || off > info.DeleteRetention || off < -time.Minute:
+		why := "never recorded as current"
+		switch {
+		case ok && off < 0: // the clock stepped back: how long it was offline is unknown
+			why = fmt.Sprintf("recorded as current %v in the future", (-off).Round(time.Millisecond))
+		case ok:
+			why = fmt.Sprintf("last current %v ago", off.Round(time.Millisecond))
+		}
+		return &partGuard{p, GuardRetentionExceeded, fmt.Sprintf(
+			"partition %d %s, longer than delete.retention.ms (%v): deleted keys could come back", p, why, info.DeleteRetention)}
+	case n < start[p]:
+		return &partGuard{p, GuardBelowLogStart, fmt.Sprintf(
+			"checkpoint %d of partition %d is below the log start offset %d", n, p, start[p])}
+	case n > end[p]:
+		return &partGuard{p, GuardAboveEnd, fmt.Sprintf(
+			"checkpoint %d of partition %d is above the end offset %d", n, p, end[p])}
+	}
+	return nil
 }

@@ -44,6 +44,12 @@ type config struct {
 	stateListener   StateListener
 	kgoOpts         []kgo.Opt
 	srOpts          []sr.ClientOpt
+	// partitioned mode (group.go)
+	group          string
+	advertise      string
+	standbys       int
+	sessionTimeout time.Duration
+	instanceID     string
 }
 
 func defaultConfig() config {
@@ -125,6 +131,20 @@ func (c *config) validate(topic string) error {
 	}
 	if c.deliveryTimeout < time.Second {
 		bad("DeliveryTimeout(%v): want at least 1s", c.deliveryTimeout)
+	}
+	switch {
+	case c.group == "" && (c.advertise != "" || c.standbys != 0 || c.sessionTimeout != 0 || c.instanceID != ""):
+		bad("Advertise, Standbys, SessionTimeout and InstanceID need Group")
+	case c.group != "" && c.advertise == "":
+		bad("Group(%q) needs Advertise: the address other members route this member's keys to", c.group)
+	case len(c.advertise) > 1024:
+		bad("Advertise: want at most 1024 bytes, got %d", len(c.advertise))
+	}
+	if c.standbys < 0 {
+		bad("Standbys(%d): want 0 or more", c.standbys)
+	}
+	if c.sessionTimeout < 0 || (c.sessionTimeout > 0 && c.sessionTimeout < 6*time.Second) {
+		bad("SessionTimeout(%v): want at least 6s (brokers refuse less)", c.sessionTimeout)
 	}
 	if c.closeTimeout <= 0 {
 		bad("CloseTimeout(%v): want a positive wait", c.closeTimeout)
@@ -251,6 +271,39 @@ func Logger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l
 //		kgo.ProducerBatchCompression(kgo.ZstdCompression()),          // compress batches
 //	)
 //
+// Group turns on partitioned mode: the store joins consumer group id on its
+// topic and restores, follows and serves only the partitions the group
+// assigns it (cooperative-sticky, Kafka as the only coordinator), each once
+// it has caught up; a Get or Scan of a key another member owns fails with
+// a *NotOwnerError naming the owner (Owner says it up front). Writes go to
+// Kafka from any member, and Positions, WaitFor and Sync work across
+// members. Advertise is required with it. Default "": global mode, where
+// every store holds and serves the whole topic.
+func Group(id string) Option { return optFn(func(c *config) { c.group = id }) }
+
+// Advertise sets the address ("host:port") other members of the group are
+// told to send this member's keys to (NotOwnerError.Owner, Store.Owner).
+// Required with Group; at most 1024 bytes. Default "".
+func Advertise(addr string) Option { return optFn(func(c *config) { c.advertise = addr }) }
+
+// Standbys sets how many members other than a partition's owner keep it
+// warm (followed and checkpointed, not served), so that a failover promotes
+// a standby instead of restoring from the start. With fewer members than
+// n+1, every other member is a standby. Group only. Default 0.
+func Standbys(n int) Option { return optFn(func(c *config) { c.standbys = n }) }
+
+// SessionTimeout sets how long the broker keeps a member that stopped
+// heartbeating (a crash, a kill -9) before its partitions move: the time
+// its keys go unserved. Group only; at least 6s. Default 45s (Kafka's).
+func SessionTimeout(d time.Duration) Option { return optFn(func(c *config) { c.sessionTimeout = d }) }
+
+// InstanceID turns on static membership: a member that restarts with the
+// same id within SessionTimeout takes its partitions back without the
+// others moving (and does not leave the group on Close: its partitions wait
+// for it, unserved, up to SessionTimeout). Group only. Default "": dynamic
+// membership.
+func InstanceID(id string) Option { return optFn(func(c *config) { c.instanceID = id }) }
+
 // SCRAM is kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism())
 // (or AsSha512Mechanism) from pkg/sasl/scram; OAUTHBEARER and AWS MSK IAM
 // have their own packages under pkg/sasl.

@@ -42,10 +42,33 @@ type replica struct {
 	obs        []endObs      // end offsets seen and not reached yet, oldest first
 	err        error         // why stalled or stopped
 	moved      chan struct{} // closed when applied or state changes; nil while nobody waits
+
+	// Partitioned mode (group.go); in global mode every partition is
+	// owned, followed and warm.
+	role     PartitionRole
+	owner    string // the owner's advertised address, "" if none
+	followed bool   // the follower reads it (owned or standby)
+	warm     bool   // caught up since it was last taken on: served if owned
+	target   int64  // a delta through the follower ends here; 0 if none
 }
 
 func newReplica(p int32) *replica {
-	return &replica{p: p, bucket: partBucket(p), own: map[string]ovEntry{}}
+	return &replica{p: p, bucket: partBucket(p), own: map[string]ovEntry{}, followed: true, warm: true}
+}
+
+// beginDelta starts bringing the partition up to date through the
+// follower, from the checkpoint next to end (listed at at), after the
+// file's record that it was current at current passed the guards. The
+// caller holds r.mu.
+func (r *replica) beginDelta(next, end int64, current, at time.Time) {
+	r.applied, r.obs, r.quietEnd = next, r.obs[:0], 0
+	r.end = max(next, end)
+	r.caughtUpAt, r.marked = current, current
+	if next >= end {
+		r.warm, r.target, r.state, r.caughtUpAt = true, 0, PartitionFollowing, at
+		return
+	}
+	r.target, r.state = end, PartitionRestoring
 }
 
 // reached is the offset below which the cache holds every visible record
@@ -110,7 +133,7 @@ type ownWrite struct {
 func (r *replica) putOwn(key string, offset int64, value []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if offset < r.applied {
+	if offset < r.applied || !r.followed { // not followed: the follower would never drop it
 		return
 	}
 	cur, ok := r.own[key]

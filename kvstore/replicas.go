@@ -153,6 +153,28 @@ func (rs *replicas) restored(p int32, next, end int64, at time.Time) {
 			r.quietEnd = end
 		}
 		r.caughtUpAt, r.marked = at, at // the restore recorded at in the file
+		r.warm, r.target = true, 0
+	})
+}
+
+// followed says whether the follower is to read p.
+func (rs *replicas) followed(p int32) bool {
+	r := rs.all[p]
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.followed
+}
+
+// unfollow records that the follower no longer reads p (partitioned mode:
+// the partition went to another member): it is not served, its own writes
+// are forgotten (the topic has them), and its bucket and checkpoint stay.
+func (rs *replicas) unfollow(p int32) {
+	rs.update(p, func(r *replica) {
+		r.followed, r.warm, r.target, r.obs = false, false, 0, r.obs[:0]
+		r.state, r.err = PartitionIdle, nil
+		for k := range r.own {
+			r.deleteOwnLocked(k)
+		}
 	})
 }
 
@@ -186,6 +208,12 @@ func (rs *replicas) applied(p int32, next int64) {
 		}
 		r.applied = max(r.applied, next)
 		r.end = max(r.end, r.applied)
+		if r.target > 0 && r.applied >= r.target { // a delta through the follower is done
+			r.target, r.warm = 0, true
+			if r.state == PartitionRestoring {
+				r.state = PartitionFollowing
+			}
+		}
 		if r.applied >= r.quietEnd {
 			r.quietEnd = 0
 		}
@@ -203,7 +231,7 @@ func (rs *replicas) snapshot() []PartitionStats {
 	for p, r := range rs.all {
 		r.mu.RLock()
 		out[p] = PartitionStats{Partition: int32(p), State: r.state, Applied: r.applied, End: r.end,
-			Lag: max(0, r.end-r.reached()), CaughtUpAt: r.caughtUpAt, Err: r.err}
+			Lag: max(0, r.end-r.reached()), CaughtUpAt: r.caughtUpAt, Err: r.err, Role: r.role, Owner: r.owner}
 		r.mu.RUnlock()
 	}
 	return out

@@ -37,7 +37,10 @@ const scanPage = 256
 // loop body may call any method of the store. The scan reads the cache a page
 // at a time: writes made during the scan may or may not be seen. An error (a
 // value that does not decode, ctx ended, store closed) is yielded once with a
-// zero Entry and ends the scan.
+// zero Entry and ends the scan. In partitioned mode (Group) it yields the
+// keys of the partitions this member owns only (merge the owners' scans for
+// the whole topic), and fails with ErrNotServed while one of them is still
+// restoring.
 func (s *Store[V]) Scan(ctx context.Context, prefix string, opts ...ScanOption) iter.Seq2[Entry[V], error] {
 	var sc scanConfig
 	for _, o := range opts {
@@ -73,6 +76,27 @@ func (s *Store[V]) Scan(ctx context.Context, prefix string, opts ...ScanOption) 
 	}
 }
 
+// scannable returns the partitions a scan reads: every partition in global
+// mode; in partitioned mode the owned ones, or an error wrapping
+// ErrNotServed while one of them is still restoring (a scan would miss its
+// keys).
+func (s *Store[V]) scannable() ([]int32, error) {
+	var out []int32
+	for p, r := range s.reps.all {
+		r.mu.RLock()
+		role, warm := r.role, r.warm
+		r.mu.RUnlock()
+		switch {
+		case role != RoleOwner:
+		case !warm && s.grp != nil:
+			return nil, fmt.Errorf("%w: scan: partition %d is still restoring here", ErrNotServed, p)
+		default:
+			out = append(out, int32(p))
+		}
+	}
+	return out, nil
+}
+
 type rawKV struct {
 	key   string
 	value []byte
@@ -91,16 +115,20 @@ func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, mo
 	if s.closed {
 		return nil, "", false, ErrClosed
 	}
+	parts, err := s.scannable()
+	if err != nil {
+		return nil, "", false, err
+	}
 	// The overlay first, then the file: the tail commits to the file before
 	// it drops overlay entries, so nothing falls between the two reads.
 	own := map[string]ovEntry{}
-	for _, r := range s.reps.all {
-		r.ownWithPrefix(prefix, after, own)
+	for _, p := range parts {
+		s.reps.all[p].ownWithPrefix(prefix, after, own)
 	}
 	merged := map[string][]byte{}
 	err = safeView(s.db, func(tx *bolt.Tx) error {
 		start := max(prefix, after)
-		for p := range s.info.Partitions {
+		for _, p := range parts {
 			b := tx.Bucket(s.reps.all[p].bucket)
 			if b == nil {
 				continue

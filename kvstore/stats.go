@@ -25,10 +25,13 @@ const (
 	// under PoisonFail, a cache file that cannot be written, Close). Reads
 	// serve the cache as it was; PartitionStats.Err says why.
 	PartitionStopped
+	// PartitionIdle (partitioned mode): another member owns the partition
+	// and this store does not follow it; its cache is kept, not served.
+	PartitionIdle
 )
 
-// String returns the state's name: "restoring", "following", "stalled" or
-// "stopped".
+// String returns the state's name: "restoring", "following", "stalled",
+// "stopped" or "idle".
 func (s PartitionState) String() string {
 	switch s {
 	case PartitionRestoring:
@@ -39,6 +42,8 @@ func (s PartitionState) String() string {
 		return "stalled"
 	case PartitionStopped:
 		return "stopped"
+	case PartitionIdle:
+		return "idle"
 	}
 	return fmt.Sprintf("PartitionState(%d)", int(s))
 }
@@ -53,6 +58,12 @@ type PartitionStats struct {
 	Partition int32
 	// State is what the store is doing with the partition.
 	State PartitionState
+	// Role is what the store is to the partition: RoleOwner (it serves
+	// it; every partition in global mode), RoleStandby or RoleNone.
+	Role PartitionRole
+	// Owner is the advertised address of the partition's owner in
+	// partitioned mode ("" while none, and in global mode).
+	Owner string
 	// Applied is the next offset the cache will apply: every record below it
 	// is in the cache (the checkpoint).
 	Applied int64
@@ -108,6 +119,8 @@ type Stats struct {
 	Misrouted int64
 	// Closed is true once Close has been called.
 	Closed bool
+	// Group is partitioned mode's state (Group); nil in global mode.
+	Group *GroupStats
 }
 
 // Stalest returns the partition that was caught up longest ago and how long
@@ -165,6 +178,7 @@ func (s *Store[V]) Stats() Stats {
 		PoisonSkipped: s.poisonSkipped.Load(),
 		Misrouted:     s.mis.count.Load(),
 		Closed:        s.closing.Load(),
+		Group:         s.groupStats(),
 	}
 	return st
 }

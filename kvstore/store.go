@@ -63,6 +63,8 @@ type Store[V any] struct {
 	stopTail context.CancelFunc
 	tailDone chan struct{}
 
+	grp *group // partitioned mode (group.go); nil in global mode
+
 	damaged       atomic.Bool  // a read met a damaged file: the follower rebuilds it
 	poisonSkipped atomic.Int64 // poison.go
 	mis           misroutes    // partition.go
@@ -163,7 +165,11 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 		return nil, fmt.Errorf("kvstore: open %q: %w", topic, err)
 	}
 
-	r, next, err := s.restoreCache(ctx)
+	restore := s.restoreCache
+	if cfg.group != "" {
+		restore = s.openPartitioned
+	}
+	r, next, err := restore(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -175,6 +181,14 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 	go func() { defer running.Done(); s.follow(tctx, r, next) }()
 	go func() { defer running.Done(); s.probeLoop(tctx) }()
 	go func() { running.Wait(); close(s.tailDone) }()
+	if cfg.group != "" {
+		if err := s.join(ctx); err != nil {
+			return nil, err
+		}
+		if err := s.awaitOwned(ctx); err != nil {
+			return nil, fmt.Errorf("kvstore: open %q: %w", topic, err)
+		}
+	}
 	ok = true
 	return s, nil
 }
@@ -235,14 +249,17 @@ func (s *Store[V]) lookup(key string) ([]byte, bool, error) {
 	}
 	kb := []byte(key)
 	p := s.part(kb, s.info.Partitions)
+	if err := s.served(p, key); err != nil {
+		return nil, false, err
+	}
 	if e, ok := s.reps.all[p].getOwn(key); ok {
 		return e.value, e.value != nil, nil
 	}
 	var out []byte
 	var found bool
 	err := safeView(s.db, func(tx *bolt.Tx) error {
-		if out, found = lookupIn(tx, s.reps.all[p].bucket, kb); found {
-			return nil
+		if out, found = lookupIn(tx, s.reps.all[p].bucket, kb); found || s.grp != nil {
+			return nil // partitioned mode: this store serves the key's partition only
 		}
 		for q := range s.info.Partitions {
 			if q == p {

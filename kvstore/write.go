@@ -116,7 +116,7 @@ func (s *Store[V]) writeAsync(ctx context.Context, key string, value []byte, don
 		var pos Position
 		switch {
 		case err == nil:
-			s.reps.all[p].putOwn(key, off, value) // acknowledged: visible, even to a caller that gave up
+			s.reps.all[p].putOwn(key, off, value) // acknowledged: visible, even to a caller that gave up (if followed here)
 			pos = positionAt(s.info.ID, p, off)
 		case s.dead.Err() != nil:
 			err = ErrClosed // Close gave up on it (the producer reports that as its ctx's end)

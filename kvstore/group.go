@@ -1,0 +1,379 @@
+package kvstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/compactkv/compactkv/changelog"
+	bolt "go.etcd.io/bbolt"
+)
+
+// Partitioned mode (Group): the store joins a consumer group on its topic
+// and restores, follows and serves only the partitions the group assigns it
+// (its owned partitions), keeps its standby partitions warm (followed, not
+// served), and leaves the rest alone, their buckets and checkpoints kept
+// for the day they come back.
+
+// PartitionRole says what a store does with a partition.
+type PartitionRole int
+
+const (
+	// RoleOwner: the store serves the partition (every partition in
+	// global mode).
+	RoleOwner PartitionRole = iota
+	// RoleStandby: the store follows the partition, so that it can take
+	// it over without a full restore, but does not serve it.
+	RoleStandby
+	// RoleNone: another member owns the partition; this store neither
+	// follows nor serves it, and keeps its bucket for a later delta.
+	RoleNone
+)
+
+// String returns the role's name: "owner", "standby" or "none".
+func (r PartitionRole) String() string {
+	switch r {
+	case RoleOwner:
+		return "owner"
+	case RoleStandby:
+		return "standby"
+	case RoleNone:
+		return "none"
+	}
+	return fmt.Sprintf("PartitionRole(%d)", int(r))
+}
+
+// MarshalText returns the role's name.
+func (r PartitionRole) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
+
+// ErrNotServed is wrapped by every NotOwnerError, and by the error of a read
+// of a partition this store owns but has not finished restoring: errors.Is
+// tells both apart from other failures; errors.As with *NotOwnerError says
+// where to go.
+var ErrNotServed = errors.New("kvstore: partition not served here")
+
+// NotOwnerError is the error of a Get or Scan, in partitioned mode, of a key
+// whose partition another member owns, or that has no owner right now (a
+// rebalance moves it). It wraps ErrNotServed.
+type NotOwnerError struct {
+	Key       string
+	Partition int32
+	// Owner is the owner's advertised address; "" while the partition has
+	// no owner (try again shortly).
+	Owner string
+}
+
+// Error names the key, its partition and its owner.
+func (e *NotOwnerError) Error() string {
+	if e.Owner == "" {
+		return fmt.Sprintf("kvstore: key %q: partition %d has no owner right now (a rebalance is moving it)", e.Key, e.Partition)
+	}
+	return fmt.Sprintf("kvstore: key %q: partition %d is served by %s", e.Key, e.Partition, e.Owner)
+}
+
+// Unwrap returns ErrNotServed.
+func (e *NotOwnerError) Unwrap() error { return ErrNotServed }
+
+// GroupStats is partitioned mode's part of Stats.
+type GroupStats struct {
+	// Group is the consumer group's ID, Advertise this member's address.
+	Group, Advertise string
+	// Generation is the group generation of the last view this member got.
+	Generation int32
+	// Views counts the views of the group this member got since Open: one
+	// per rebalance it took part in, plus those that lost its partitions.
+	Views int64
+	// Lost is set while this member may no longer be in the group (its
+	// session expired, or the coordinator has not answered): it serves
+	// nothing until it rejoins.
+	Lost bool
+}
+
+// group is the store's membership in partitioned mode.
+type group struct {
+	m *changelog.Membership
+
+	mu      sync.Mutex
+	view    changelog.Assignment // the last view, as OnAssign gave it
+	views   int64
+	pending *changelog.Assignment // a view the follower has not applied yet
+	kick    context.CancelFunc    // ends the follower's current poll, so it applies a view at once
+}
+
+// openPartitioned opens the cache file for partitioned mode and returns an
+// empty reader: which partitions to restore is the group's to say (join,
+// then applyView). A file the guards refuse as a whole (another format,
+// topic or partition count) is replaced by an empty one; partitions are
+// judged one by one as they are assigned.
+func (s *Store[V]) openPartitioned(ctx context.Context) (*changelog.Reader, map[int32]int64, error) {
+	for p := range s.info.Partitions {
+		s.reps.update(p, func(r *replica) {
+			r.role, r.followed, r.warm, r.state = RoleNone, false, false, PartitionIdle
+		})
+	}
+	s.removeLeftovers()
+	lo, err := s.listOffsets(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kvstore: open %q: %w", s.topic, err)
+	}
+	guard, reason, _, _, err := s.openExisting(lo.start, lo.end)
+	if err != nil {
+		return nil, nil, err
+	}
+	if s.db == nil { // none, or refused as a whole: start an empty one
+		if guard != GuardNoCache {
+			s.guards[guard].Add(1)
+			s.log.Warn("kvstore: cache cannot be trusted, starting an empty one", "guard", guard.String(), "reason", reason)
+		}
+		db, err := openBolt(s.path, s.cfg.lockTimeout, false)
+		if err != nil {
+			return nil, nil, fmt.Errorf("kvstore: create cache file %s: %w", s.path, err)
+		}
+		s.db = db
+		zero := make(map[int32]int64, s.info.Partitions)
+		for p := range s.info.Partitions {
+			zero[p] = 0
+		}
+		err = safeUpdate(db, func(tx *bolt.Tx) error {
+			return writeMeta(tx, s.topic, s.info.ID, s.info.Partitions, zero, time.Time{})
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("kvstore: create cache file %s: %w", s.path, err)
+		}
+	}
+	s.publishRestore(RestoreStats{Mode: "partition", Reason: "partitioned mode: partitions restore as they are assigned",
+		Guard: guard, Partitions: s.info.Partitions})
+	r, err := s.tp.NewReader(map[int32]int64{})
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, map[int32]int64{}, nil
+}
+
+// join joins the group; the first view has been applied to the replicas'
+// roles when it returns.
+func (s *Store[V]) join(ctx context.Context) error {
+	s.grp = &group{}
+	m, err := changelog.JoinGroup(ctx, changelog.GroupConfig{
+		Brokers:        s.cfg.brokers,
+		ClientOpts:     s.cfg.kgoOpts,
+		Group:          s.cfg.group,
+		Topic:          s.topic,
+		Advertise:      s.cfg.advertise,
+		Standbys:       s.cfg.standbys,
+		SessionTimeout: s.cfg.sessionTimeout,
+		InstanceID:     s.cfg.instanceID,
+		OnAssign:       s.onAssign,
+	})
+	if err != nil {
+		return fmt.Errorf("kvstore: join group %q: %w", s.cfg.group, err)
+	}
+	s.grp.m = m
+	return nil
+}
+
+// onAssign takes a new view of the group. Roles change here, before it
+// returns: a partition taken away is not served from this moment (the group
+// hands it to another member only after this returns). Restores are the
+// follower's: it is kicked to apply the view at once.
+func (s *Store[V]) onAssign(v changelog.Assignment) {
+	role := make([]PartitionRole, s.info.Partitions)
+	for p := range role {
+		role[p] = RoleNone
+	}
+	for _, p := range v.Standby {
+		if p >= 0 && p < s.info.Partitions {
+			role[p] = RoleStandby
+		}
+	}
+	for _, p := range v.Owned {
+		if p >= 0 && p < s.info.Partitions {
+			role[p] = RoleOwner
+		}
+	}
+	for p, r := range role {
+		s.reps.update(int32(p), func(rep *replica) { rep.role, rep.owner = r, v.Owners[int32(p)] })
+	}
+	g := s.grp
+	g.mu.Lock()
+	g.view, g.pending = v, &v
+	g.views++
+	kick := g.kick
+	g.mu.Unlock()
+	if kick != nil {
+		kick()
+	}
+	s.log.Info("kvstore: group view", "group", s.cfg.group, "generation", v.Generation,
+		"owned", v.Owned, "standby", v.Standby, "lost", v.Lost)
+}
+
+// pollContext returns the context of the follower's next poll: in
+// partitioned mode a new view of the group ends it early.
+func (s *Store[V]) pollContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	pctx, cancel := context.WithTimeout(ctx, probeEvery)
+	if s.grp == nil {
+		return pctx, cancel
+	}
+	s.grp.mu.Lock()
+	defer s.grp.mu.Unlock()
+	if s.grp.pending != nil {
+		cancel()
+		return pctx, cancel
+	}
+	s.grp.kick = cancel
+	return pctx, cancel
+}
+
+// takeView returns the view the follower has yet to apply, if any.
+func (s *Store[V]) takeView() (changelog.Assignment, bool) {
+	if s.grp == nil {
+		return changelog.Assignment{}, false
+	}
+	s.grp.mu.Lock()
+	defer s.grp.mu.Unlock()
+	if s.grp.pending == nil {
+		return changelog.Assignment{}, false
+	}
+	v := *s.grp.pending
+	s.grp.pending = nil
+	return v, true
+}
+
+// applyView makes the follower read the partitions this member owns or
+// stands by for, and no other: a partition taken away leaves the reader
+// (its bucket and checkpoint stay); one given is brought up to date, from
+// its checkpoint through the reader when the cache can be trusted (a
+// delta), otherwise rebuilt in the background. Either way it is served
+// (owned) once it has caught up with the end offset listed here.
+func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[int32]int64, rf *refills) {
+	var gained []int32
+	for p, rep := range s.reps.all {
+		p := int32(p)
+		rep.mu.RLock()
+		want, followed := rep.role != RoleNone, rep.followed
+		rep.mu.RUnlock()
+		switch {
+		case followed && !want:
+			r.Remove(p)
+			delete(pos, p)
+			s.reps.unfollow(p)
+		case want && !followed:
+			gained = append(gained, p)
+		}
+	}
+	if len(gained) == 0 {
+		return
+	}
+	for _, p := range gained {
+		s.reps.update(p, func(rep *replica) { rep.followed, rep.state, rep.err = true, PartitionRestoring, nil })
+	}
+	lctx, cancel := context.WithTimeout(ctx, probeTimeout)
+	lo, err := s.listOffsets(lctx)
+	cancel()
+	var m cacheMeta
+	if err == nil {
+		m, err = readMeta(s.db)
+	}
+	for _, p := range gained {
+		if err != nil { // nothing to judge the checkpoint by: rebuild it
+			rf.start(p, GuardCorrupt, "cannot check the partition's checkpoint: "+err.Error())
+			continue
+		}
+		if bad := partitionVerdict(m, p, s.info, lo.start, lo.end, time.Now()); bad != nil {
+			rf.start(p, bad.guard, bad.reason)
+			continue
+		}
+		next := m.next[p]
+		pos[p] = next
+		r.Add(map[int32]int64{p: next})
+		s.reps.update(p, func(rep *replica) { rep.beginDelta(next, lo.end[p], m.current[p], lo.at) })
+		s.log.Info("kvstore: partition assigned, restoring its delta", "partition", p, "from", next, "to", lo.end[p])
+	}
+}
+
+// served says why the store does not serve partition p, if it does not:
+// nil in global mode and for an owned partition that has caught up.
+func (s *Store[V]) served(p int32, key string) error {
+	if s.grp == nil {
+		return nil
+	}
+	rep := s.reps.all[p]
+	rep.mu.RLock()
+	role, warm, owner := rep.role, rep.warm, rep.owner
+	rep.mu.RUnlock()
+	switch {
+	case role != RoleOwner:
+		return &NotOwnerError{Key: key, Partition: p, Owner: owner}
+	case !warm:
+		return fmt.Errorf("%w: key %q: partition %d is still restoring here", ErrNotServed, key, p)
+	}
+	return nil
+}
+
+// Owner says which partition key belongs to and the advertised address of
+// the member that owns it: "" while no member does (a rebalance moves it).
+// local says this store serves the key (always, in global mode, where addr
+// is "").
+func (s *Store[V]) Owner(key string) (partition int32, addr string, local bool) {
+	p := s.part([]byte(key), s.info.Partitions)
+	if s.grp == nil {
+		return p, "", true
+	}
+	rep := s.reps.all[p]
+	rep.mu.RLock()
+	defer rep.mu.RUnlock()
+	return p, rep.owner, rep.role == RoleOwner && rep.warm
+}
+
+// groupStats returns partitioned mode's part of Stats; nil in global mode.
+func (s *Store[V]) groupStats() *GroupStats {
+	if s.grp == nil {
+		return nil
+	}
+	s.grp.mu.Lock()
+	defer s.grp.mu.Unlock()
+	return &GroupStats{Group: s.cfg.group, Advertise: s.cfg.advertise,
+		Generation: s.grp.view.Generation, Views: s.grp.views, Lost: s.grp.view.Lost}
+}
+
+// leave leaves the group (bounded by ctx), so that the others take this
+// member's partitions at once rather than after the session timeout.
+func (s *Store[V]) leave(ctx context.Context) {
+	if s.grp == nil || s.grp.m == nil {
+		return
+	}
+	if err := s.grp.m.Close(ctx); err != nil {
+		s.log.Warn("kvstore: leaving the group", "group", s.cfg.group, "err", err)
+	}
+}
+
+// awaitOwned waits until every partition this member owns is served, or
+// ctx ends.
+func (s *Store[V]) awaitOwned(ctx context.Context) error {
+	for {
+		var wait <-chan struct{}
+		for _, rep := range s.reps.all {
+			rep.mu.Lock()
+			if rep.role == RoleOwner && !rep.warm && rep.state != PartitionStopped {
+				if rep.moved == nil {
+					rep.moved = make(chan struct{})
+				}
+				wait = rep.moved
+			}
+			rep.mu.Unlock()
+			if wait != nil {
+				break
+			}
+		}
+		if wait == nil {
+			return nil
+		}
+		select {
+		case <-wait:
+		case <-ctx.Done():
+			return fmt.Errorf("kvstore: restore the partitions this member owns: %w", ctx.Err())
+		}
+	}
+}
