@@ -108,6 +108,7 @@ type group struct {
 // topic or partition count) is replaced by an empty one; partitions are
 // judged one by one as they are assigned.
 func (s *Store[V]) openPartitioned(ctx context.Context) (*changelog.Reader, map[int32]int64, error) {
+	s.grp = &group{}
 	for p := range s.info.Partitions {
 		s.reps.update(p, func(r *replica) {
 			r.role, r.followed, r.warm, r.state = RoleNone, false, false, PartitionIdle
@@ -155,7 +156,6 @@ func (s *Store[V]) openPartitioned(ctx context.Context) (*changelog.Reader, map[
 // join joins the group; the first view has been applied to the replicas'
 // roles when it returns.
 func (s *Store[V]) join(ctx context.Context) error {
-	s.grp = &group{}
 	m, err := changelog.JoinGroup(ctx, changelog.GroupConfig{
 		Brokers:        s.cfg.brokers,
 		ClientOpts:     s.cfg.kgoOpts,
@@ -170,7 +170,9 @@ func (s *Store[V]) join(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("kvstore: join group %q: %w", s.cfg.group, err)
 	}
+	s.grp.mu.Lock()
 	s.grp.m = m
+	s.grp.mu.Unlock()
 	return nil
 }
 
@@ -341,10 +343,16 @@ func (s *Store[V]) groupStats() *GroupStats {
 // leave leaves the group (bounded by ctx), so that the others take this
 // member's partitions at once rather than after the session timeout.
 func (s *Store[V]) leave(ctx context.Context) {
-	if s.grp == nil || s.grp.m == nil {
+	if s.grp == nil {
 		return
 	}
-	if err := s.grp.m.Close(ctx); err != nil {
+	s.grp.mu.Lock()
+	m := s.grp.m
+	s.grp.mu.Unlock()
+	if m == nil {
+		return
+	}
+	if err := m.Close(ctx); err != nil {
 		s.log.Warn("kvstore: leaving the group", "group", s.cfg.group, "err", err)
 	}
 }

@@ -1,0 +1,324 @@
+package kvstore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/compactkv/compactkv/kvstore"
+)
+
+// member is one store of a partitioned-mode group in a test.
+type member struct {
+	addr     string
+	dir      string
+	s        *kvstore.Store[User]
+	restores *restoreCount
+	cut      *cutDialer
+}
+
+// restoreCount counts, per partition, the restores that read a partition
+// from its start (OnRestoreStart of a full or partition restore).
+type restoreCount struct {
+	mu sync.Mutex
+	n  map[int32]int
+}
+
+func (c *restoreCount) OnRestoreStart(rs kvstore.RestoreStart) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, r := range rs.Partitions {
+		c.n[r.Partition]++
+	}
+}
+func (c *restoreCount) OnBatchRestored(kvstore.BatchRestored) {}
+func (c *restoreCount) OnRestoreEnd(kvstore.RestoreStats)     {}
+func (c *restoreCount) of(p int32) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[p]
+}
+
+// cutDialer dials as usual until cut: then it closes every connection it
+// made and refuses new ones, as a process that died would.
+type cutDialer struct {
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
+}
+
+func (d *cutDialer) dial(ctx context.Context, network, host string) (net.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cut {
+		return nil, errors.New("cut off")
+	}
+	c, err := (&net.Dialer{}).DialContext(ctx, network, host)
+	if err == nil {
+		d.conns = append(d.conns, c)
+	}
+	return c, err
+}
+
+func (d *cutDialer) cutOff() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cut = true
+	for _, c := range d.conns {
+		c.Close()
+	}
+}
+
+// openMembers opens len(addrs) members of group "g" at once (as a
+// deployment starts them), each with its own cache directory.
+func (e *env) openMembers(addrs []string, extra ...kvstore.Option) []*member {
+	e.t.Helper()
+	ms := make([]*member, len(addrs))
+	var wg sync.WaitGroup
+	errs := make([]error, len(addrs))
+	for i, a := range addrs {
+		ms[i] = &member{addr: a, dir: e.t.TempDir()}
+		wg.Go(func() { errs[i] = e.start(ms[i], extra...) })
+	}
+	wg.Wait()
+	for _, err := range errs {
+		require.NoError(e.t, err)
+	}
+	return ms
+}
+
+// start opens m's store (again), in group "g" with a 6s session.
+func (e *env) start(m *member, extra ...kvstore.Option) error {
+	m.restores, m.cut = &restoreCount{n: map[int32]int{}}, &cutDialer{}
+	opts := append([]kvstore.Option{kvstore.Group("g"), kvstore.Advertise(m.addr),
+		kvstore.SessionTimeout(6 * time.Second), kvstore.OnRestore(m.restores),
+		kvstore.KafkaOpts(kgo.Dialer(m.cut.dial))}, extra...)
+	s, err := kvstore.Open[User](ctxT(e.t), e.topic, e.opts(m.dir, opts...)...)
+	if err == nil {
+		m.s = s
+		e.t.Cleanup(func() { s.Close() })
+	}
+	return err
+}
+
+// settled says whether the live members split every partition among
+// themselves, each owned partition served, and every member agreeing on
+// every owner; it returns the owner of each partition.
+func settled(live []*member, partitions int) (map[int32]*member, bool) {
+	owners := map[int32]*member{}
+	for _, m := range live {
+		for _, ps := range m.s.Stats().Partitions {
+			if ps.Role == kvstore.RoleOwner {
+				if ps.State != kvstore.PartitionFollowing || owners[ps.Partition] != nil {
+					return nil, false
+				}
+				owners[ps.Partition] = m
+			}
+		}
+	}
+	if len(owners) != partitions {
+		return nil, false
+	}
+	for _, m := range live {
+		for _, ps := range m.s.Stats().Partitions {
+			if ps.Owner != owners[ps.Partition].addr {
+				return nil, false
+			}
+		}
+	}
+	return owners, true
+}
+
+// awaitSettled waits until the live members have settled (settled).
+func awaitSettled(t *testing.T, live []*member, partitions int, within time.Duration) map[int32]*member {
+	t.Helper()
+	var owners map[int32]*member
+	require.Eventually(t, func() bool {
+		var ok bool
+		owners, ok = settled(live, partitions)
+		return ok
+	}, within, 10*time.Millisecond, "the members never settled on one owner per partition")
+	return owners
+}
+
+// requireRouted checks every key of model through every live member: its
+// owner answers with the model's value, the others refuse with a
+// NotOwnerError naming the owner.
+func requireRouted(t *testing.T, live []*member, owners map[int32]*member, model map[string]User) {
+	t.Helper()
+	ctx := ctxT(t)
+	for key, want := range model {
+		for _, m := range live {
+			p, addr, local := m.s.Owner(key)
+			owner := owners[p]
+			require.Equal(t, owner.addr, addr, "member %s: owner of %q", m.addr, key)
+			got, ok, err := m.s.Get(ctx, key)
+			if local {
+				require.Same(t, owner, m)
+				require.NoError(t, err)
+				require.True(t, ok, "%q missing at its owner %s", key, m.addr)
+				require.Equal(t, want, got)
+				continue
+			}
+			var noe *kvstore.NotOwnerError
+			require.ErrorAs(t, err, &noe, "member %s, key %q", m.addr, key)
+			require.ErrorIs(t, err, kvstore.ErrNotServed)
+			require.Equal(t, owner.addr, noe.Owner)
+			require.Equal(t, p, noe.Partition)
+		}
+	}
+}
+
+// seed writes n keys through a global-mode store and returns them.
+func (e *env) seedKeys(w *kvstore.Store[User], tag string, n int) map[string]User {
+	e.t.Helper()
+	model := map[string]User{}
+	for i := range n {
+		k := fmt.Sprintf("%s-%03d", tag, i)
+		model[k] = User{FirstName: k}
+		acked(e.t)(w.Put(ctxT(e.t), k, model[k]))
+	}
+	return model
+}
+
+// Three members split the topic's partitions fairly, each restoring and
+// serving its own only, and every key is answered by its owner and refused
+// by the others with the owner's address.
+func TestThreeMembersSplitThePartitionsAndRouteEveryKeyToItsOwner(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("group timing tuned for the in-process broker")
+	w := e.open("", kvstore.Partitions(12))
+	model := e.seedKeys(w, "k", 300)
+	ms := e.openMembers([]string{"a:1", "b:1", "c:1"})
+	owners := awaitSettled(t, ms, 12, 20*time.Second)
+	for _, m := range ms {
+		n := 0
+		for _, ps := range m.s.Stats().Partitions {
+			if ps.Role == kvstore.RoleOwner {
+				n++
+			} else {
+				require.Contains(t, []kvstore.PartitionState{kvstore.PartitionIdle}, ps.State,
+					"a partition it neither owns nor stands by for is not followed")
+			}
+		}
+		require.Equal(t, 4, n, "member %s owns a fair share", m.addr)
+		require.Equal(t, "g", m.s.Stats().Group.Group)
+	}
+	requireRouted(t, ms, owners, model)
+
+	// A write through any member reaches the key's owner.
+	pos := acked(t)(ms[0].s.Put(ctxT(t), "new", User{FirstName: "new"}))
+	p, _, _ := ms[0].s.Owner("new")
+	require.NoError(t, owners[p].s.WaitFor(ctxT(t), pos))
+	model["new"] = User{FirstName: "new"}
+	requireRouted(t, ms, owners, model)
+
+	// A member's Scan lists its own partitions' keys.
+	seen := 0
+	for _, m := range ms {
+		for _, err := range m.s.Scan(ctxT(t), "") {
+			require.NoError(t, err)
+			seen++
+		}
+	}
+	require.Equal(t, len(model), seen, "the members' scans together list every key once")
+}
+
+// A member that leaves hands its partitions to their standbys, which serve
+// them at once without reading them from the start; when it comes back
+// with its cache, the partitions it gets restore from their checkpoints.
+func TestALeavingMembersPartitionsGoToTheirStandbysAndComeBackAsDeltas(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("group timing tuned for the in-process broker")
+	w := e.open("", kvstore.Partitions(12))
+	model := e.seedKeys(w, "k", 200)
+	ms := e.openMembers([]string{"a:1", "b:1", "c:1"}, kvstore.Standbys(1))
+	owners := awaitSettled(t, ms, 12, 20*time.Second)
+	gone := ms[2]
+	var itsPartitions []int32
+	for p, m := range owners {
+		if m == gone {
+			itsPartitions = append(itsPartitions, p)
+		}
+	}
+	held := map[int32]bool{} // the partitions whose cache it keeps: owned or standby
+	for _, ps := range gone.s.Stats().Partitions {
+		held[ps.Partition] = ps.Role != kvstore.RoleNone
+	}
+	restoresBefore := map[*member]map[int32]int{}
+	for _, m := range ms[:2] {
+		restoresBefore[m] = map[int32]int{}
+		for p := range int32(12) {
+			restoresBefore[m][p] = m.restores.of(p)
+		}
+	}
+
+	require.NoError(t, gone.s.Close())
+	live := ms[:2]
+	for k, v := range e.seedKeys(w, "while-away", 50) {
+		model[k] = v
+	}
+	owners = awaitSettled(t, live, 12, 20*time.Second)
+	for _, p := range itsPartitions {
+		m := owners[p]
+		require.Equal(t, restoresBefore[m][p], m.restores.of(p),
+			"partition %d: its standby %s took it over without reading it from the start", p, m.addr)
+	}
+	requireRouted(t, live, owners, model)
+
+	// Back, with the cache it left behind: it gets partitions again, and
+	// restores those it held before from their checkpoints (no restore
+	// from the start); one it never held is read from the start.
+	require.NoError(t, e.start(gone, kvstore.Standbys(1)))
+	live = ms
+	owners = awaitSettled(t, live, 12, 20*time.Second)
+	deltas := 0
+	for p, ps := range gone.s.Stats().Partitions {
+		if ps.Role == kvstore.RoleNone || !held[int32(p)] {
+			continue
+		}
+		require.Zero(t, gone.restores.of(int32(p)), "partition %d, held before, came back as a delta", p)
+		deltas++
+	}
+	require.Positive(t, deltas, "it took back some of what it held")
+	requireRouted(t, live, owners, model)
+}
+
+// A member cut off from the brokers (a crash, as far as the group can
+// tell) stops serving at once; once its session expires the others take
+// its partitions and every key is answered again.
+func TestACrashedMembersPartitionsMoveAndItStopsServing(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("group timing tuned for the in-process broker")
+	w := e.open("", kvstore.Partitions(12))
+	model := e.seedKeys(w, "k", 120)
+	ms := e.openMembers([]string{"a:1", "b:1", "c:1"})
+	owners := awaitSettled(t, ms, 12, 20*time.Second)
+	dead := ms[0]
+	var key string
+	for k := range model {
+		if p, _, _ := dead.s.Owner(k); owners[p] == dead {
+			key = k
+			break
+		}
+	}
+	require.NotEmpty(t, key)
+
+	crashed := time.Now()
+	dead.cut.cutOff()
+	require.Eventually(t, func() bool {
+		_, _, err := dead.s.Get(ctxT(t), key)
+		return errors.Is(err, kvstore.ErrNotServed)
+	}, 10*time.Second, 10*time.Millisecond, "a member that lost the group stops serving")
+
+	owners = awaitSettled(t, ms[1:], 12, 30*time.Second)
+	t.Logf("every partition served again %v after the crash", time.Since(crashed).Round(time.Millisecond))
+	requireRouted(t, ms[1:], owners, model)
+}
