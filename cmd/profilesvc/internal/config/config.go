@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -54,7 +55,28 @@ type Config struct {
 	// a Kvstore-Position token or to pass a ?consistent=true barrier
 	// before it answers 504. Default 5s; from MinReadWait to MaxReadWait.
 	ReadWait time.Duration
+	// Group turns partitioned mode on: the instances that share it split
+	// the topic's partitions through a Kafka consumer group of that name,
+	// each serving its own and forwarding reads of the others' keys to
+	// their owner. Needs Brokers. Default "": global mode, where every
+	// instance holds the whole topic.
+	Group string
+	// AdvertiseAddr is the host:port the other members send this
+	// instance's keys to (Group only). Default "": the address HTTPAddr
+	// listens on, which must then name a host (not 0.0.0.0 or ::).
+	AdvertiseAddr string
+	// Standbys is how many other members keep each partition warm, so
+	// that a failover promotes one instead of restoring from the topic
+	// (Group only). Default 0.
+	Standbys int
+	// SessionTimeout is how long the group waits for a member that stopped
+	// heartbeating (a crash, kill -9) before its partitions move: how long
+	// its keys answer 503 (Group only). Default 45s; at least 6s.
+	SessionTimeout time.Duration
 }
+
+// Partitioned reports whether Group is set: partitioned mode.
+func (c Config) Partitioned() bool { return c.Group != "" }
 
 // Embedded reports whether no broker was given, so profilesvc runs its own.
 func (c Config) Embedded() bool { return len(c.Brokers) == 0 }
@@ -77,6 +99,10 @@ var settings = []setting{
 	{"max-staleness", "MAX_STALENESS", "0", "/readyz answers 503 while a partition has not been caught up with the topic for longer than this (0 disables; at least 3s: the store checks about once a second)"},
 	{"partitioner", "PARTITIONER", "murmur2", "how keys map to partitions: murmur2 (Java clients; librdkafka's murmur2_random) or crc32 (librdkafka's default)"},
 	{"read-wait", "READ_WAIT", "5s", "how long a read with a Kvstore-Position header or ?consistent=true may wait for this instance to catch up before it answers 504 (1ms to 30s)"},
+	{"group", "PROFILE_GROUP", "", "consumer group name: turns partitioned mode on (needs --brokers); the instances of a group split the topic's partitions and forward reads to each key's owner (empty: every instance holds the whole topic)"},
+	{"advertise-addr", "ADVERTISE_ADDR", "", "host:port the other members of --group send this instance's keys to (empty: the address --http-addr listens on)"},
+	{"standbys", "STANDBYS", "0", "how many other members of --group keep each partition warm for a fast failover"},
+	{"session-timeout", "SESSION_TIMEOUT", "45s", "how long --group waits for a member that stopped heartbeating (kill -9) before its partitions move (at least 6s)"},
 }
 
 // Load parses args (without the program name) and fills in what they leave
@@ -129,6 +155,8 @@ func Load(args []string, lookupEnv func(string) (string, bool), dotenvPath strin
 		EmbeddedKafkaAddr:    strings.TrimSpace(*vals["embedded-kafka-addr"]),
 		EmbeddedRegistryAddr: strings.TrimSpace(*vals["embedded-registry-addr"]),
 		Partitioner:          strings.ToLower(strings.TrimSpace(*vals["partitioner"])),
+		Group:                strings.TrimSpace(*vals["group"]),
+		AdvertiseAddr:        strings.TrimSpace(*vals["advertise-addr"]),
 	}
 	if c.Partitioner != "murmur2" && c.Partitioner != "crc32" {
 		return Config{}, fmt.Errorf("%s: %q is not a partitioner: want murmur2 or crc32", source["partitioner"], c.Partitioner)
@@ -158,6 +186,9 @@ func Load(args []string, lookupEnv func(string) (string, bool), dotenvPath strin
 		return Config{}, fmt.Errorf("%s: %v is outside %v to %v: a read that waits for its position needs some time to wait, and no longer than the HTTP server lets a response take",
 			source["read-wait"], c.ReadWait, MinReadWait, MaxReadWait)
 	}
+	if err := c.loadGroup(vals, source); err != nil {
+		return Config{}, err
+	}
 	for _, req := range []struct{ name, v string }{
 		{"http-addr", c.HTTPAddr}, {"topic", c.Topic}, {"data-dir", c.DataDir},
 	} {
@@ -174,6 +205,62 @@ func Load(args []string, lookupEnv func(string) (string, bool), dotenvPath strin
 		return Config{}, errors.New("embedded mode needs --embedded-kafka-addr and --embedded-registry-addr")
 	}
 	return c, nil
+}
+
+// loadGroup reads and checks the partitioned-mode settings.
+func (c *Config) loadGroup(vals map[string]*string, source map[string]string) error {
+	v := strings.TrimSpace(*vals["standbys"])
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%s: %q is not a whole number of 0 or more", source["standbys"], v)
+	}
+	c.Standbys = n
+	if c.SessionTimeout, err = parseDuration(*vals["session-timeout"], source["session-timeout"]); err != nil {
+		return err
+	}
+	if c.SessionTimeout < MinSessionTimeout {
+		return fmt.Errorf("%s: %v is below %v: Kafka brokers refuse shorter sessions",
+			source["session-timeout"], c.SessionTimeout, MinSessionTimeout)
+	}
+	if !c.Partitioned() {
+		switch {
+		case c.AdvertiseAddr != "":
+			return fmt.Errorf("%s is set without %s: it only means something in partitioned mode", source["advertise-addr"], source["group"])
+		case c.Standbys != 0:
+			return fmt.Errorf("%s is set without %s: it only means something in partitioned mode", source["standbys"], source["group"])
+		case c.SessionTimeout != DefaultSessionTimeout:
+			return fmt.Errorf("%s is set without %s: it only means something in partitioned mode", source["session-timeout"], source["group"])
+		}
+		return nil
+	}
+	if c.Embedded() {
+		return fmt.Errorf("%s needs %s (and %s): the members of a group share one cluster, and embedded mode's in-process broker listens on one fixed port and lives and dies with its instance, so several instances cannot each embed one; "+
+			"start one instance without %s as the cluster and point the members at it (--brokers 127.0.0.1:19092 --registry http://127.0.0.1:18081), or use a real cluster",
+			source["group"], source["brokers"], source["registry"], source["group"])
+	}
+	if c.AdvertiseAddr != "" {
+		if err := CheckAdvertise(c.AdvertiseAddr); err != nil {
+			return fmt.Errorf("%s: %w", source["advertise-addr"], err)
+		}
+	}
+	return nil
+}
+
+// CheckAdvertise checks an address to advertise to the other members of a
+// group: host:port with a host they can dial (not empty, 0.0.0.0 or ::)
+// and a port other than 0.
+func CheckAdvertise(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%q is not host:port: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		return fmt.Errorf("%q names no host the other members can reach; give --advertise-addr, e.g. 10.0.0.5:8080", addr)
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("%q: port must be from 1 to 65535", addr)
+	}
+	return nil
 }
 
 func parseDuration(v, source string) (time.Duration, error) {
@@ -299,4 +386,11 @@ const MinMaxStaleness = 3 * time.Second
 const (
 	MinReadWait = time.Millisecond
 	MaxReadWait = 30 * time.Second
+)
+
+// DefaultSessionTimeout is SessionTimeout's default (Kafka's), and
+// MinSessionTimeout its least value (brokers refuse shorter sessions).
+const (
+	DefaultSessionTimeout = 45 * time.Second
+	MinSessionTimeout     = 6 * time.Second
 )

@@ -37,8 +37,10 @@ func TestDefaultsAreEmbeddedMode(t *testing.T) {
 		ShutdownTimeout:      15 * time.Second,
 		Partitioner:          "murmur2",
 		ReadWait:             5 * time.Second,
+		SessionTimeout:       45 * time.Second,
 	}, c)
 	require.True(t, c.Embedded())
+	require.False(t, c.Partitioned())
 }
 
 func TestFlagsWinOverEnvironmentWhichWinsOverDotEnv(t *testing.T) {
@@ -147,6 +149,59 @@ func TestBadValuesNameTheirSource(t *testing.T) {
 	_, err = Load([]string{"--help"}, envOf(nil), nofile, &usage)
 	require.True(t, errors.Is(err, flag.ErrHelp))
 	require.Contains(t, usage.String(), "$KAFKA_BOOTSTRAP_SERVERS")
+}
+
+func TestGroupTurnsPartitionedModeOnWithItsSettings(t *testing.T) {
+	nofile := filepath.Join(t.TempDir(), ".env")
+	real := []string{"--brokers", "k:9092", "--registry", "http://r:8081"}
+	c, err := Load(append(real, "--group", "profiles"), envOf(nil), nofile, io.Discard)
+	require.NoError(t, err)
+	require.True(t, c.Partitioned())
+	require.Equal(t, "profiles", c.Group)
+	require.Empty(t, c.AdvertiseAddr, "default: the address --http-addr listens on")
+	require.Zero(t, c.Standbys)
+	require.Equal(t, DefaultSessionTimeout, c.SessionTimeout)
+
+	c, err = Load(append(real, "--standbys", "1"), envOf(map[string]string{
+		"PROFILE_GROUP": "g", "ADVERTISE_ADDR": "10.0.0.5:8080", "SESSION_TIMEOUT": "6s",
+	}), writeDotEnv(t, "STANDBYS=2\nSESSION_TIMEOUT=1m\n"), io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, Config{
+		HTTPAddr: "127.0.0.1:8080", Brokers: []string{"k:9092"}, Registry: "http://r:8081",
+		Topic: "user-profiles", DataDir: "./data", EmbeddedKafkaAddr: "127.0.0.1:19092", EmbeddedRegistryAddr: "127.0.0.1:18081",
+		CompactInterval: 30 * time.Second, ShutdownTimeout: 15 * time.Second, Partitioner: "murmur2", ReadWait: 5 * time.Second,
+		Group: "g", AdvertiseAddr: "10.0.0.5:8080", Standbys: 1, SessionTimeout: 6 * time.Second,
+	}, c)
+}
+
+func TestGroupSettingsAreRefusedWhereTheyMeanNothing(t *testing.T) {
+	nofile := filepath.Join(t.TempDir(), ".env")
+	real := []string{"--brokers", "k:9092", "--registry", "http://r:8081"}
+	for _, c := range []struct {
+		args []string
+		env  map[string]string
+		says string
+	}{
+		{[]string{"--group", "g"}, nil, "--group needs --brokers (and --registry): the members of a group share one cluster, and embedded mode's in-process broker listens on one fixed port"},
+		{nil, map[string]string{"PROFILE_GROUP": "g"}, "PROFILE_GROUP needs --brokers"},
+		{append(real, "--standbys", "1"), nil, "--standbys is set without --group"},
+		{append(real, "--advertise-addr", "h:1"), nil, "--advertise-addr is set without --group"},
+		{real, map[string]string{"SESSION_TIMEOUT": "10s"}, "SESSION_TIMEOUT is set without --group"},
+		{append(real, "--group", "g", "--session-timeout", "5s"), nil, "--session-timeout: 5s is below 6s"},
+		{append(real, "--group", "g", "--standbys", "-1"), nil, `--standbys: "-1" is not a whole number of 0 or more`},
+		{append(real, "--group", "g", "--standbys", "two"), nil, `--standbys: "two" is not a whole number`},
+		{append(real, "--group", "g", "--advertise-addr", "0.0.0.0:8080"), nil, "--advertise-addr: \"0.0.0.0:8080\" names no host the other members can reach"},
+		{append(real, "--group", "g", "--advertise-addr", ":8080"), nil, "names no host"},
+		{append(real, "--group", "g", "--advertise-addr", "[::]:8080"), nil, "names no host"},
+		{append(real, "--group", "g", "--advertise-addr", "host"), nil, `--advertise-addr: "host" is not host:port`},
+		{append(real, "--group", "g", "--advertise-addr", "host:0"), nil, "port must be from 1 to 65535"},
+	} {
+		_, err := Load(c.args, envOf(c.env), nofile, io.Discard)
+		require.ErrorContains(t, err, c.says, "%v %v", c.args, c.env)
+	}
+	require.NoError(t, CheckAdvertise("localhost:8080"))
+	require.NoError(t, CheckAdvertise("[fd00::5]:8080"))
+	require.Error(t, CheckAdvertise("127.0.0.1:0"), "port 0 is not where the server listens")
 }
 
 func TestParseDotEnv(t *testing.T) {
