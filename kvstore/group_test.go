@@ -76,7 +76,7 @@ func (d *cutDialer) cutOff() {
 	}
 }
 
-// openMembers opens len(addrs) members of group "g" at once (as a
+// openMembers opens len(addrs) members of the test's group at once (as a
 // deployment starts them), each with its own cache directory.
 func (e *env) openMembers(addrs []string, extra ...kvstore.Option) []*member {
 	e.t.Helper()
@@ -94,10 +94,10 @@ func (e *env) openMembers(addrs []string, extra ...kvstore.Option) []*member {
 	return ms
 }
 
-// start opens m's store (again), in group "g" with a 6s session.
+// start opens m's store (again), in the test's group with a 6s session.
 func (e *env) start(m *member, extra ...kvstore.Option) error {
 	m.restores, m.cut = &restoreCount{n: map[int32]int{}}, &cutDialer{}
-	opts := append([]kvstore.Option{kvstore.Group("g"), kvstore.Advertise(m.addr),
+	opts := append([]kvstore.Option{kvstore.Group(e.topic + "-members"), kvstore.Advertise(m.addr),
 		kvstore.SessionTimeout(6 * time.Second), kvstore.OnRestore(m.restores),
 		kvstore.KafkaOpts(kgo.Dialer(m.cut.dial))}, extra...)
 	s, err := kvstore.Open[User](ctxT(e.t), e.topic, e.opts(m.dir, opts...)...)
@@ -193,11 +193,10 @@ func (e *env) seedKeys(w *kvstore.Store[User], tag string, n int) map[string]Use
 // by the others with the owner's address.
 func TestThreeMembersSplitThePartitionsAndRouteEveryKeyToItsOwner(t *testing.T) {
 	e := newEnv(t)
-	e.requireKfake("group timing tuned for the in-process broker")
 	w := e.open("", kvstore.Partitions(12))
 	model := e.seedKeys(w, "k", 300)
 	ms := e.openMembers([]string{"a:1", "b:1", "c:1"})
-	owners := awaitSettled(t, ms, 12, 20*time.Second)
+	owners := awaitSettled(t, ms, 12, 40*time.Second)
 	for _, m := range ms {
 		n := 0
 		for _, ps := range m.s.Stats().Partitions {
@@ -209,7 +208,7 @@ func TestThreeMembersSplitThePartitionsAndRouteEveryKeyToItsOwner(t *testing.T) 
 			}
 		}
 		require.Equal(t, 4, n, "member %s owns a fair share", m.addr)
-		require.Equal(t, "g", m.s.Stats().Group.Group)
+		require.Equal(t, e.topic+"-members", m.s.Stats().Group.Group)
 	}
 	requireRouted(t, ms, owners, model)
 
@@ -236,11 +235,10 @@ func TestThreeMembersSplitThePartitionsAndRouteEveryKeyToItsOwner(t *testing.T) 
 // with its cache, the partitions it gets restore from their checkpoints.
 func TestALeavingMembersPartitionsGoToTheirStandbysAndComeBackAsDeltas(t *testing.T) {
 	e := newEnv(t)
-	e.requireKfake("group timing tuned for the in-process broker")
 	w := e.open("", kvstore.Partitions(12))
 	model := e.seedKeys(w, "k", 200)
 	ms := e.openMembers([]string{"a:1", "b:1", "c:1"}, kvstore.Standbys(1))
-	owners := awaitSettled(t, ms, 12, 20*time.Second)
+	owners := awaitSettled(t, ms, 12, 40*time.Second)
 	gone := ms[2]
 	var itsPartitions []int32
 	for p, m := range owners {
@@ -265,7 +263,7 @@ func TestALeavingMembersPartitionsGoToTheirStandbysAndComeBackAsDeltas(t *testin
 	for k, v := range e.seedKeys(w, "while-away", 50) {
 		model[k] = v
 	}
-	owners = awaitSettled(t, live, 12, 20*time.Second)
+	owners = awaitSettled(t, live, 12, 40*time.Second)
 	for _, p := range itsPartitions {
 		m := owners[p]
 		require.Equal(t, restoresBefore[m][p], m.restores.of(p),
@@ -278,7 +276,7 @@ func TestALeavingMembersPartitionsGoToTheirStandbysAndComeBackAsDeltas(t *testin
 	// from the start); one it never held is read from the start.
 	require.NoError(t, e.start(gone, kvstore.Standbys(1)))
 	live = ms
-	owners = awaitSettled(t, live, 12, 20*time.Second)
+	owners = awaitSettled(t, live, 12, 40*time.Second)
 	deltas := 0
 	for p, ps := range gone.s.Stats().Partitions {
 		if ps.Role == kvstore.RoleNone || !held[int32(p)] {
@@ -296,11 +294,10 @@ func TestALeavingMembersPartitionsGoToTheirStandbysAndComeBackAsDeltas(t *testin
 // its partitions and every key is answered again.
 func TestACrashedMembersPartitionsMoveAndItStopsServing(t *testing.T) {
 	e := newEnv(t)
-	e.requireKfake("group timing tuned for the in-process broker")
 	w := e.open("", kvstore.Partitions(12))
 	model := e.seedKeys(w, "k", 120)
 	ms := e.openMembers([]string{"a:1", "b:1", "c:1"})
-	owners := awaitSettled(t, ms, 12, 20*time.Second)
+	owners := awaitSettled(t, ms, 12, 40*time.Second)
 	dead := ms[0]
 	var key string
 	for k := range model {
@@ -318,7 +315,7 @@ func TestACrashedMembersPartitionsMoveAndItStopsServing(t *testing.T) {
 		return errors.Is(err, kvstore.ErrNotServed)
 	}, 10*time.Second, 10*time.Millisecond, "a member that lost the group stops serving")
 
-	owners = awaitSettled(t, ms[1:], 12, 30*time.Second)
+	owners = awaitSettled(t, ms[1:], 12, 40*time.Second)
 	t.Logf("every partition served again %v after the crash", time.Since(crashed).Round(time.Millisecond))
 	requireRouted(t, ms[1:], owners, model)
 }
