@@ -319,3 +319,34 @@ func TestACrashedMembersPartitionsMoveAndItStopsServing(t *testing.T) {
 	t.Logf("every partition served again %v after the crash", time.Since(crashed).Round(time.Millisecond))
 	requireRouted(t, ms[1:], owners, model)
 }
+
+// A rebalance in the middle of a restore: a member restoring its partitions
+// loses some of them to a member that joins meanwhile. The restores of the
+// partitions it lost finish or stop without it serving them, and the two
+// settle with every key routed to its owner.
+func TestARebalanceInTheMiddleOfARestoreSettles(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("holding fetches")
+	w := e.open("", kvstore.Partitions(6))
+	model := e.seedKeys(w, "k", 120)
+	const aMaxWait = 781 // ms: marks a's fetches, the ones to hold
+	held, release := holdFetches(e.cluster.Kafka(), aMaxWait)
+	a, b := &member{addr: "a:1", dir: t.TempDir()}, &member{addr: "b:1", dir: t.TempDir()}
+	opened := make(chan error, 1)
+	go func() { opened <- e.start(a, kvstore.KafkaOpts(kgo.FetchMaxWait(aMaxWait*time.Millisecond))) }()
+	// a owns every partition and is restoring them, its reads held.
+	require.Eventually(t, func() bool { return held.Load() >= 1 }, 10*time.Second, time.Millisecond)
+
+	require.NoError(t, e.start(b)) // b joins: the group moves partitions from a to b
+	close(release)
+	require.NoError(t, <-opened)
+	ms := []*member{a, b}
+	owners := awaitSettled(t, ms, 6, 40*time.Second)
+	n := map[*member]int{}
+	for _, m := range owners {
+		n[m]++
+	}
+	require.Equal(t, 3, n[a])
+	require.Equal(t, 3, n[b])
+	requireRouted(t, ms, owners, model)
+}
