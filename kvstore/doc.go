@@ -124,6 +124,32 @@
 //     follower's delay; another producer's open transaction holds it. A read-before-write (delete only if present) should
 //     Sync first, or it may act on a stale read.
 //
+// # Partitioned mode
+//
+// By default every store holds and serves the whole topic (global mode,
+// like Kafka Streams' GlobalKTable): simplest, every read local, and the
+// right choice while the topic fits on every instance. When it does not,
+// or its write rate outgrows one follower, Group(id) splits the work the
+// way Kafka splits it: the stores join consumer group id on the topic
+// (Kafka is the only coordinator), each restores, follows and serves only
+// the partitions the group assigns it, and Standbys(n) keeps n other
+// members warm for each partition. A Get or Scan of a key another member
+// owns fails with a *NotOwnerError naming the partition and the owner's
+// advertised address (Advertise); Owner(key) tells it before asking.
+//
+// A partition assigned to a store is served once it has caught up: from
+// its checkpoint through the follower when the cache's record of it passes
+// the guards (a member that held it before, or its standby), otherwise
+// rebuilt from the topic in the background; until then reads of it fail
+// with ErrNotServed, and so do reads of a partition moving between members
+// (about a heartbeat interval, in a cooperative rebalance). A partition
+// taken away is not served from that moment, and its cache is kept for a
+// later delta. A member that loses the group (its session expired, or the
+// coordinator stopped answering) stops serving at once; the others take its
+// partitions after SessionTimeout (a kill -9) or at once (Close, which
+// leaves the group). Writes go to Kafka from any member, and Positions,
+// WaitFor and Sync work across members for the partitions a store follows.
+//
 // # Caveats
 //
 // On a topic with more than one partition, every writer
