@@ -31,6 +31,25 @@
 // another topic, or tokens of two topics, are a 400 naming the header.
 // DELETE answers 404 only when a barrier on the key's partition and then
 // Get find no profile; otherwise it writes the tombstone and answers 204.
+//
+// # Partitioned mode
+//
+// When the store is a member of a group (kvstore.Group), each instance
+// serves the keys of the partitions it owns. A GET or DELETE of a key
+// another instance owns goes to that owner (its advertised address,
+// Store.Owner) with its Kvstore-Position headers and query, and the
+// owner's answer comes back with ForwardedToHeader: one hop, since the
+// forwarded request carries ForwardedHeader and an instance answers such a
+// request for a key it does not serve with 503 instead of forwarding it
+// again. While a key's partition has no owner that serves it (a rebalance
+// is moving it, or its new owner is still restoring it), or its owner
+// cannot be reached, the answer is 503 with Retry-After: 1; an owner that
+// does not answer within ForwardTimeout gets a 504. PUT needs no owner: it
+// goes to Kafka from any instance. GET /profiles asks every owner for its
+// page (the instance's own partitions read locally) and merges them in key
+// order under the same pagination contract; it answers 503 while a
+// partition has no owner. Token waits and barriers run on the owner, for
+// the partitions it owns only.
 package httpapi
 
 import (
@@ -38,6 +57,7 @@ import (
 	"encoding/json"
 	"iter"
 	"log/slog"
+	"net"
 	"net/http"
 	"strings"
 	"sync/atomic"
@@ -67,6 +87,10 @@ type Store interface {
 	// Sync is a read barrier over the partitions of keys (all of them for
 	// none): it returns once the store has applied their end offsets.
 	Sync(ctx context.Context, keys ...string) (kvstore.Position, error)
+	// Owner says which partition key is in, the address of its owner
+	// ("" while none) and whether this store serves it (partitioned
+	// mode; always true in global mode).
+	Owner(key string) (partition int32, addr string, local bool)
 	// Stats is read by /readyz, /healthz and at every scrape of /metrics.
 	Stats() kvstore.Stats
 }
@@ -76,15 +100,24 @@ type API struct {
 	log          *slog.Logger
 	maxStaleness time.Duration
 	readWait     time.Duration
-	m            *metrics
-	state        atomic.Pointer[readyState]
-	progress     progress
-	handler      http.Handler
+	// forwardTimeout and client forward requests to other instances
+	// (partitioned mode; routing.go).
+	forwardTimeout time.Duration
+	client         *http.Client
+	m              *metrics
+	state          atomic.Pointer[readyState]
+	progress       progress
+	handler        http.Handler
 }
 
 type readyState struct {
 	store Store
 	stats kvstore.RestoreStats
+	// Partitioned mode (kvstore.Group): self is this instance's advertised
+	// address, keys a key of each partition (for barriers on partitions).
+	partitioned bool
+	self        string
+	keys        map[int32]string
 }
 
 // Option configures the API.
@@ -106,6 +139,19 @@ func New(log *slog.Logger, cachePath string, opts ...Option) *API {
 	a := &API{log: log, m: newMetrics(cachePath), readWait: DefaultReadWait}
 	for _, o := range opts {
 		o.apply(a)
+	}
+	if a.forwardTimeout == 0 {
+		a.forwardTimeout = a.readWait + DefaultForwardMargin
+	}
+	a.client = &http.Client{
+		Transport: &http.Transport{
+			Proxy:               nil, // instances talk to each other directly
+			DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:        256,
+			MaxIdleConnsPerHost: 64,
+			IdleConnTimeout:     90 * time.Second,
+		},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	a.m.reg.MustRegister(storeCollector{a}) // readiness.go
 	mux := http.NewServeMux()
@@ -139,18 +185,24 @@ func (a *API) Handler() http.Handler { return a.handler }
 func (a *API) SetReady(s Store, stats kvstore.RestoreStats) {
 	a.m.restored(stats)
 	a.m.watchMisrouted(s) // misrouted.go
-	a.state.Store(&readyState{store: instrumented{s, a.m}, stats: stats})
+	st := &readyState{store: instrumented{s, a.m}, stats: stats}
+	if now := s.Stats(); now.Group != nil {
+		st.partitioned, st.self = true, now.Group.Advertise
+		st.keys = partitionKeys(s, len(now.Partitions))
+		a.m.watchGroup(s) // metrics.go
+	}
+	a.state.Store(st)
 }
 
-// store returns the store, or answers 503 and returns nil while there is none.
-func (a *API) store(w http.ResponseWriter) Store {
+// ready returns the store's state, or answers 503 and returns nil while
+// there is no store.
+func (a *API) ready(w http.ResponseWriter) *readyState {
 	st := a.state.Load()
 	if st == nil {
-		w.Header().Set("Retry-After", "1")
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the store is restoring; see /readyz"})
+		retryLater(w, "the store is restoring; see /readyz")
 		return nil
 	}
-	return st.store
+	return st
 }
 
 // errorBody is every error response: what went wrong and, for bad input,
@@ -206,6 +258,8 @@ func (i instrumented) Delete(ctx context.Context, key string) (kvstore.Position,
 }
 
 func (i instrumented) Stats() kvstore.Stats { return i.s.Stats() }
+
+func (i instrumented) Owner(key string) (int32, string, bool) { return i.s.Owner(key) }
 
 // WaitFor and Sync are timed by the handlers (metrics.readWait), which know
 // whether a wait ran out of ReadWait.

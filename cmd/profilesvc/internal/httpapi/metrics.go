@@ -23,6 +23,7 @@ type metrics struct {
 	storeErrors  *prometheus.CounterVec   // op
 	storeBusy    *prometheus.GaugeVec     // op
 	readWaits    *prometheus.HistogramVec // kind, outcome
+	forwards     *prometheus.CounterVec   // outcome
 
 	restoreRecords  prometheus.Gauge
 	restoreBytes    prometheus.Gauge
@@ -31,6 +32,9 @@ type metrics struct {
 }
 
 var storeOps = []string{"put", "get", "delete", "scan"}
+
+// forwardOutcomes are the outcome labels of forwards (routing.go).
+var forwardOutcomes = []string{"ok", "unreachable", "timeout", "cancelled", "refused", "failed"}
 
 // waitOutcomes are the outcome labels of readWaits (waitOutcome).
 var waitOutcomes = []string{"ok", "timeout", "foreign", "cancelled", "failed"}
@@ -67,6 +71,13 @@ func newMetrics(cachePath string) *metrics {
 				"(ok, timeout: past --read-wait, foreign: a token of another topic, cancelled, failed); its _count counts them.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"kind", "outcome"}),
+		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "profilesvc_forwarded_requests_total",
+			Help: "Requests this instance sent on to another (partitioned mode: a read of a key another instance owns, " +
+				"or an owner's part of GET /profiles), by outcome (ok: the owner answered, whatever its status; " +
+				"unreachable; timeout; cancelled: the client went away; refused: a forwarded request for a key " +
+				"not served here, answered 503 rather than forwarded again; failed).",
+		}, []string{"outcome"}),
 		restoreRecords: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "profilesvc_restore_records",
 			Help: "Records (tombstones included) the startup restore read from the topic.",
@@ -96,7 +107,10 @@ func newMetrics(cachePath string) *metrics {
 			}
 		}
 	}
-	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.storeOps, m.storeErrors, m.storeBusy, m.readWaits,
+	for _, outcome := range forwardOutcomes {
+		m.forwards.WithLabelValues(outcome)
+	}
+	m.reg.MustRegister(m.httpRequests, m.httpDuration, m.storeOps, m.storeErrors, m.storeBusy, m.readWaits, m.forwards,
 		m.restoreRecords, m.restoreBytes, m.restoreDuration, m.restoreInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -138,6 +152,41 @@ func (m *metrics) storeOp(op string) (done func(error)) {
 			m.storeErrors.WithLabelValues(op).Inc()
 		}
 	}
+}
+
+// forwarded counts a forward with its outcome (forwardOutcomes).
+func (m *metrics) forwarded(outcome string) { m.forwards.WithLabelValues(outcome).Inc() }
+
+// watchGroup exports the store's group state (partitioned mode), read at
+// each scrape.
+func (m *metrics) watchGroup(s Store) {
+	group := func() kvstore.GroupStats {
+		if g := s.Stats().Group; g != nil {
+			return *g
+		}
+		return kvstore.GroupStats{}
+	}
+	m.reg.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "profilesvc_group_rebalances_total",
+			Help: "Views of the consumer group this instance got since it started (partitioned mode): one per " +
+				"rebalance it took part in, plus those that lost its partitions (kvstore GroupStats.Views).",
+		}, func() float64 { return float64(group().Views) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "profilesvc_group_generation",
+			Help: "The consumer group generation of the last view this instance got (partitioned mode).",
+		}, func() float64 { return float64(group().Generation) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "profilesvc_group_lost",
+			Help: "1 while this instance may no longer be in the consumer group (its session expired, or the " +
+				"coordinator does not answer): it serves no partition until it rejoins; else 0 (partitioned mode).",
+		}, func() float64 {
+			if group().Lost {
+				return 1
+			}
+			return 0
+		}),
+	)
 }
 
 // readWait starts timing a wait of kind before a read; done ends it with

@@ -74,10 +74,11 @@ func pathID(r *http.Request) (string, *badInput) {
 }
 
 func (a *API) putProfile(w http.ResponseWriter, r *http.Request) {
-	s := a.store(w)
-	if s == nil {
+	st := a.ready(w)
+	if st == nil {
 		return
 	}
+	s := st.store
 	id, e := pathID(r)
 	if e != nil {
 		writeBad(w, e)
@@ -98,25 +99,34 @@ func (a *API) putProfile(w http.ResponseWriter, r *http.Request) {
 }
 
 // getProfile serves GET /profiles/{id}[?consistent=true]: with
-// consistent=true, after a read barrier on the key's partition.
+// consistent=true, after a read barrier on the key's partition. In
+// partitioned mode a key this instance does not serve goes to its owner
+// (route).
 func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
-	s := a.store(w)
-	if s == nil {
+	st := a.ready(w)
+	if st == nil {
 		return
 	}
+	s := st.store
 	id, e := pathID(r)
 	if e != nil {
 		writeBad(w, e)
 		return
 	}
 	g, ok := gate(w, r, true, id)
-	if !ok || a.pass(w, r, s, g) != nil {
+	if !ok {
+		return
+	}
+	p, routed := a.route(w, r, st, id)
+	if routed || a.pass(w, r, s, a.localGate(st, g, []int32{p})) != nil {
 		return
 	}
 	u, ok, err := s.Get(r.Context(), id)
 	switch {
 	case err != nil:
-		a.storeError(w, r, "get", id, err)
+		if !a.notServed(w, r, st, err) {
+			a.storeError(w, r, "get", id, err)
+		}
 	case !ok:
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("profile %q not found", id)})
 	default:
@@ -131,12 +141,15 @@ func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
 // (the barrier failed, or ran past ReadWait, which the token's wait and the
 // barrier share), it writes a tombstone and
 // answers 204 with the tombstone's Kvstore-Position: a DELETE never acts on
-// a stale read of a write made through another instance.
+// a stale read of a write made through another instance. In partitioned
+// mode a DELETE of a key this instance does not serve goes whole to the
+// key's owner (route), which reads and writes as above.
 func (a *API) deleteProfile(w http.ResponseWriter, r *http.Request) {
-	s := a.store(w)
-	if s == nil {
+	st := a.ready(w)
+	if st == nil {
 		return
 	}
+	s := st.store
 	id, e := pathID(r)
 	if e != nil {
 		writeBad(w, e)
@@ -146,15 +159,21 @@ func (a *API) deleteProfile(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	p, routed := a.route(w, r, st, id)
+	if routed {
+		return
+	}
 	// The token's wait and the barrier share one ReadWait.
 	ctx, cancel := a.waitContext(r)
 	defer cancel()
-	if a.passWithin(ctx, w, r, s, g) != nil {
+	if a.passWithin(ctx, w, r, s, a.localGate(st, g, []int32{p})) != nil {
 		return
 	}
 	switch absent, err := a.consistentlyAbsent(ctx, r, s, id); {
 	case err != nil:
-		a.storeError(w, r, "get", id, err)
+		if !a.notServed(w, r, st, err) {
+			a.storeError(w, r, "get", id, err)
+		}
 		return
 	case absent:
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("profile %q not found", id)})
@@ -188,12 +207,14 @@ func (a *API) consistentlyAbsent(ctx context.Context, r *http.Request, s Store, 
 // listProfiles serves GET /profiles?prefix=&limit=&after=&consistent=: up
 // to limit profiles whose IDs start with prefix and sort after after, in
 // byte order of IDs; with consistent=true, after a read barrier over every
-// partition.
+// partition. In partitioned mode the page merges every owner's
+// (listPartitioned).
 func (a *API) listProfiles(w http.ResponseWriter, r *http.Request) {
-	s := a.store(w)
-	if s == nil {
+	st := a.ready(w)
+	if st == nil {
 		return
 	}
+	s := st.store
 	q := r.URL.Query()
 	limit := DefaultLimit
 	if v := q.Get("limit"); v != "" || q.Has("limit") {
@@ -205,19 +226,36 @@ func (a *API) listProfiles(w http.ResponseWriter, r *http.Request) {
 		limit = n
 	}
 	g, ok := gate(w, r, true)
-	if !ok || a.pass(w, r, s, g) != nil {
+	if !ok {
 		return
 	}
+	if st.partitioned {
+		a.listPartitioned(w, r, st, g, q.Get("prefix"), q.Get("after"), limit)
+		return
+	}
+	if a.pass(w, r, s, g) != nil {
+		return
+	}
+	out, err := scanPage(r.Context(), s, q.Get("prefix"), q.Get("after"), limit)
+	if err != nil {
+		a.storeError(w, r, "scan", q.Get("prefix"), err)
+		return
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// scanPage reads up to limit profiles whose IDs start with prefix and sort
+// after after (if not empty), and sets next when more follow.
+func scanPage(ctx context.Context, s Store, prefix, after string, limit int) (page, error) {
 	var opts []kvstore.ScanOption
-	if after := q.Get("after"); after != "" {
+	if after != "" {
 		opts = append(opts, kvstore.After(after))
 	}
 	out := page{Items: []Profile{}}
 	// Read one more than the page holds, to know whether a next page exists.
-	for e, err := range s.Scan(r.Context(), q.Get("prefix"), opts...) {
+	for e, err := range s.Scan(ctx, prefix, opts...) {
 		if err != nil {
-			a.storeError(w, r, "scan", q.Get("prefix"), err)
-			return
+			return page{}, err
 		}
 		if len(out.Items) == limit {
 			out.Next = out.Items[limit-1].ID
@@ -225,7 +263,7 @@ func (a *API) listProfiles(w http.ResponseWriter, r *http.Request) {
 		}
 		out.Items = append(out.Items, profileOf(e.Key, e.Value))
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // storeError answers for a store call that failed.

@@ -12,6 +12,11 @@ import (
 type progress struct {
 	mu sync.Mutex
 	restoreState
+	// Since the start, over every restore (partitioned mode restores its
+	// partitions one by one, as they are assigned): what this instance
+	// read, and how long its restores took.
+	sumRecords, sumBytes int64
+	sumDuration          time.Duration
 }
 
 type restoreState struct {
@@ -33,6 +38,15 @@ func (a *API) RestoreListener() kvstore.RestoreListener { return &a.progress }
 func (p *progress) OnRestoreStart(s kvstore.RestoreStart) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if s.Mode == "partition" && p.started && p.mode == "partition" {
+		// Partitioned mode: partitions restore one by one, maybe at once;
+		// the progress shown covers them all.
+		for _, r := range s.Partitions {
+			p.total += max(0, r.End-r.Start)
+			p.next[r.Partition] = r.Start
+		}
+		return
+	}
 	p.restoreState = restoreState{started: true, began: time.Now(), mode: s.Mode, reason: s.Reason,
 		partitions: int32(len(s.Partitions)), next: map[int32]int64{}}
 	for _, r := range s.Partitions {
@@ -46,11 +60,24 @@ func (p *progress) OnBatchRestored(b kvstore.BatchRestored) {
 	defer p.mu.Unlock()
 	p.records += int64(b.Records)
 	p.bytes += int64(b.Bytes)
+	p.sumRecords += int64(b.Records)
+	p.sumBytes += int64(b.Bytes)
 	p.done += max(0, b.Next-p.next[b.Partition])
 	p.next[b.Partition] = b.Next
 }
 
-func (p *progress) OnRestoreEnd(kvstore.RestoreStats) {}
+func (p *progress) OnRestoreEnd(s kvstore.RestoreStats) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sumDuration += s.Duration
+}
+
+// sums returns what every restore so far read, and their time.
+func (p *progress) sums() (records, bytes int64, d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.sumRecords, p.sumBytes, p.sumDuration
+}
 
 // fill writes the restore's progress so far into rd.
 func (p *progress) fill(rd *readiness) {

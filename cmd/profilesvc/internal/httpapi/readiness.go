@@ -38,6 +38,13 @@ type readiness struct {
 	Unready []unready `json:"unready,omitempty"`
 	// PartitionStats has one entry per partition of the topic.
 	PartitionStats []partitionStatus `json:"partition_stats,omitempty"`
+
+	// Partitioned mode only: the partitions this instance owns (serves)
+	// and keeps warm as a standby, and whether it may have dropped out of
+	// the group (it then serves nothing until it rejoins).
+	Owned   []int32 `json:"owned,omitzero"`
+	Standby []int32 `json:"standby,omitzero"`
+	Lost    bool    `json:"lost,omitempty"`
 }
 
 // unready is one partition that makes /readyz answer 503, and why.
@@ -62,6 +69,10 @@ type partitionStatus struct {
 	// partition; null if it never has.
 	CaughtUpAgeMS *int64 `json:"caught_up_age_ms"`
 	Error         string `json:"error,omitempty"`
+	// Role (owner, standby, none) and Owner (the owner's address; "" while
+	// none) are there in partitioned mode.
+	Role  string `json:"role,omitempty"`
+	Owner string `json:"owner,omitempty"`
 }
 
 // status returns what /readyz says at now, and the store's stats it judged
@@ -84,15 +95,48 @@ func (a *API) status(now time.Time) (readiness, kvstore.Stats) {
 		Topic:           stats.Topic,
 		MaxStalenessMS:  a.maxStaleness.Milliseconds(),
 	}
-	if p, _, ok := stats.Stalest(now); ok {
-		rd.StalenessMS = caughtUpAgeMS(p, now)
+	// judged says whether a partition counts for readiness and staleness:
+	// every one in global mode, the owned ones in partitioned mode.
+	judged := func(kvstore.PartitionStats) bool { return true }
+	if st.partitioned {
+		judged = func(ps kvstore.PartitionStats) bool { return ps.Role == kvstore.RoleOwner }
+		// What this instance restored, over all its partitions' restores.
+		var d time.Duration
+		rd.RestoredRecords, rd.RestoredBytes, d = a.progress.sums()
+		rd.DurationMS = d.Milliseconds()
+		rd.Owned, rd.Standby = []int32{}, []int32{}
+		if stats.Group != nil {
+			rd.Lost = stats.Group.Lost
+		}
+	}
+	var stalest *kvstore.PartitionStats
+	for _, ps := range stats.Partitions {
+		if judged(ps) && (stalest == nil || ps.CaughtUpAt.Before(stalest.CaughtUpAt)) {
+			stalest = &ps
+		}
+	}
+	if stalest != nil {
+		rd.StalenessMS = caughtUpAgeMS(*stalest, now)
 	}
 	for _, ps := range stats.Partitions {
-		rd.PartitionStats = append(rd.PartitionStats, partitionStatus{
+		status := partitionStatus{
 			Partition: ps.Partition, State: ps.State.String(),
 			Applied: ps.Applied, End: ps.End, Lag: ps.Lag,
 			CaughtUpAgeMS: caughtUpAgeMS(ps, now), Error: errText(ps.Err),
-		})
+		}
+		if st.partitioned {
+			status.Role, status.Owner = ps.Role.String(), ps.Owner
+			switch ps.Role {
+			case kvstore.RoleOwner:
+				rd.Owned = append(rd.Owned, ps.Partition)
+			case kvstore.RoleStandby:
+				rd.Standby = append(rd.Standby, ps.Partition)
+			}
+		}
+		rd.PartitionStats = append(rd.PartitionStats, status)
+		if !judged(ps) {
+			continue
+		}
 		var cause string
 		switch age := now.Sub(ps.CaughtUpAt); {
 		case ps.State == kvstore.PartitionStopped:
@@ -100,6 +144,8 @@ func (a *API) status(now time.Time) (readiness, kvstore.Stats) {
 			if ps.Err != nil {
 				cause = ps.Err.Error()
 			}
+		case st.partitioned && ps.State == kvstore.PartitionRestoring:
+			cause = "assigned to this instance and still restoring; its keys answer 503 until it is done"
 		case a.maxStaleness > 0 && ps.CaughtUpAt.IsZero():
 			cause = "never caught up with the topic; max staleness " + a.maxStaleness.String()
 		case a.maxStaleness > 0 && age > a.maxStaleness:
@@ -168,18 +214,24 @@ var (
 		"1 while /readyz answers 200 (the store has restored, no partition's follower has stopped "+
 			"and, with --max-staleness, every partition is fresh enough), else 0.", nil, nil)
 	partitionStateDesc = prometheus.NewDesc("profilesvc_partition_state",
-		"1 for the state each partition of the topic is in (restoring, following, stalled, stopped), "+
+		"1 for the state each partition of the topic is in (restoring, following, stalled, stopped; idle: "+
+			"another instance owns it, partitioned mode), "+
 			"0 for the others.", []string{"partition", "state"}, nil)
 	partitionLagDesc = prometheus.NewDesc("profilesvc_partition_lag_records",
 		"Records of each partition the cache has yet to apply: the end offset as last seen (at most "+
 			"about a second ago while the broker answers) minus the applied offset.", []string{"partition"}, nil)
+	partitionRoleDesc = prometheus.NewDesc("profilesvc_partition_role",
+		"1 for what this instance is to each partition (owner: it serves it, every partition in global mode; "+
+			"standby: it keeps it warm; none: another instance owns it), 0 for the others.", []string{"partition", "role"}, nil)
 	partitionAgeDesc = prometheus.NewDesc("profilesvc_partition_caught_up_age_seconds",
 		"Seconds since the cache last held every record of each partition: how stale a read of it "+
 			"can be. +Inf if it never has.", []string{"partition"}, nil)
 )
 
 var partitionStates = []kvstore.PartitionState{kvstore.PartitionRestoring, kvstore.PartitionFollowing,
-	kvstore.PartitionStalled, kvstore.PartitionStopped}
+	kvstore.PartitionStalled, kvstore.PartitionStopped, kvstore.PartitionIdle}
+
+var partitionRoles = []kvstore.PartitionRole{kvstore.RoleOwner, kvstore.RoleStandby, kvstore.RoleNone}
 
 // storeCollector exports readiness and the store's per-partition Stats,
 // read at each scrape.
@@ -189,6 +241,7 @@ func (storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- readyDesc
 	ch <- partitionStateDesc
 	ch <- partitionLagDesc
+	ch <- partitionRoleDesc
 	ch <- partitionAgeDesc
 }
 
@@ -208,6 +261,13 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 				v = 1
 			}
 			ch <- prometheus.MustNewConstMetric(partitionStateDesc, prometheus.GaugeValue, v, p, s.String())
+		}
+		for _, r := range partitionRoles {
+			v := 0.0
+			if ps.Role == r {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(partitionRoleDesc, prometheus.GaugeValue, v, p, r.String())
 		}
 		ch <- prometheus.MustNewConstMetric(partitionLagDesc, prometheus.GaugeValue, float64(ps.Lag), p)
 		age := math.Inf(1)
