@@ -596,7 +596,14 @@ func benchTopic(e *env, parts int, res *results, gokaBin, streamsJar string) err
 		add("delta_s", o.Seconds)
 		add("delta_restore_s", o.Restore)
 	}
-	return benchOps(e, parts, d, cacheDir, res)
+	if err := benchOps(e, parts, d, cacheDir, res); err != nil {
+		return err
+	}
+	if parts < 3 { // a group of three needs partitions to split
+		return nil
+	}
+	log.Printf("  partitioned mode")
+	return benchPartitioned(e, d, res)
 }
 
 func benchOps(e *env, parts int, d *dataset, cacheDir string, res *results) error {

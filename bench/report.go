@@ -42,6 +42,11 @@ var rows = []row{
 	{"PutAsync, one caller, 4096 in flight (Puts/s)", "putasync", "rate"},
 	{"Put -> visible in another store's Get: p50", "vis_p50", "ms"},
 	{"Put -> visible in another store's Get: p99", "vis_p99", "ms"},
+	{"Partitioned mode: whole-topic restore, in-process (seconds, Open wall clock)", "part_whole_s", "s"},
+	{"Partitioned mode: one member joining two, until it serves its share (seconds)", "part_member_s", "s"},
+	{"Partitioned mode: that member's restore alone, first partition given to last served (seconds)", "part_restore_s", "s"},
+	{"Partitioned mode: crash of one of three until every partition is served, 0 standbys (seconds; session 6s)", "failover0_s", "s"},
+	{"Partitioned mode: the same, 1 standby (seconds)", "failover1_s", "s"},
 	{"Read right after another store's Put: plain Get: p50", "read_plain_p50", "us"},
 	{"Read right after another store's Put: plain Get: p99", "read_plain_p99", "us"},
 	{"Read right after another store's Put: token read (WaitFor + Get): p50", "read_token_p50", "us"},
@@ -56,6 +61,8 @@ var ratios = []struct{ label, num, den string }{
 	{"ours / goka's path (baseline 3)", "full", "goka"},
 	{"ours / Kafka Streams (baseline 4)", "full", "streams"},
 	{"delta restore time / full restore time (Open wall clock)", "delta_s", "full_s"},
+	{"partitioned: one member of three, joining / whole-topic restore (time)", "part_member_s", "part_whole_s"},
+	{"partitioned: one member of three, its restore alone / whole-topic restore (time)", "part_restore_s", "part_whole_s"},
 }
 
 func fmtVal(v float64, unit string) string {

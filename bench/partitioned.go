@@ -1,0 +1,213 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/compactkv/compactkv/kvstore"
+	"github.com/compactkv/compactkv/testdata"
+)
+
+// benchPartitioned measures partitioned mode on d's topic (run on the
+// topic with the most partitions): the restore of one member joining two
+// others (its third of the topic) against a whole-topic restore in the
+// same process, and the time from a member's crash until every partition
+// is served again, with 0 and 1 standbys.
+func benchPartitioned(e *env, d *dataset, res *results) error {
+	add := func(fig string, v float64) { res.add(e.name, d.parts, fig, v) }
+	dir := filepath.Join(e.tmp, d.topic+"-partitioned")
+	defer os.RemoveAll(dir)
+	for r := range *flagRuns {
+		group := fmt.Sprintf("%s-bench-%d", d.topic, r)
+		whole, err := timeOpen(e, d, filepath.Join(dir, fmt.Sprint("whole-", r)))
+		if err != nil {
+			return err
+		}
+		member, restore, err := memberRestore(e, d, group, filepath.Join(dir, fmt.Sprint(r)))
+		if err != nil {
+			return err
+		}
+		add("part_whole_s", whole.Seconds())
+		add("part_member_s", member.Seconds())
+		add("part_restore_s", restore.Seconds())
+		for _, standbys := range []int{0, 1} {
+			took, err := failover(e, d, fmt.Sprintf("%s-failover%d", group, standbys), standbys,
+				filepath.Join(dir, fmt.Sprintf("f%d-%d", standbys, r)))
+			if err != nil {
+				return err
+			}
+			add(fmt.Sprintf("failover%d_s", standbys), took.Seconds())
+		}
+	}
+	return nil
+}
+
+// benchMember is one member of a partitioned-mode group in the benchmark.
+type benchMember struct {
+	s   *kvstore.Store[User]
+	cut *cutDialer
+}
+
+// openMember opens a member of group on d's topic with a 6s session (so
+// that failover and rebalances take seconds, as a service tuned for it
+// would).
+func openMember(e *env, d *dataset, group, addr, dir string, standbys int, extra ...kvstore.Option) (*benchMember, error) {
+	m := &benchMember{cut: &cutDialer{}}
+	var err error
+	m.s, err = kvstore.Open[User](context.Background(), d.topic, append([]kvstore.Option{kvstore.Brokers(e.brokers...),
+		kvstore.Registry(e.registry), kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(dir),
+		kvstore.RestoreMemory(*flagMem), kvstore.Group(group), kvstore.Advertise(addr),
+		kvstore.Standbys(standbys), kvstore.SessionTimeout(6*time.Second),
+		kvstore.KafkaOpts(kgo.Dialer(m.cut.dial))}, extra...)...)
+	return m, err
+}
+
+// timeOpen times a global-mode Open of d's topic into an empty dir.
+func timeOpen(e *env, d *dataset, dir string) (time.Duration, error) {
+	began := time.Now()
+	s, err := kvstore.Open[User](context.Background(), d.topic, kvstore.Brokers(e.brokers...),
+		kvstore.Registry(e.registry), kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(dir),
+		kvstore.RestoreMemory(*flagMem))
+	if err != nil {
+		return 0, err
+	}
+	took := time.Since(began)
+	return took, s.Close()
+}
+
+// memberRestore starts two members, then times a third from Open until it
+// serves its share of the partitions (into an empty dir, after the group's
+// rebalance), and the restore alone: from the first partition it was given
+// until the last it owns is served.
+func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.Duration, err error) {
+	var others []*benchMember
+	defer func() {
+		for _, m := range others {
+			m.s.Close()
+		}
+	}()
+	for i := range 2 {
+		m, err := openMember(e, d, group, fmt.Sprint("other-", i), filepath.Join(dir, fmt.Sprint("other-", i)), 0)
+		if err != nil {
+			return 0, 0, err
+		}
+		others = append(others, m)
+	}
+	var mu sync.Mutex
+	var given, served time.Time // first Idle->Restoring, last ->Following
+	track := func(c kvstore.StateChange) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case c.To == kvstore.PartitionRestoring && given.IsZero():
+			given = time.Now()
+		case c.To == kvstore.PartitionFollowing:
+			served = time.Now()
+		}
+	}
+	began := time.Now()
+	m, err := openMember(e, d, group, "measured", filepath.Join(dir, "measured"), 0, kvstore.OnStateChange(track))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer m.s.Close()
+	if err := awaitServing(append(others, m), d.parts, 2*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	total = time.Since(began)
+	mu.Lock()
+	defer mu.Unlock()
+	return total, served.Sub(given), nil
+}
+
+// failover starts three members with standbys, crashes one (its
+// connections cut, as a kill -9 looks to the brokers), and times until the
+// two others serve every partition.
+func failover(e *env, d *dataset, group string, standbys int, dir string) (time.Duration, error) {
+	var ms []*benchMember
+	defer func() {
+		for _, m := range ms {
+			m.s.Close()
+		}
+	}()
+	for i := range 3 {
+		m, err := openMember(e, d, group, fmt.Sprint("m", i), filepath.Join(dir, fmt.Sprint(i)), standbys)
+		if err != nil {
+			return 0, err
+		}
+		ms = append(ms, m)
+	}
+	if err := awaitServing(ms, d.parts, 2*time.Minute); err != nil {
+		return 0, err
+	}
+	began := time.Now()
+	ms[0].cut.cutOff()
+	if err := awaitServing(ms[1:], d.parts, 2*time.Minute); err != nil {
+		return 0, err
+	}
+	return time.Since(began), nil
+}
+
+// awaitServing waits until the members between them serve every one of
+// the topic's partitions, each exactly once.
+func awaitServing(ms []*benchMember, parts int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		served := map[int32]int{}
+		for _, m := range ms {
+			for _, ps := range m.s.Stats().Partitions {
+				if ps.Role == kvstore.RoleOwner && ps.State == kvstore.PartitionFollowing {
+					served[ps.Partition]++
+				}
+			}
+		}
+		ok := len(served) == parts
+		for _, n := range served {
+			ok = ok && n == 1
+		}
+		if ok {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return errors.New("partitioned mode: the members never served every partition")
+}
+
+// cutDialer dials as usual until cut: then it closes every connection it
+// made and refuses new ones, as a process killed with -9 looks to the
+// brokers.
+type cutDialer struct {
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
+}
+
+func (d *cutDialer) dial(ctx context.Context, network, host string) (net.Conn, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cut {
+		return nil, errors.New("cut off")
+	}
+	c, err := (&net.Dialer{}).DialContext(ctx, network, host)
+	if err == nil {
+		d.conns = append(d.conns, c)
+	}
+	return c, err
+}
+
+func (d *cutDialer) cutOff() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.cut = true
+	for _, c := range d.conns {
+		c.Close()
+	}
+}
