@@ -65,7 +65,7 @@ func openMember(e *env, d *dataset, group, addr, dir string, standbys int, extra
 	m.s, err = kvstore.Open[User](context.Background(), d.topic, append([]kvstore.Option{kvstore.Brokers(e.brokers...),
 		kvstore.Registry(e.registry), kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(dir),
 		kvstore.RestoreMemory(*flagMem), kvstore.Group(group), kvstore.Advertise(addr),
-		kvstore.Standbys(standbys), kvstore.SessionTimeout(6*time.Second),
+		kvstore.Standbys(standbys), kvstore.SessionTimeout(6 * time.Second),
 		kvstore.KafkaOpts(kgo.Dialer(m.cut.dial))}, extra...)...)
 	return m, err
 }
