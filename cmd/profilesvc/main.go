@@ -26,6 +26,16 @@
 // show as stalled) until --max-staleness runs out: an outage of the broker
 // should not take every instance out of its load balancer at once.
 //
+// With --group (and --brokers) the instances split the topic's partitions
+// through a Kafka consumer group (partitioned mode): each restores and
+// serves only the partitions it owns, advertises --advertise-addr (default:
+// the address it listens on) to the others, and forwards a read of another
+// instance's key to that owner, one hop; while a partition has no owner
+// that serves it (a rebalance), its keys answer 503 with Retry-After.
+// GET /profiles merges every owner's page. --standbys keeps partitions warm
+// on other members for a fast failover; --session-timeout is how long the
+// keys of a member that died (kill -9) go unserved.
+//
 // Several instances can serve one topic. A 2xx PUT or DELETE answers with a
 // Kvstore-Position header; a GET or DELETE that sends it back to any
 // instance is served once that instance has applied the write, and a GET
@@ -127,6 +137,32 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 			"kafka", brokers, "schema_registry", registry, "http", httpURL,
 			"topic", cfg.Topic, "cache_dir", cacheDir)
 	}
+	opts := []kvstore.Option{
+		kvstore.Brokers(brokers...),
+		kvstore.Registry(registry),
+		kvstore.ValueSchema(httpapi.UserSchema),
+		kvstore.Dir(cacheDir),
+		kvstore.KeyPartitioner(partitioner(cfg.Partitioner)),
+		kvstore.CloseTimeout(closeTimeout(cfg.ShutdownTimeout)),
+		// Below the server's WriteTimeout, so that a write the broker
+		// never acknowledges still gets its 503 to the client.
+		kvstore.DeliveryTimeout(writeDelivery),
+		kvstore.Logger(log),
+	}
+	if cfg.Partitioned() {
+		advertise := cfg.AdvertiseAddr
+		if advertise == "" {
+			advertise = ln.Addr().String()
+			if err := config.CheckAdvertise(advertise); err != nil {
+				ln.Close()
+				return fmt.Errorf("--group without --advertise-addr advertises the address --http-addr listens on: %w", err)
+			}
+		}
+		opts = append(opts, kvstore.Group(cfg.Group), kvstore.Advertise(advertise),
+			kvstore.Standbys(cfg.Standbys), kvstore.SessionTimeout(cfg.SessionTimeout))
+		log.Info("partitioned mode", "group", cfg.Group, "advertise", advertise,
+			"standbys", cfg.Standbys, "session_timeout", cfg.SessionTimeout)
+	}
 
 	// One deadline bounds the whole shutdown, from the moment it begins.
 	sd := newShutdown(cfg.ShutdownTimeout)
@@ -178,17 +214,7 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 	openDone := make(chan opened, 1)
 	go func() {
 		s, err := kvstore.Open[httpapi.User](ctx, cfg.Topic,
-			kvstore.Brokers(brokers...),
-			kvstore.Registry(registry),
-			kvstore.ValueSchema(httpapi.UserSchema),
-			kvstore.Dir(cacheDir),
-			kvstore.KeyPartitioner(partitioner(cfg.Partitioner)),
-			kvstore.OnRestore(api.RestoreListener()),
-			kvstore.CloseTimeout(closeTimeout(cfg.ShutdownTimeout)),
-			// Below the server's WriteTimeout, so that a write the broker
-			// never acknowledges still gets its 503 to the client.
-			kvstore.DeliveryTimeout(writeDelivery),
-			kvstore.Logger(log))
+			append(opts, kvstore.OnRestore(api.RestoreListener()))...)
 		openDone <- opened{s, err}
 	}()
 
@@ -208,6 +234,10 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 			api.SetReady(store, rs)
 			log.Info("store ready", "mode", rs.Mode, "reason", rs.Reason, "records", rs.Records,
 				"bytes", rs.Bytes, "duration", rs.Duration, "partitions", rs.Partitions)
+			if g := store.Stats().Group; g != nil {
+				log.Info("serving as a member of the group", "group", g.Group, "generation", g.Generation,
+					"owned", owned(store.Stats()))
+			}
 		case err := <-serveErr:
 			return fmt.Errorf("HTTP server: %w", err)
 		case <-ctx.Done():
@@ -260,6 +290,17 @@ func compactEvery(c *embedded.Cluster, interval time.Duration, log *slog.Logger)
 		close(done)
 		wg.Wait()
 	}
+}
+
+// owned lists the partitions stats says the store owns.
+func owned(stats kvstore.Stats) []int32 {
+	var out []int32
+	for _, ps := range stats.Partitions {
+		if ps.Role == kvstore.RoleOwner {
+			out = append(out, ps.Partition)
+		}
+	}
+	return out
 }
 
 // partitioner maps the --partitioner setting (already validated) to the

@@ -55,7 +55,7 @@ func TestMain(m *testing.M) {
 // so that the test decides them all.
 var settingVars = []string{"HTTP_ADDR", "KAFKA_BOOTSTRAP_SERVERS", "SCHEMA_REGISTRY_URL", "PROFILE_TOPIC",
 	"DATA_DIR", "EMBEDDED_KAFKA_ADDR", "EMBEDDED_REGISTRY_ADDR", "EMBEDDED_COMPACT_INTERVAL", "SHUTDOWN_TIMEOUT",
-	"MAX_STALENESS", "PARTITIONER", "READ_WAIT"}
+	"MAX_STALENESS", "PARTITIONER", "READ_WAIT", "PROFILE_GROUP", "ADVERTISE_ADDR", "STANDBYS", "SESSION_TIMEOUT"}
 
 func childEnv(extra ...string) []string {
 	var env []string
