@@ -12,9 +12,11 @@
 #                                    get it: it keeps its in-process registry;
 #                                    set CI_REAL_GO_REGISTRY=1 to give it)
 #   3. go test -race ./kvstore/... with COMPACTKV_BROKERS (real-broker mode)
-#   4. go test -race -run TestThreeInstances ./cmd/profilesvc: three profilesvc
-#      instances on one 6-partition topic of the real broker (token reads,
-#      consistent reads, deletes through another instance)
+#   4. go test -race -run 'TestThreeInstances|TestPartitionedInstances'
+#      ./cmd/profilesvc: three profilesvc instances on one 6-partition topic of
+#      the real broker, in global mode (token reads, consistent reads, deletes
+#      through another instance) and in partitioned mode (--group: routing to
+#      the owner, merged listings, kill -9 failover, rejoin)
 #   5. scripts/pyenv.sh, then .venv/bin/pytest tests/python (embedded + real)
 #
 # Environment knobs:
@@ -63,8 +65,8 @@ if [[ "${CI_REAL_GO_REGISTRY:-}" == 1 && -n "${registry_pid:-}" ]]; then
 fi
 go test -race -count=1 ./kvstore/...
 
-step "go test -race -run TestThreeInstances ./cmd/profilesvc against the real broker"
-go test -race -count=1 -v -run '^TestThreeInstances$' ./cmd/profilesvc
+step "go test -race -run 'TestThreeInstances|TestPartitionedInstances' ./cmd/profilesvc against the real broker"
+go test -race -count=1 -v -run '^(TestThreeInstances|TestPartitionedInstances)$' ./cmd/profilesvc
 
 if [[ -n "${registry_pid:-}" ]]; then
   if ! wait "$registry_pid"; then
