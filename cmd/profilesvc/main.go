@@ -142,6 +142,7 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 		kvstore.Registry(registry),
 		kvstore.ValueSchema(httpapi.UserSchema),
 		kvstore.Dir(cacheDir),
+		kvstore.Partitions(cfg.Partitions),
 		kvstore.KeyPartitioner(partitioner(cfg.Partitioner)),
 		kvstore.CloseTimeout(closeTimeout(cfg.ShutdownTimeout)),
 		// Below the server's WriteTimeout, so that a write the broker

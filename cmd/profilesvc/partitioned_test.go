@@ -22,6 +22,7 @@ import (
 
 	"github.com/compactkv/compactkv/cmd/profilesvc/internal/config"
 	"github.com/compactkv/compactkv/cmd/profilesvc/internal/httpapi"
+	"github.com/compactkv/compactkv/embedded"
 )
 
 // awaitCondition polls cond every 20ms until it holds or within runs out;
@@ -306,4 +307,20 @@ func TestGroupOnAWildcardAddressNeedsAdvertiseAddr(t *testing.T) {
 	err = run(t.Context(), cfg, ln, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	require.ErrorContains(t, err, "--group without --advertise-addr advertises the address --http-addr listens on")
 	require.ErrorContains(t, err, "names no host the other members can reach")
+}
+
+// --partitions gives a topic profilesvc creates its partition count; an
+// existing topic keeps its own.
+func TestPartitionsSetsTheCountOfATopicProfilesvcCreates(t *testing.T) {
+	c, err := embedded.Start()
+	require.NoError(t, err)
+	t.Cleanup(c.Close)
+	b := broker{brokers: c.Brokers()[0], registry: c.RegistryURL()}
+	for topic, want := range map[string]int{b.topic(t, "existing", 2): 2, "created": 4} {
+		s := runInProcess(t, "--brokers", b.brokers, "--registry", b.registry, "--topic", topic,
+			"--data-dir", t.TempDir(), "--partitions", "4")
+		_, rd := s.readyz()
+		require.Len(t, rd["partition_stats"], want, "topic %s", topic)
+		s.stop()
+	}
 }

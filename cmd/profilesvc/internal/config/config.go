@@ -29,6 +29,10 @@ type Config struct {
 	Registry string
 	// Topic is the compacted topic profiles live in. Default user-profiles.
 	Topic string
+	// Partitions is the partition count profilesvc gives the topic when it
+	// creates it; an existing topic keeps its own. Partitioned mode splits
+	// the topic by partition, so it wants several. Default 1.
+	Partitions int32
 	// DataDir holds the cache and, in embedded mode, the broker's log and the
 	// registry's schemas. Default ./data.
 	DataDir string
@@ -91,6 +95,7 @@ var settings = []setting{
 	{"brokers", "KAFKA_BOOTSTRAP_SERVERS", "", "Kafka bootstrap servers, comma separated (empty: run an in-process broker and registry)"},
 	{"registry", "SCHEMA_REGISTRY_URL", "", "schema registry URL (required with --brokers)"},
 	{"topic", "PROFILE_TOPIC", "user-profiles", "compacted topic that holds the profiles"},
+	{"partitions", "PROFILE_TOPIC_PARTITIONS", "1", "partition count of the topic when profilesvc creates it (an existing topic keeps its own; --group splits the topic by partition)"},
 	{"data-dir", "DATA_DIR", "./data", "directory for the cache (<data-dir>/cache) and, in embedded mode, <data-dir>/kafka and <data-dir>/registry"},
 	{"embedded-kafka-addr", "EMBEDDED_KAFKA_ADDR", "127.0.0.1:19092", "listen address of the in-process Kafka broker (embedded mode)"},
 	{"embedded-registry-addr", "EMBEDDED_REGISTRY_ADDR", "127.0.0.1:18081", "listen address of the in-process schema registry (embedded mode)"},
@@ -158,6 +163,12 @@ func Load(args []string, lookupEnv func(string) (string, bool), dotenvPath strin
 		Group:                strings.TrimSpace(*vals["group"]),
 		AdvertiseAddr:        strings.TrimSpace(*vals["advertise-addr"]),
 	}
+	partitions := strings.TrimSpace(*vals["partitions"])
+	n, err := strconv.ParseInt(partitions, 10, 32)
+	if err != nil || n < 1 || n > MaxPartitions {
+		return Config{}, fmt.Errorf("%s: %q is not a partition count from 1 to %d", source["partitions"], partitions, MaxPartitions)
+	}
+	c.Partitions = int32(n)
 	if c.Partitioner != "murmur2" && c.Partitioner != "crc32" {
 		return Config{}, fmt.Errorf("%s: %q is not a partitioner: want murmur2 or crc32", source["partitioner"], c.Partitioner)
 	}
@@ -387,6 +398,9 @@ const (
 	MinReadWait = time.Millisecond
 	MaxReadWait = 30 * time.Second
 )
+
+// MaxPartitions bounds Partitions.
+const MaxPartitions = 10000
 
 // DefaultSessionTimeout is SessionTimeout's default (Kafka's), and
 // MinSessionTimeout its least value (brokers refuse shorter sessions).

@@ -30,6 +30,7 @@ func TestDefaultsAreEmbeddedMode(t *testing.T) {
 	require.Equal(t, Config{
 		HTTPAddr:             "127.0.0.1:8080",
 		Topic:                "user-profiles",
+		Partitions:           1,
 		DataDir:              "./data",
 		EmbeddedKafkaAddr:    "127.0.0.1:19092",
 		EmbeddedRegistryAddr: "127.0.0.1:18081",
@@ -143,6 +144,11 @@ func TestBadValuesNameTheirSource(t *testing.T) {
 	c, err := Load([]string{"--partitioner", "CRC32"}, envOf(nil), nofile, io.Discard)
 	require.NoError(t, err)
 	require.Equal(t, "crc32", c.Partitioner)
+	_, err = Load(nil, envOf(map[string]string{"PROFILE_TOPIC_PARTITIONS": "0"}), nofile, io.Discard)
+	require.ErrorContains(t, err, `PROFILE_TOPIC_PARTITIONS: "0" is not a partition count from 1 to 10000`)
+	c, err = Load([]string{"--partitions", "12"}, envOf(nil), nofile, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, int32(12), c.Partitions)
 	_, err = Load([]string{"extra"}, envOf(nil), nofile, io.Discard)
 	require.ErrorContains(t, err, `unexpected argument "extra"`)
 	var usage strings.Builder
@@ -168,7 +174,7 @@ func TestGroupTurnsPartitionedModeOnWithItsSettings(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, Config{
 		HTTPAddr: "127.0.0.1:8080", Brokers: []string{"k:9092"}, Registry: "http://r:8081",
-		Topic: "user-profiles", DataDir: "./data", EmbeddedKafkaAddr: "127.0.0.1:19092", EmbeddedRegistryAddr: "127.0.0.1:18081",
+		Topic: "user-profiles", Partitions: 1, DataDir: "./data", EmbeddedKafkaAddr: "127.0.0.1:19092", EmbeddedRegistryAddr: "127.0.0.1:18081",
 		CompactInterval: 30 * time.Second, ShutdownTimeout: 15 * time.Second, Partitioner: "murmur2", ReadWait: 5 * time.Second,
 		Group: "g", AdvertiseAddr: "10.0.0.5:8080", Standbys: 1, SessionTimeout: 6 * time.Second,
 	}, c)
