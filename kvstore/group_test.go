@@ -109,12 +109,16 @@ func (e *env) start(m *member, extra ...kvstore.Option) error {
 }
 
 // settled says whether the live members split every partition among
-// themselves, each owned partition served, and every member agreeing on
-// every owner; it returns the owner of each partition.
+// themselves, each owned partition served and each standby warm, and
+// every member agreeing on every owner; it returns the owner of each
+// partition.
 func settled(live []*member, partitions int) (map[int32]*member, bool) {
 	owners := map[int32]*member{}
 	for _, m := range live {
 		for _, ps := range m.s.Stats().Partitions {
+			if ps.Role == kvstore.RoleStandby && ps.State != kvstore.PartitionFollowing {
+				return nil, false
+			}
 			if ps.Role == kvstore.RoleOwner {
 				if ps.State != kvstore.PartitionFollowing || owners[ps.Partition] != nil {
 					return nil, false

@@ -8,7 +8,8 @@ import (
 
 // refills runs the rebuilds of single partitions in the background, one
 // goroutine each, so that the follower reads the other partitions on
-// meanwhile. A rebuild that fails for a reason that passes (the network,
+// meanwhile. One rebuild reads at a time (the others queue), so that their
+// sorts together stay within RestoreMemory. A rebuild that fails for a reason that passes (the network,
 // the broker) is tried again with a growing backoff; its partition shows
 // as stalled in between. The follower collects finished rebuilds with done
 // and adds their partitions back to its reader.
@@ -21,6 +22,7 @@ type refills struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	turn   chan struct{} // held by the rebuild that is reading
 
 	mu      sync.Mutex
 	running map[int32]bool
@@ -51,6 +53,7 @@ func newRefills[V any](ctx context.Context, s *Store[V]) *refills {
 		bound:   s.staleBound,
 		running: map[int32]bool{},
 		slow:    map[int32]bool{},
+		turn:    make(chan struct{}, 1),
 	}
 	rf.ctx, rf.cancel = context.WithCancel(ctx)
 	return rf
@@ -69,8 +72,14 @@ func (rf *refills) start(p int32, guard Guard, reason string) {
 	rf.wg.Go(func() {
 		backoff := stallBackoff
 		for {
+			select {
+			case rf.turn <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
 			began := time.Now()
 			next, err := rf.run(ctx, p, guard, reason)
+			<-rf.turn
 			if ctx.Err() != nil {
 				return
 			}
