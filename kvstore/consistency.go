@@ -15,7 +15,10 @@ import (
 // waits until then. A Position of another topic, or of this topic before
 // it was recreated, is ErrForeignPosition; a partition that stopped (a
 // poison record under PoisonFail, an unwritable cache) returns ErrStopped
-// with the cause; after Close, ErrClosed.
+// with the cause; after Close, ErrClosed. In partitioned mode, a Position
+// covering a partition this store does not follow fails at once with a
+// *NotOwnerError (wait for Position.Only of the partitions it serves, and
+// ask the owners about the rest).
 //
 // Use it for read-your-writes across instances: hand the Position of a
 // write (Put, Delete) to the instance that reads next, and have it WaitFor
@@ -30,6 +33,11 @@ func (s *Store[V]) WaitFor(ctx context.Context, pos Position) error {
 		return err
 	}
 	for _, o := range pos.offs {
+		if err := s.followsOrOwner(o.p); err != nil {
+			return err
+		}
+	}
+	for _, o := range pos.offs {
 		if err := s.reps.all[o.p].waitReached(ctx, o.next); err != nil {
 			return fmt.Errorf("kvstore: wait for %q to apply offset %d of partition %d: %w", s.topic, o.next-1, o.p, err)
 		}
@@ -37,8 +45,22 @@ func (s *Store[V]) WaitFor(ctx context.Context, pos Position) error {
 	return nil
 }
 
+// followsOrOwner says, in partitioned mode, who to ask about partition p
+// when this store does not follow it: nil if it does (and in global mode).
+func (s *Store[V]) followsOrOwner(p int32) error {
+	if s.grp == nil || s.reps.followed(p) {
+		return nil
+	}
+	rep := s.reps.all[p]
+	rep.mu.RLock()
+	defer rep.mu.RUnlock()
+	return &NotOwnerError{Partition: p, Owner: rep.owner}
+}
+
 // Sync is a read barrier: it asks the broker for the end offsets of the
-// partitions holding keys (every partition when no key is given), then
+// partitions holding keys (every partition when no key is given; in
+// partitioned mode, every partition this store follows, and a key of a
+// partition it does not follow fails at once with a *NotOwnerError), then
 // waits until this store has applied them, as WaitFor does. When it
 // returns nil, every write acknowledged to anyone before Sync was called is
 // visible to Get and Scan here. It returns the Position it waited for, which
@@ -74,7 +96,14 @@ func (s *Store[V]) Sync(ctx context.Context, keys ...string) (Position, error) {
 	}
 	if len(keys) == 0 {
 		for p := range s.info.Partitions {
-			parts = append(parts, p)
+			if s.grp == nil || s.reps.followed(p) {
+				parts = append(parts, p)
+			}
+		}
+	}
+	for _, p := range parts {
+		if err := s.followsOrOwner(p); err != nil {
+			return Position{}, err
 		}
 	}
 	slices.Sort(parts)

@@ -58,7 +58,7 @@ var ErrNotServed = errors.New("kvstore: partition not served here")
 // whose partition another member owns, or that has no owner right now (a
 // rebalance moves it). It wraps ErrNotServed.
 type NotOwnerError struct {
-	Key       string
+	Key       string // "" for WaitFor and Sync of a partition not followed here
 	Partition int32
 	// Owner is the owner's advertised address; "" while the partition has
 	// no owner (try again shortly).
@@ -67,6 +67,9 @@ type NotOwnerError struct {
 
 // Error names the key, its partition and its owner.
 func (e *NotOwnerError) Error() string {
+	if e.Key == "" { // a Position or a barrier, not a key
+		return fmt.Sprintf("kvstore: partition %d is not followed here (owner: %q)", e.Partition, e.Owner)
+	}
 	if e.Owner == "" {
 		return fmt.Sprintf("kvstore: key %q: partition %d has no owner right now (a rebalance is moving it)", e.Key, e.Partition)
 	}

@@ -271,6 +271,19 @@ func Logger(l *slog.Logger) Option { return optFn(func(c *config) { c.logger = l
 //		kgo.ProducerBatchCompression(kgo.ZstdCompression()),          // compress batches
 //	)
 //
+// SCRAM is kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism())
+// (or AsSha512Mechanism) from pkg/sasl/scram; OAUTHBEARER and AWS MSK IAM
+// have their own packages under pkg/sasl.
+func KafkaOpts(opts ...kgo.Opt) Option {
+	return optFn(func(c *config) {
+		for _, o := range opts {
+			if o != nil { // an unset kgo.Opt variable sets nothing
+				c.kgoOpts = append(c.kgoOpts, o)
+			}
+		}
+	})
+}
+
 // Group turns on partitioned mode: the store joins consumer group id on its
 // topic and restores, follows and serves only the partitions the group
 // assigns it (cooperative-sticky, Kafka as the only coordinator), each once
@@ -303,19 +316,6 @@ func SessionTimeout(d time.Duration) Option { return optFn(func(c *config) { c.s
 // for it, unserved, up to SessionTimeout). Group only. Default "": dynamic
 // membership.
 func InstanceID(id string) Option { return optFn(func(c *config) { c.instanceID = id }) }
-
-// SCRAM is kgo.SASL(scram.Auth{User: user, Pass: pass}.AsSha256Mechanism())
-// (or AsSha512Mechanism) from pkg/sasl/scram; OAUTHBEARER and AWS MSK IAM
-// have their own packages under pkg/sasl.
-func KafkaOpts(opts ...kgo.Opt) Option {
-	return optFn(func(c *config) {
-		for _, o := range opts {
-			if o != nil { // an unset kgo.Opt variable sets nothing
-				c.kgoOpts = append(c.kgoOpts, o)
-			}
-		}
-	})
-}
 
 // RegistryOpts adds schema registry client options (sr.ClientOpt): basic or
 // bearer auth, TLS, an HTTP client. Default: none (no auth; an https://

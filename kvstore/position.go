@@ -95,6 +95,22 @@ func (pos Position) Merge(o Position) (Position, error) {
 	return out, nil
 }
 
+// Only returns the part of pos that covers the given partitions: for a
+// reader in partitioned mode that serves some of a token's partitions and
+// forwards the rest (see Store.Owner).
+func (pos Position) Only(partitions ...int32) Position {
+	out := Position{topic: pos.topic}
+	for _, o := range pos.offs {
+		if slices.Contains(partitions, o.p) {
+			out.offs = append(out.offs, o)
+		}
+	}
+	if len(out.offs) == 0 {
+		return Position{}
+	}
+	return out
+}
+
 // Offsets returns, per partition, the offset a store must have applied up
 // to (exclusive) to have applied pos. It is meant for logs and metrics.
 func (pos Position) Offsets() map[int32]int64 {
