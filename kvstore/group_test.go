@@ -354,3 +354,53 @@ func TestARebalanceInTheMiddleOfARestoreSettles(t *testing.T) {
 	require.Equal(t, 3, n[b])
 	requireRouted(t, ms, owners, model)
 }
+
+// In partitioned mode WaitFor and Sync of a partition a member does not
+// follow fail at once, naming the owner, instead of waiting; Only narrows a
+// Position to the partitions a member serves, keeping its topic.
+func TestWaitForAndSyncOfAPartitionNotFollowedFailAtOnce(t *testing.T) {
+	e := newEnv(t)
+	w := e.open("", kvstore.Partitions(6))
+	ms := e.openMembers([]string{"a:1", "b:1"})
+	owners := awaitSettled(t, ms, 6, 40*time.Second)
+	ctx := ctxT(t)
+	var session kvstore.Position
+	for i := range 40 {
+		session, _ = session.Merge(acked(t)(w.Put(ctx, fmt.Sprint("k", i), User{})))
+	}
+	require.Len(t, session.Offsets(), 6)
+	a := ms[0]
+	var mine []int32
+	for p, m := range owners {
+		if m == a {
+			mine = append(mine, p)
+		}
+	}
+	var noe *kvstore.NotOwnerError
+	require.ErrorAs(t, a.s.WaitFor(ctx, session), &noe)
+	require.Equal(t, ms[1].addr, noe.Owner)
+	require.NoError(t, a.s.WaitFor(ctx, session.Only(mine...)))
+	require.Len(t, session.Only(mine...).Offsets(), 3)
+	require.True(t, session.Only(99).IsZero())
+	require.NoError(t, a.s.WaitFor(ctx, session.Only(99)))
+
+	other, err := kvstore.Open[User](ctx, "other-topic", e.opts("")...)
+	require.NoError(t, err)
+	defer other.Close()
+	require.ErrorIs(t, other.WaitFor(ctx, session.Only(99)), kvstore.ErrForeignPosition,
+		"a narrowed token keeps its topic")
+
+	_, err = a.s.Sync(ctx) // every partition it follows
+	require.NoError(t, err)
+	for i := range 40 {
+		k := fmt.Sprint("k", i)
+		p, _, local := a.s.Owner(k)
+		_, err := a.s.Sync(ctx, k)
+		if local {
+			require.NoError(t, err)
+			continue
+		}
+		require.ErrorAs(t, err, &noe)
+		require.Equal(t, owners[p].addr, noe.Owner)
+	}
+}

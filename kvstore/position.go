@@ -105,10 +105,7 @@ func (pos Position) Only(partitions ...int32) Position {
 			out.offs = append(out.offs, o)
 		}
 	}
-	if len(out.offs) == 0 {
-		return Position{}
-	}
-	return out
+	return out // with no offsets left it is applied everywhere, yet still refused by another topic's store
 }
 
 // Offsets returns, per partition, the offset a store must have applied up
@@ -209,8 +206,8 @@ func ParsePosition(s string) (Position, error) {
 
 // of checks that pos is of the topic with ID id and partitions partitions.
 func (pos Position) of(id [16]byte, partitions int32) error {
-	if pos.IsZero() {
-		return nil
+	if pos.topic == ([positionIDLen]byte{}) {
+		return nil // the zero Position
 	}
 	if !slices.Equal(pos.topic[:], id[:positionIDLen]) {
 		return fmt.Errorf("%w: the position is of another topic, or of this topic before it was recreated", ErrForeignPosition)

@@ -3,8 +3,6 @@ package httpapi
 import (
 	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -211,14 +209,14 @@ func ownedPartitions(stats kvstore.Stats) []int32 {
 // localGate narrows g to the partitions this instance serves, in
 // partitioned mode: a store waits only for partitions it follows (it would
 // wait out ReadWait on any other), and the rest of a token is for the
-// other owners. The token keeps its other partitions at offset 0, so that
-// the store still refuses a token of another topic. A barrier over no
+// other owners. The narrowed token keeps its topic, so that the store
+// still refuses a token of another topic. A barrier over no
 // partition is dropped; over some, it runs on one key of each (keys).
 func (a *API) localGate(st *readyState, g readGate, parts []int32) readGate {
 	if !st.partitioned {
 		return g
 	}
-	g.pos = onlyPartitions(g.pos, parts)
+	g.pos = g.pos.Only(parts...)
 	if g.barrier && g.keys == nil {
 		for _, p := range parts {
 			if k, ok := st.keys[p]; ok {
@@ -243,46 +241,6 @@ func partitionKeys(s Store, partitions int) map[int32]string {
 		}
 	}
 	return out
-}
-
-// onlyPartitions returns pos with the offsets of the partitions not in
-// keep set to 0 (always applied). kvstore has no call for it, so it
-// rewrites the token (version 1: the version byte, 8 bytes of the topic
-// ID, a uvarint count, then a uvarint partition and offset each); any
-// other token is returned whole.
-func onlyPartitions(pos kvstore.Position, keep []int32) kvstore.Position {
-	if pos.IsZero() {
-		return pos
-	}
-	const head = 1 + 8
-	b, err := base64.RawURLEncoding.DecodeString(pos.String())
-	if err != nil || len(b) < head || b[0] != 1 {
-		return pos
-	}
-	offs := pos.Offsets()
-	parts := make([]int32, 0, len(offs))
-	for p := range offs {
-		parts = append(parts, p)
-	}
-	slices.Sort(parts)
-	out := append([]byte(nil), b[:head]...)
-	out = binary.AppendUvarint(out, uint64(len(parts)))
-	for _, p := range parts {
-		off := offs[p]
-		if !slices.Contains(keep, p) {
-			off = 0
-		}
-		out = binary.AppendUvarint(out, uint64(p))
-		out = binary.AppendUvarint(out, uint64(off))
-	}
-	np, err := kvstore.ParsePosition(base64.RawURLEncoding.EncodeToString(out))
-	if err != nil {
-		return pos
-	}
-	if merged, err := np.Merge(pos); err != nil || !merged.Equal(pos) {
-		return pos // not the same topic: the layout is not the one assumed
-	}
-	return np
 }
 
 // partial is one owner's part of a merged GET /profiles: its answer, and
