@@ -15,10 +15,12 @@ import (
 // waits until then. A Position of another topic, or of this topic before
 // it was recreated, is ErrForeignPosition; a partition that stopped (a
 // poison record under PoisonFail, an unwritable cache) returns ErrStopped
-// with the cause; after Close, ErrClosed. In partitioned mode, a Position
-// covering a partition this store does not follow fails at once with a
-// *NotOwnerError (wait for Position.Only of the partitions it serves, and
-// ask the owners about the rest).
+// with the cause; after Close, ErrClosed. In partitioned mode a store
+// follows the partitions it owns and those it stands by for; a Position
+// covering a partition it does not follow fails at once with a
+// *NotOwnerError (wait for Position.Only of Stats().Owned, and ask the
+// owners about the rest). A standby partition can be waited for, but Get
+// does not serve it.
 //
 // Use it for read-your-writes across instances: hand the Position of a
 // write (Put, Delete) to the instance that reads next, and have it WaitFor

@@ -319,8 +319,10 @@ func (s *Store[V]) served(p int32, key string) error {
 
 // Owner says which partition key belongs to and the advertised address of
 // the member that owns it: "" while no member does (a rebalance moves it).
-// local says this store serves the key (always, in global mode, where addr
-// is "").
+// local says this store serves the key now (always, in global mode, where
+// addr is ""); a partition this store owns but is still restoring has its
+// own address with local false (reads of it fail with ErrNotServed until
+// it is served). After Close, the owners are those of the last view.
 func (s *Store[V]) Owner(key string) (partition int32, addr string, local bool) {
 	p := s.part([]byte(key), s.info.Partitions)
 	if s.grp == nil {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -132,9 +133,17 @@ func (c *config) validate(topic string) error {
 	if c.deliveryTimeout < time.Second {
 		bad("DeliveryTimeout(%v): want at least 1s", c.deliveryTimeout)
 	}
+	var needGroup []string
+	for name, set := range map[string]bool{"Advertise": c.advertise != "", "Standbys": c.standbys != 0,
+		"SessionTimeout": c.sessionTimeout != 0, "InstanceID": c.instanceID != ""} {
+		if set {
+			needGroup = append(needGroup, name)
+		}
+	}
+	slices.Sort(needGroup)
 	switch {
-	case c.group == "" && (c.advertise != "" || c.standbys != 0 || c.sessionTimeout != 0 || c.instanceID != ""):
-		bad("Advertise, Standbys, SessionTimeout and InstanceID need Group")
+	case c.group == "" && len(needGroup) > 0:
+		bad("%s need(s) Group (partitioned mode)", strings.Join(needGroup, ", "))
 	case c.group != "" && c.advertise == "":
 		bad("Group(%q) needs Advertise: the address other members route this member's keys to", c.group)
 	case len(c.advertise) > 1024:

@@ -26,6 +26,11 @@ func TestOpenReportsEveryBadOptionAtOnce(t *testing.T) {
 			[]string{"no brokers (use Brokers)", "no schema registry URL (use Registry)", "no value schema (use ValueSchema)"}},
 		{"one bad option", "t", append(good[:len(good):len(good)], kvstore.Partitions(-2)),
 			[]string{"Partitions(-2)"}},
+		{"partitioned-mode options without Group", "t", append(good[:len(good):len(good)],
+			kvstore.Standbys(-1), kvstore.SessionTimeout(time.Second)),
+			[]string{"SessionTimeout, Standbys need(s) Group", "Standbys(-1)", "SessionTimeout(1s)"}},
+		{"Group without Advertise", "t", append(good[:len(good):len(good)], kvstore.Group("g")),
+			[]string{`Group("g") needs Advertise`}},
 		{"every option bad", "../escape", []kvstore.Option{
 			kvstore.Registry("http://127.0.0.1:1"), kvstore.ValueSchema(" "), kvstore.Dir(""),
 			kvstore.Partitions(0), kvstore.ReplicationFactor(0), kvstore.KeyPartitioner(kvstore.Partitioner(9)),

@@ -126,13 +126,33 @@ type Stats struct {
 // Stalest returns the partition that was caught up longest ago and how long
 // ago that was at now; ok is false when there are no partitions. A
 // partition never caught up counts as stale since the zero time.
+//
+// In partitioned mode only the partitions the store follows (owned or
+// standby) count: the others are another member's to keep current.
 func (st Stats) Stalest(now time.Time) (p PartitionStats, age time.Duration, ok bool) {
 	for _, ps := range st.Partitions {
+		if ps.Role == RoleNone {
+			continue
+		}
 		if a := now.Sub(ps.CaughtUpAt); !ok || a > age {
 			p, age, ok = ps, a, true
 		}
 	}
 	return p, age, ok
+}
+
+// Owned returns the partitions the store serves (every partition in global
+// mode), ascending: in partitioned mode, what to narrow a Position to
+// (Position.Only) before WaitFor. A partition owned but still restoring is
+// included; its State says so.
+func (st Stats) Owned() []int32 {
+	var out []int32
+	for _, ps := range st.Partitions {
+		if ps.Role == RoleOwner {
+			out = append(out, ps.Partition)
+		}
+	}
+	return out
 }
 
 // StateChange tells a StateListener that a partition moved from one state to

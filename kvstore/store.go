@@ -102,7 +102,12 @@ type RestoreStats struct {
 // and is compacted (creating it if needed), registers the value schema under
 // "<topic>-value" after a local compatibility check, restores the local cache
 // from the topic, and starts following the topic. When Open returns, every
-// record written before it started is visible to Get.
+// record written before it started is visible to Get. In partitioned mode
+// (Group) it restores nothing up front: it joins the group and returns once
+// the partitions of its first view of the group are served; a member
+// joining a running group may own nothing in that view and get its share a
+// moment later, in the group's second round (Stats says which partitions
+// it serves: Stats.Owned).
 //
 // Options are checked first, all at once (ErrBadConfig), before anything is
 // dialled. Open then waits on the network as long as ctx allows; with a ctx
