@@ -39,11 +39,14 @@ type readiness struct {
 	// PartitionStats has one entry per partition of the topic.
 	PartitionStats []partitionStatus `json:"partition_stats,omitempty"`
 
-	// Partitioned mode only: the partitions this instance owns (serves)
-	// and keeps warm as a standby, and whether it may have dropped out of
-	// the group (it then serves nothing until it rejoins).
+	// Partitioned mode only: the partitions this instance owns (serves),
+	// keeps warm as a standby, and leaves to their owners (Idle: role
+	// none, not followed here, so partition_stats gives them no lag or
+	// age), and whether it may have dropped out of the group (it then
+	// serves nothing until it rejoins).
 	Owned   []int32 `json:"owned,omitzero"`
 	Standby []int32 `json:"standby,omitzero"`
+	Idle    []int32 `json:"idle,omitzero"`
 	Lost    bool    `json:"lost,omitempty"`
 }
 
@@ -64,16 +67,36 @@ type partitionStatus struct {
 	State     string `json:"state"`
 	Applied   int64  `json:"applied"`
 	End       int64  `json:"end"`
-	Lag       int64  `json:"lag"`
+	// Lag and CaughtUpAgeMS are left out for a partition this instance does
+	// not follow (partitioned mode, role none, state idle): its cache of it
+	// stands still while the topic moves on, so both would only grow. Its
+	// owner reports them.
+	Lag *int64 `json:"lag,omitempty"`
 	// CaughtUpAgeMS is how long ago the cache last held every record of the
 	// partition; null if it never has.
-	CaughtUpAgeMS *int64 `json:"caught_up_age_ms"`
-	Error         string `json:"error,omitempty"`
+	CaughtUpAgeMS *caughtUpAge `json:"caught_up_age_ms,omitempty"`
+	Error         string       `json:"error,omitempty"`
 	// Role (owner, standby, none) and Owner (the owner's address; "" while
 	// none) are there in partitioned mode.
 	Role  string `json:"role,omitempty"`
 	Owner string `json:"owner,omitempty"`
 }
+
+// caughtUpAge is a partition's caught_up_age_ms: milliseconds, or null
+// (ms nil) for a partition never caught up.
+type caughtUpAge struct{ ms *int64 }
+
+func (c caughtUpAge) MarshalJSON() ([]byte, error) {
+	if c.ms == nil {
+		return []byte("null"), nil
+	}
+	return strconv.AppendInt(nil, *c.ms, 10), nil
+}
+
+// followed says whether this instance follows ps (global mode: every
+// partition; partitioned mode: those it owns or keeps warm). The lag and
+// caught-up age of the others say nothing about this instance.
+func followed(ps kvstore.PartitionStats) bool { return ps.Role != kvstore.RoleNone }
 
 // status returns what /readyz says at now, and the store's stats it judged
 // (zero before SetReady).
@@ -104,7 +127,7 @@ func (a *API) status(now time.Time) (readiness, kvstore.Stats) {
 		var d time.Duration
 		rd.RestoredRecords, rd.RestoredBytes, d = a.progress.sums()
 		rd.DurationMS = d.Milliseconds()
-		rd.Owned, rd.Standby = []int32{}, []int32{}
+		rd.Owned, rd.Standby, rd.Idle = []int32{}, []int32{}, []int32{}
 		if stats.Group != nil {
 			rd.Lost = stats.Group.Lost
 		}
@@ -121,8 +144,10 @@ func (a *API) status(now time.Time) (readiness, kvstore.Stats) {
 	for _, ps := range stats.Partitions {
 		status := partitionStatus{
 			Partition: ps.Partition, State: ps.State.String(),
-			Applied: ps.Applied, End: ps.End, Lag: ps.Lag,
-			CaughtUpAgeMS: caughtUpAgeMS(ps, now), Error: errText(ps.Err),
+			Applied: ps.Applied, End: ps.End, Error: errText(ps.Err),
+		}
+		if followed(ps) {
+			status.Lag, status.CaughtUpAgeMS = &ps.Lag, &caughtUpAge{caughtUpAgeMS(ps, now)}
 		}
 		if st.partitioned {
 			status.Role, status.Owner = ps.Role.String(), ps.Owner
@@ -131,6 +156,8 @@ func (a *API) status(now time.Time) (readiness, kvstore.Stats) {
 				rd.Owned = append(rd.Owned, ps.Partition)
 			case kvstore.RoleStandby:
 				rd.Standby = append(rd.Standby, ps.Partition)
+			case kvstore.RoleNone:
+				rd.Idle = append(rd.Idle, ps.Partition)
 			}
 		}
 		rd.PartitionStats = append(rd.PartitionStats, status)
@@ -219,13 +246,15 @@ var (
 			"0 for the others.", []string{"partition", "state"}, nil)
 	partitionLagDesc = prometheus.NewDesc("profilesvc_partition_lag_records",
 		"Records of each partition the cache has yet to apply: the end offset as last seen (at most "+
-			"about a second ago while the broker answers) minus the applied offset.", []string{"partition"}, nil)
+			"about a second ago while the broker answers) minus the applied offset. Partitioned mode: only "+
+			"the partitions this instance follows (role owner or standby); an idle one's owner reports it.", []string{"partition"}, nil)
 	partitionRoleDesc = prometheus.NewDesc("profilesvc_partition_role",
 		"1 for what this instance is to each partition (owner: it serves it, every partition in global mode; "+
 			"standby: it keeps it warm; none: another instance owns it), 0 for the others.", []string{"partition", "role"}, nil)
 	partitionAgeDesc = prometheus.NewDesc("profilesvc_partition_caught_up_age_seconds",
 		"Seconds since the cache last held every record of each partition: how stale a read of it "+
-			"can be. +Inf if it never has.", []string{"partition"}, nil)
+			"can be. +Inf if it never has. Partitioned mode: only the partitions this instance follows "+
+			"(role owner or standby); an idle one's owner reports it.", []string{"partition"}, nil)
 )
 
 var partitionStates = []kvstore.PartitionState{kvstore.PartitionRestoring, kvstore.PartitionFollowing,
@@ -268,6 +297,12 @@ func (c storeCollector) Collect(ch chan<- prometheus.Metric) {
 				v = 1
 			}
 			ch <- prometheus.MustNewConstMetric(partitionRoleDesc, prometheus.GaugeValue, v, p, r.String())
+		}
+		if !followed(ps) {
+			// Idle here: the cache of it stands still while the topic
+			// moves on, so lag and age would grow for as long as another
+			// instance owns it, and an alert on them would fire.
+			continue
 		}
 		ch <- prometheus.MustNewConstMetric(partitionLagDesc, prometheus.GaugeValue, float64(ps.Lag), p)
 		age := math.Inf(1)

@@ -159,6 +159,10 @@ func TestMetricsExportEachPartitionsStateLagAndAge(t *testing.T) {
 	require.Equal(t, 0.0, metric(t, api, `profilesvc_partition_lag_records{partition="1"}`))
 	require.InDelta(t, 90, metric(t, api, `profilesvc_partition_caught_up_age_seconds{partition="0"}`), 5)
 	require.True(t, math.IsInf(metric(t, api, `profilesvc_partition_caught_up_age_seconds{partition="1"}`), 1), "never caught up")
+	ps := call(t, api.Handler(), "GET", "/readyz", "").body["partition_stats"].([]any)
+	require.Contains(t, ps[1], "caught_up_age_ms", "null, not left out: global mode follows every partition")
+	require.Nil(t, ps[1].(map[string]any)["caught_up_age_ms"])
+	require.Equal(t, 0.0, ps[1].(map[string]any)["lag"])
 	require.Equal(t, 1.0, metric(t, api, "profilesvc_ready"))
 	require.Equal(t, 0.0, metric(t, api, `profilesvc_store_operations_in_flight{op="put"}`))
 

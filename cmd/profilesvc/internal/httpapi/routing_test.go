@@ -422,3 +422,42 @@ func TestReadyzInPartitionedModeJudgesTheOwnedPartitionsOnly(t *testing.T) {
 	require.Equal(t, 1.0, metric(t, api, `profilesvc_partition_state{partition="3",state="idle"}`))
 	require.Equal(t, 7.0, metric(t, api, "profilesvc_group_rebalances_total"))
 }
+
+// A partition another instance owns is not followed here: its cache stands
+// still while the topic moves on. Lag and age series for it would only grow
+// (and an alert on them fire in normal operation), so neither /metrics nor
+// /readyz gives it any; /readyz lists it as idle.
+func TestIdlePartitionsHaveNoLagOrAgeInMetricsOrReadyz(t *testing.T) {
+	real, _ := newStore(t)
+	s := &statsStore{Store: real}
+	now := time.Now()
+	s.stats.Store(&kvstore.Stats{Topic: "profiles", Group: &kvstore.GroupStats{Group: "members", Advertise: "me:1"},
+		Partitions: []kvstore.PartitionStats{
+			{Partition: 0, State: kvstore.PartitionFollowing, Role: kvstore.RoleOwner, Owner: "me:1",
+				Applied: 5, End: 5, CaughtUpAt: now},
+			{Partition: 1, State: kvstore.PartitionFollowing, Role: kvstore.RoleStandby, Owner: "other:1",
+				Applied: 8, End: 9, Lag: 1, CaughtUpAt: now.Add(-2 * time.Second)},
+			{Partition: 2, State: kvstore.PartitionIdle, Role: kvstore.RoleNone, Owner: "other:1",
+				Applied: 5, End: 500, Lag: 495, CaughtUpAt: now.Add(-time.Hour)},
+		}})
+	api := httpapi.New(discard(), "")
+	api.SetReady(s, kvstore.RestoreStats{Mode: "partition", Partitions: 3})
+
+	raw := call(t, api.Handler(), "GET", "/metrics", "").raw
+	require.NotContains(t, raw, `profilesvc_partition_lag_records{partition="2"}`)
+	require.NotContains(t, raw, `profilesvc_partition_caught_up_age_seconds{partition="2"}`)
+	require.Equal(t, 0.0, metric(t, api, `profilesvc_partition_lag_records{partition="0"}`))
+	require.Equal(t, 1.0, metric(t, api, `profilesvc_partition_lag_records{partition="1"}`), "a standby's lag counts")
+	require.InDelta(t, 2, metric(t, api, `profilesvc_partition_caught_up_age_seconds{partition="1"}`), 1)
+	require.Equal(t, 1.0, metric(t, api, `profilesvc_partition_state{partition="2",state="idle"}`))
+	require.Equal(t, 1.0, metric(t, api, `profilesvc_partition_role{partition="2",role="none"}`))
+
+	r := call(t, api.Handler(), "GET", "/readyz", "")
+	require.Equal(t, 200, r.code, r.raw)
+	require.Equal(t, []any{2.0}, r.body["idle"])
+	ps := r.body["partition_stats"].([]any)
+	require.Equal(t, map[string]any{"partition": 2.0, "state": "idle", "role": "none", "owner": "other:1",
+		"applied": 5.0, "end": 500.0}, ps[2], "no lag, no age")
+	require.Subset(t, ps[1], map[string]any{"lag": 1.0, "role": "standby"})
+	require.Contains(t, ps[1], "caught_up_age_ms")
+}
