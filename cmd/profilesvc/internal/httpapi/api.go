@@ -44,7 +44,9 @@
 // again. While a key's partition has no owner that serves it (a rebalance
 // is moving it, or its new owner is still restoring it), or its owner
 // cannot be reached, the answer is 503 with Retry-After: 1; an owner that
-// does not answer within ForwardTimeout gets a 504. PUT needs no owner: it
+// does not answer within ForwardTimeout (hung) gets a 504, with
+// Retry-After: 1 too. A failed forward is logged at most once per owner
+// every 5s, with the count of those left unlogged. PUT needs no owner: it
 // goes to Kafka from any instance. GET /profiles asks every owner for its
 // page (the instance's own partitions read locally) and merges them in key
 // order under the same pagination contract; it answers 503 while a
@@ -104,6 +106,7 @@ type API struct {
 	// (partitioned mode; routing.go).
 	forwardTimeout time.Duration
 	client         *http.Client
+	forwardWarns   warnLimiter
 	m              *metrics
 	state          atomic.Pointer[readyState]
 	progress       progress
@@ -136,7 +139,8 @@ func MaxStaleness(d time.Duration) Option { return optFn(func(a *API) { a.maxSta
 // New returns the API, not ready yet. cachePath is the store's cache file,
 // whose size /metrics reports (empty: not reported).
 func New(log *slog.Logger, cachePath string, opts ...Option) *API {
-	a := &API{log: log, m: newMetrics(cachePath), readWait: DefaultReadWait}
+	a := &API{log: log, m: newMetrics(cachePath), readWait: DefaultReadWait,
+		forwardWarns: warnLimiter{every: forwardWarnEvery}}
 	for _, o := range opts {
 		o.apply(a)
 	}

@@ -37,7 +37,7 @@ const DefaultForwardMargin = 5 * time.Second
 
 // ForwardTimeout bounds a request forwarded to a key's owner (partitioned
 // mode), from sending it to reading the whole answer; past it the request
-// answers 504. Default ReadWait plus DefaultForwardMargin (5s), so that the
+// answers 504 with Retry-After: 1. Default ReadWait plus DefaultForwardMargin (5s), so that the
 // owner's own waits (a Kvstore-Position token, ?consistent=true) answer
 // first; d <= 0 keeps the default.
 func ForwardTimeout(d time.Duration) Option {
@@ -108,7 +108,7 @@ func retryLater(w http.ResponseWriter, msg string) {
 func (a *API) forward(w http.ResponseWriter, r *http.Request, owner string) {
 	resp, err := a.send(r, owner, r.URL.RequestURI())
 	if err != nil {
-		a.forwardError(w, r, owner, err)
+		a.forwardError(w, r, owner, false, err)
 		return
 	}
 	defer resp.Body.Close()
@@ -180,18 +180,49 @@ func forwardOutcome(r *http.Request, err error) string {
 	return "unreachable"
 }
 
-// forwardError answers for a forward that got no answer from owner.
-func (a *API) forwardError(w http.ResponseWriter, r *http.Request, owner string, err error) {
+// forwardError answers for a forward that got no answer from owner: the
+// key's owner, or for a listing (GET /profiles, which has no key) an owner
+// asked for its page. An owner that cannot be reached is a 503, one that
+// did not answer within ForwardTimeout (hung, say) a 504; both carry
+// Retry-After: 1, since either ends once the owner's partitions move
+// (within the session timeout) or it answers again. The failure is logged
+// at Warn, at most once per owner per forwardWarnEvery (warnForward).
+func (a *API) forwardError(w http.ResponseWriter, r *http.Request, owner string, listing bool, err error) {
+	whose := fmt.Sprintf("the key's owner %s", owner)
+	if listing {
+		whose = fmt.Sprintf("owner %s, asked for its part of the listing,", owner)
+	}
 	switch forwardOutcome(r, err) {
 	case "cancelled":
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the request was cancelled before the key's owner answered"})
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "the request was cancelled before " + whose + " answered"})
 	case "timeout":
-		a.log.Warn("the owner did not answer a forwarded request in time", "owner", owner, "method", r.Method, "path", r.URL.Path, "timeout", a.forwardTimeout)
-		writeJSON(w, http.StatusGatewayTimeout, errorBody{Error: fmt.Sprintf("the key's owner %s did not answer within %v; retry", owner, a.forwardTimeout)})
+		msg := "the key's owner did not answer a forwarded request in time"
+		if listing {
+			msg = "an owner did not answer for its part of a listing in time"
+		}
+		a.warnForward(owner, msg, "owner", owner, "method", r.Method, "path", r.URL.Path, "timeout", a.forwardTimeout)
+		w.Header().Set("Retry-After", "1")
+		writeJSON(w, http.StatusGatewayTimeout, errorBody{Error: fmt.Sprintf("%s did not answer within %v; retry", whose, a.forwardTimeout)})
 	default:
-		a.log.Warn("cannot forward a request to the key's owner", "owner", owner, "method", r.Method, "path", r.URL.Path, "err", err)
-		retryLater(w, fmt.Sprintf("the key's owner %s cannot be reached (if it failed, its partitions move to another instance within the session timeout); retry", owner))
+		msg := "cannot forward a request to the key's owner"
+		if listing {
+			msg = "cannot ask an owner for its part of a listing"
+		}
+		a.warnForward(owner, msg, "owner", owner, "method", r.Method, "path", r.URL.Path, "err", err)
+		retryLater(w, fmt.Sprintf("%s cannot be reached (if it failed, its partitions move to another instance within the session timeout); retry", whose))
 	}
+}
+
+// warnForward logs a failed forward to owner at Warn, unless one was
+// logged for owner less than forwardWarnEvery ago: an owner that is down
+// fails every request sent its way. The line says how many failures to
+// owner went unlogged since the last one ("suppressed").
+func (a *API) warnForward(owner, msg string, args ...any) {
+	ok, suppressed := a.forwardWarns.allow(owner, time.Now())
+	if !ok {
+		return
+	}
+	a.log.Warn(msg, append(args, "suppressed", suppressed)...)
 }
 
 // ownedPartitions returns the partitions stats says this store owns, in
@@ -348,7 +379,7 @@ func (a *API) fetchPage(r *http.Request, owner string) partial {
 	resp, err := a.send(r, owner, r.URL.RequestURI())
 	if err != nil {
 		rec := &bufferedResponse{header: http.Header{}}
-		a.forwardError(rec, r, owner, err)
+		a.forwardError(rec, r, owner, true, err)
 		pt.code, pt.header, pt.body = rec.code, rec.header, rec.body.Bytes()
 		return pt
 	}
@@ -356,7 +387,7 @@ func (a *API) fetchPage(r *http.Request, owner string) partial {
 	pt.code, pt.header = resp.StatusCode, resp.Header
 	if pt.body, err = io.ReadAll(resp.Body); err != nil {
 		rec := &bufferedResponse{header: http.Header{}}
-		a.forwardError(rec, r, owner, err)
+		a.forwardError(rec, r, owner, true, err)
 		pt.code, pt.header, pt.body = rec.code, rec.header, rec.body.Bytes()
 	}
 	return pt

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -239,6 +240,7 @@ func TestAnOwnerThatDoesNotAnswerIs503OrAfterTheForwardTimeout504(t *testing.T) 
 	began := time.Now()
 	r := call(t, h, "GET", "/profiles/"+g.keyOf(t, "k", 1), "")
 	require.Equal(t, 504, r.code, r.raw)
+	require.Equal(t, "1", r.header.Get("Retry-After"), "a hung owner is retried like one that is gone")
 	require.Contains(t, r.body["error"], "did not answer within 100ms")
 	require.Less(t, time.Since(began), 5*time.Second)
 
@@ -460,4 +462,78 @@ func TestIdlePartitionsHaveNoLagOrAgeInMetricsOrReadyz(t *testing.T) {
 		"applied": 5.0, "end": 500.0}, ps[2], "no lag, no age")
 	require.Subset(t, ps[1], map[string]any{"lag": 1.0, "role": "standby"})
 	require.Contains(t, ps[1], "caught_up_age_ms")
+}
+
+// A listing with a hung owner answers 504 with Retry-After too, and says
+// which owner: a listing has no key.
+func TestAListingWithAHungOwnerAnswers504WithRetryAfter(t *testing.T) {
+	hung := newPeer(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
+	g := newGroupStore(t, self, hung.addr, self)
+	h := groupAPI(t, g, httpapi.ForwardTimeout(100*time.Millisecond))
+
+	r := call(t, h, "GET", "/profiles", "")
+	require.Equal(t, 504, r.code, r.raw)
+	require.Equal(t, "1", r.header.Get("Retry-After"))
+	require.Equal(t, hung.addr, r.header.Get(httpapi.ForwardedToHeader))
+	require.Contains(t, r.body["error"], "owner "+hung.addr+", asked for its part of the listing, did not answer within 100ms")
+	require.NotContains(t, r.body["error"], "key's owner")
+}
+
+// syncBuffer is a log destination safe for the handlers' goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) lines(substr string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for l := range strings.Lines(b.buf.String()) {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// An owner that is down fails every request sent its way: the failures
+// are logged once per owner per 5s, not once each. A listing's failure
+// says it was a listing's, not a key's.
+func TestFailedForwardsAreLoggedOncePerOwnerAndListingsSayTheyHaveNoKey(t *testing.T) {
+	gone, gone2 := newPeer(t, nil), newPeer(t, nil)
+	gone.srv.Close()
+	gone2.srv.Close()
+	g := newGroupStore(t, self, gone.addr, self)
+	var logs syncBuffer
+	api := httpapi.New(slog.New(slog.NewTextHandler(&logs, nil)), "")
+	api.SetReady(g, kvstore.RestoreStats{Mode: "partition"})
+	h := api.Handler()
+
+	for range 10 {
+		r := call(t, h, "GET", "/profiles/"+g.keyOf(t, "k", 1), "")
+		require.Equal(t, 503, r.code, r.raw)
+	}
+	warned := logs.lines("level=WARN")
+	require.Len(t, warned, 1, "one line for ten failures: %v", warned)
+	require.Contains(t, warned[0], "cannot forward a request to the key's owner")
+	require.Contains(t, warned[0], "owner="+gone.addr)
+	require.Contains(t, warned[0], "suppressed=0")
+	require.Equal(t, 10.0, metric(t, api, `profilesvc_forwarded_requests_total{outcome="unreachable"}`), "the metric counts each")
+
+	g.setOwners(self, gone2.addr, self)
+	r := call(t, h, "GET", "/profiles", "")
+	require.Equal(t, 503, r.code, r.raw)
+	require.Equal(t, "1", r.header.Get("Retry-After"))
+	require.Contains(t, r.body["error"], "owner "+gone2.addr+", asked for its part of the listing, cannot be reached")
+	warned = logs.lines("owner=" + gone2.addr)
+	require.Len(t, warned, 1, "another owner has a window of its own")
+	require.Contains(t, warned[0], "cannot ask an owner for its part of a listing")
+	require.NotContains(t, warned[0], "key's owner")
 }
