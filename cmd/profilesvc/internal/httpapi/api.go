@@ -51,7 +51,10 @@
 // page (the instance's own partitions read locally) and merges them in key
 // order under the same pagination contract; it answers 503 while a
 // partition has no owner. Token waits and barriers run on the owner, for
-// the partitions it owns only.
+// the partitions it owns only: a read of a key waits for its token's offset
+// of the key's partition, and a listing has each owner wait for the
+// offsets of its own partitions; the token's other offsets are dropped
+// (Position.Only), not refused.
 package httpapi
 
 import (
