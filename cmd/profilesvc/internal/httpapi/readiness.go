@@ -15,13 +15,24 @@ import (
 
 // readiness is the body of /healthz and /readyz.
 type readiness struct {
-	Ready           bool   `json:"ready"`
-	Mode            string `json:"mode,omitempty"`
-	Reason          string `json:"reason,omitempty"`
-	RestoredRecords int64  `json:"restored_records"`
-	RestoredBytes   int64  `json:"restored_bytes"`
-	DurationMS      int64  `json:"duration_ms"`
-	Partitions      int32  `json:"partitions,omitempty"`
+	Ready bool `json:"ready"`
+	// Mode and Reason are the startup restore's (kvstore.RestoreStats):
+	// full (and why) or delta. Left out in partitioned mode once the store
+	// is open: there each partition is restored on its own as it is
+	// assigned, by a delta from its checkpoint (read by the follower) or a
+	// rebuild from the start of the topic, so no one mode is true of them.
+	Mode   string `json:"mode,omitempty"`
+	Reason string `json:"reason,omitempty"`
+	// RestoredRecords, RestoredBytes and DurationMS are what the startup
+	// restore read, and its time. In partitioned mode they sum the
+	// partition rebuilds from the start of the topic this instance has run
+	// since it started; a partition caught up through a delta from its
+	// checkpoint is read by the follower and does not count (so a member
+	// whose partitions all came back through deltas shows 0).
+	RestoredRecords int64 `json:"restored_records"`
+	RestoredBytes   int64 `json:"restored_bytes"`
+	DurationMS      int64 `json:"duration_ms"`
+	Partitions      int32 `json:"partitions,omitempty"`
 	// Percent is how much of the restore is done, while it runs.
 	Percent *float64 `json:"percent,omitempty"`
 
@@ -123,7 +134,10 @@ func (a *API) status(now time.Time) (readiness, kvstore.Stats) {
 	judged := func(kvstore.PartitionStats) bool { return true }
 	if st.partitioned {
 		judged = func(ps kvstore.PartitionStats) bool { return ps.Role == kvstore.RoleOwner }
-		// What this instance restored, over all its partitions' restores.
+		// No one restore mode is true of partitions restored one by one
+		// (the store's says "partition" whatever they did), and the
+		// counts are what this instance's partition rebuilds read.
+		rd.Mode, rd.Reason = "", ""
 		var d time.Duration
 		rd.RestoredRecords, rd.RestoredBytes, d = a.progress.sums()
 		rd.DurationMS = d.Milliseconds()

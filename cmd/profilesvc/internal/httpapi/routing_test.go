@@ -409,6 +409,9 @@ func TestReadyzInPartitionedModeJudgesTheOwnedPartitionsOnly(t *testing.T) {
 	require.Subset(t, r.body, map[string]any{"ready": true, "owned": []any{0.0}, "standby": []any{1.0},
 		"restored_records": 15.0, "restored_bytes": 150.0, "duration_ms": 2000.0})
 	require.NotNil(t, r.body["staleness_ms"], "the staleness of the owned partitions")
+	require.NotContains(t, r.body, "mode", "partitions restore one by one, by delta or rebuild: no one mode is true")
+	require.NotContains(t, r.body, "reason")
+	require.Equal(t, 4.0, r.body["partitions"])
 	require.Subset(t, r.body["partition_stats"].([]any)[1], map[string]any{"role": "standby", "owner": "other:1"})
 
 	set(kvstore.PartitionRestoring)
