@@ -78,18 +78,21 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		s.markCurrent()
 		for _, d := range refills.done() {
 			switch {
+			case d.stale: // given up meanwhile; if taken on again, that has its own restore
+			case !s.reps.followed(d.p): // partitioned mode: it went to another member meanwhile
+				s.reps.unfollow(d.p)
 			case d.err != nil:
 				s.stop(d.err)
 				return
-			case !s.reps.followed(d.p): // partitioned mode: it went to another member meanwhile
-				s.reps.unfollow(d.p)
 			default:
 				pos[d.p] = d.next
 				r.Add(map[int32]int64{d.p: d.next})
 			}
 		}
-		if _, ok := s.takeView(); ok && r != nil {
-			s.applyView(ctx, r, pos, refills)
+		if r != nil {
+			if _, ok := s.takeView(); ok {
+				s.applyView(ctx, r, pos, refills)
+			}
 		}
 		if rebuild != GuardNone {
 			refills.stop() // the whole file is rebuilt: those partitions too
@@ -97,7 +100,11 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 				go r.Close()
 				r = nil
 			}
-			nr, npos, err := s.rebuild(ctx, rebuild, reason)
+			rebuildAll := s.rebuild
+			if s.grp != nil { // partitioned mode: never the whole topic
+				rebuildAll = s.resetPartitioned
+			}
+			nr, npos, err := rebuildAll(ctx, rebuild, reason)
 			if err != nil {
 				if ctx.Err() != nil {
 					return
@@ -113,12 +120,9 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			}
 			r, pos = nr, npos
 			rebuild, backoff = GuardNone, stallBackoff
-			for p := range s.info.Partitions { // partitioned mode: the rebuild read them all; follow only these
-				if !s.reps.followed(p) {
-					r.Remove(p)
-					delete(pos, p)
-					s.reps.unfollow(p)
-				}
+			if s.grp != nil { // partitioned mode: follow what the roles say, whatever views came meanwhile
+				s.takeView()
+				s.applyView(ctx, r, pos, refills)
 			}
 			continue
 		}
@@ -188,9 +192,19 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 }
 
 // stop stops following for good, with err as the cause.
+//
+// In partitioned mode the member then leaves the group, so that its
+// partitions move to members that can serve them.
 func (s *Store[V]) stop(err error) {
 	s.reps.setAll(PartitionStopped, err)
 	s.log.Error("kvstore: following the topic stopped", "err", err)
+	if s.grp != nil {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), s.cfg.closeTimeout)
+			defer cancel()
+			s.leave(ctx)
+		}()
+	}
 }
 
 // permanent says whether err is one that trying again cannot mend: a poison

@@ -2,8 +2,8 @@ package kvstore
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
@@ -16,83 +16,6 @@ import (
 // (its owned partitions), keeps its standby partitions warm (followed, not
 // served), and leaves the rest alone, their buckets and checkpoints kept
 // for the day they come back.
-
-// PartitionRole says what a store does with a partition.
-type PartitionRole int
-
-const (
-	// RoleOwner: the store serves the partition (every partition in
-	// global mode).
-	RoleOwner PartitionRole = iota
-	// RoleStandby: the store follows the partition, so that it can take
-	// it over without a full restore, but does not serve it.
-	RoleStandby
-	// RoleNone: another member owns the partition; this store neither
-	// follows nor serves it, and keeps its bucket for a later delta.
-	RoleNone
-)
-
-// String returns the role's name: "owner", "standby" or "none".
-func (r PartitionRole) String() string {
-	switch r {
-	case RoleOwner:
-		return "owner"
-	case RoleStandby:
-		return "standby"
-	case RoleNone:
-		return "none"
-	}
-	return fmt.Sprintf("PartitionRole(%d)", int(r))
-}
-
-// MarshalText returns the role's name.
-func (r PartitionRole) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
-
-// ErrNotServed is wrapped by every NotOwnerError, and by the error of a read
-// of a partition this store owns but has not finished restoring: errors.Is
-// tells both apart from other failures; errors.As with *NotOwnerError says
-// where to go.
-var ErrNotServed = errors.New("kvstore: partition not served here")
-
-// NotOwnerError is the error of a Get or Scan, in partitioned mode, of a key
-// whose partition another member owns, or that has no owner right now (a
-// rebalance moves it). It wraps ErrNotServed.
-type NotOwnerError struct {
-	Key       string // "" for WaitFor and Sync of a partition not followed here
-	Partition int32
-	// Owner is the owner's advertised address; "" while the partition has
-	// no owner (try again shortly).
-	Owner string
-}
-
-// Error names the key, its partition and its owner.
-func (e *NotOwnerError) Error() string {
-	if e.Key == "" { // a Position or a barrier, not a key
-		return fmt.Sprintf("kvstore: partition %d is not followed here (owner: %q)", e.Partition, e.Owner)
-	}
-	if e.Owner == "" {
-		return fmt.Sprintf("kvstore: key %q: partition %d has no owner right now (a rebalance is moving it)", e.Key, e.Partition)
-	}
-	return fmt.Sprintf("kvstore: key %q: partition %d is served by %s", e.Key, e.Partition, e.Owner)
-}
-
-// Unwrap returns ErrNotServed.
-func (e *NotOwnerError) Unwrap() error { return ErrNotServed }
-
-// GroupStats is partitioned mode's part of Stats.
-type GroupStats struct {
-	// Group is the consumer group's ID, Advertise this member's address.
-	Group, Advertise string
-	// Generation is the group generation of the last view this member got.
-	Generation int32
-	// Views counts the views of the group this member got since Open: one
-	// per rebalance it took part in, plus those that lost its partitions.
-	Views int64
-	// Lost is set while this member may no longer be in the group (its
-	// session expired, or the coordinator has not answered): it serves
-	// nothing until it rejoins.
-	Lost bool
-}
 
 // group is the store's membership in partitioned mode.
 type group struct {
@@ -136,12 +59,8 @@ func (s *Store[V]) openPartitioned(ctx context.Context) (*changelog.Reader, map[
 			return nil, nil, fmt.Errorf("kvstore: create cache file %s: %w", s.path, err)
 		}
 		s.db = db
-		zero := make(map[int32]int64, s.info.Partitions)
-		for p := range s.info.Partitions {
-			zero[p] = 0
-		}
 		err = safeUpdate(db, func(tx *bolt.Tx) error {
-			return writeMeta(tx, s.topic, s.info.ID, s.info.Partitions, zero, time.Time{})
+			return writeMeta(tx, s.topic, s.info.ID, s.info.Partitions, zeroOffsets(s.info.Partitions), time.Time{})
 		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("kvstore: create cache file %s: %w", s.path, err)
@@ -154,6 +73,58 @@ func (s *Store[V]) openPartitioned(ctx context.Context) (*changelog.Reader, map[
 		return nil, nil, err
 	}
 	return r, map[int32]int64{}, nil
+}
+
+// resetPartitioned replaces the cache file with an empty one, in
+// partitioned mode, where the file cannot be trusted as a whole (damage):
+// the follower then takes on again the partitions the roles say, each
+// rebuilt from the topic in the background, instead of reading the whole
+// topic as global mode's full restore does. It returns an empty reader.
+func (s *Store[V]) resetPartitioned(ctx context.Context, guard Guard, reason string) (*changelog.Reader, map[int32]int64, error) {
+	s.guards[guard].Add(1)
+	s.log.Warn("kvstore: cache cannot be trusted, starting an empty one; the partitions this member keeps are rebuilt one by one",
+		"guard", guard.String(), "reason", reason)
+	tmp := s.path + ".restore"
+	_ = os.Remove(tmp)
+	db, err := openBolt(tmp, s.cfg.lockTimeout, false)
+	if err == nil {
+		err = safeUpdate(db, func(tx *bolt.Tx) error {
+			return writeMeta(tx, s.topic, s.info.ID, s.info.Partitions, zeroOffsets(s.info.Partitions), time.Time{})
+		})
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err == nil {
+		err = replaceFile(tmp, s.path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return nil, nil, fmt.Errorf("kvstore: start an empty cache file: %w", err)
+	}
+	for p := range s.info.Partitions {
+		rep := s.reps.all[p]
+		rep.handover.Lock()
+		s.reps.unfollow(p)
+		rep.handover.Unlock()
+	}
+	if err := s.installCache(zeroOffsets(s.info.Partitions)); err != nil {
+		return nil, nil, err
+	}
+	r, err := s.tp.NewReader(map[int32]int64{})
+	if err != nil {
+		return nil, nil, err
+	}
+	return r, map[int32]int64{}, nil
+}
+
+// zeroOffsets returns offset 0 for each of partitions partitions.
+func zeroOffsets(partitions int32) map[int32]int64 {
+	m := make(map[int32]int64, partitions)
+	for p := range partitions {
+		m[p] = 0
+	}
+	return m
 }
 
 // join joins the group; the first view has been applied to the replicas'
@@ -199,7 +170,14 @@ func (s *Store[V]) onAssign(v changelog.Assignment) {
 		}
 	}
 	for p, r := range role {
-		s.reps.update(int32(p), func(rep *replica) { rep.role, rep.owner = r, v.Owners[int32(p)] })
+		s.reps.update(int32(p), func(rep *replica) {
+			if r == RoleOwner && rep.role == RoleStandby && rep.followed {
+				// A standby may lag: served once it has caught up with the
+				// end the follower lists when it applies this view.
+				rep.warm, rep.promoted = false, true
+			}
+			rep.role, rep.owner = r, v.Owners[int32(p)]
+		})
 	}
 	g := s.grp
 	g.mu.Lock()
@@ -253,30 +231,53 @@ func (s *Store[V]) takeView() (changelog.Assignment, bool) {
 // delta), otherwise rebuilt in the background. Either way it is served
 // (owned) once it has caught up with the end offset listed here.
 func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[int32]int64, rf *refills) {
-	var gained []int32
+	var gained, promoted []int32
 	for p, rep := range s.reps.all {
 		p := int32(p)
 		rep.mu.RLock()
-		want, followed := rep.role != RoleNone, rep.followed
+		want, followed, prom := rep.role != RoleNone, rep.followed, rep.promoted
 		rep.mu.RUnlock()
 		switch {
 		case followed && !want:
+			rep.handover.Lock()
 			r.Remove(p)
 			delete(pos, p)
 			s.reps.unfollow(p)
+			rep.handover.Unlock()
 		case want && !followed:
 			gained = append(gained, p)
+		case prom:
+			promoted = append(promoted, p)
 		}
 	}
-	if len(gained) == 0 {
+	if len(gained) == 0 && len(promoted) == 0 {
 		return
 	}
+	// Held until each gained partition is read or queued for a rebuild, so
+	// that a rebuild of an earlier turn cannot swap its bucket in between.
 	for _, p := range gained {
-		s.reps.update(p, func(rep *replica) { rep.followed, rep.state, rep.err = true, PartitionRestoring, nil })
+		rep := s.reps.all[p]
+		rep.handover.Lock()
+		defer rep.handover.Unlock()
+		s.reps.update(p, func(rep *replica) { rep.gen++; rep.followed, rep.state, rep.err = true, PartitionRestoring, nil })
 	}
 	lctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	lo, err := s.listOffsets(lctx)
 	cancel()
+	for _, p := range promoted { // served once caught up with what the topic holds now
+		s.reps.update(p, func(rep *replica) {
+			end := rep.end // the last probe's, should the listing have failed
+			if err == nil {
+				end = max(end, lo.end[p])
+			}
+			rep.promoted = false
+			if rep.reached() >= end {
+				rep.warm = true
+			} else {
+				rep.target = end
+			}
+		})
+	}
 	var m cacheMeta
 	if err == nil {
 		m, err = readMeta(s.db)

@@ -3,11 +3,16 @@ package kvstore
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
+
+// errStaleRefill is a partition rebuild's end when the partition was given
+// up, or given up and taken on again, while it ran: it swapped nothing in.
+var errStaleRefill = errors.New("kvstore: partition given up during its rebuild")
 
 // rebuildPartition rebuilds partition p's bucket from the start of the
 // topic, when guard says it cannot be trusted (the records the follower
@@ -15,7 +20,7 @@ import (
 // delete.retention.ms), and touches no other partition: their buckets and
 // checkpoints stay as they are. It returns the offset p's follower carries
 // on from.
-func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, guard Guard, reason string) (int64, error) {
+func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, guard Guard, reason string, still func() bool) (int64, error) {
 	began := time.Now()
 	lctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	lo, err := s.listOffsets(lctx)
@@ -23,7 +28,7 @@ func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, guard Guard, r
 	if err != nil {
 		return 0, err
 	}
-	next, records, nbytes, err := s.refillPartition(ctx, p, lo, guard, reason)
+	next, records, nbytes, err := s.refillPartition(ctx, p, lo, guard, reason, still)
 	if err != nil {
 		return 0, err
 	}
@@ -39,7 +44,11 @@ func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, guard Guard, r
 // through the poison screen into the external sort, and one bbolt
 // transaction swaps the bucket, so reads see the old contents until it
 // commits. No other partition is touched.
-func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guard Guard, reason string) (next, records, nbytes int64, err error) {
+//
+// still, if not nil, says whether the partition is still taken on as it was
+// when the rebuild began (partitioned mode); if not, nothing is swapped in
+// and the error is errStaleRefill.
+func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guard Guard, reason string, still func() bool) (next, records, nbytes int64, err error) {
 	s.guards[guard].Add(1)
 	s.log.Warn("kvstore: a partition cannot be trusted, rebuilding that partition from the topic",
 		"partition", p, "guard", guard.String(), "reason", reason)
@@ -68,6 +77,11 @@ func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guar
 	}
 	next = reached[p]
 	rep := s.reps.all[p]
+	rep.handover.Lock()
+	defer rep.handover.Unlock()
+	if still != nil && !still() {
+		return 0, 0, 0, errStaleRefill
+	}
 	err = safeUpdate(s.db, func(tx *bolt.Tx) error {
 		if tx.Bucket(rep.bucket) != nil {
 			if err := tx.DeleteBucket(rep.bucket); err != nil {

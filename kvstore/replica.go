@@ -50,6 +50,12 @@ type replica struct {
 	followed bool   // the follower reads it (owned or standby)
 	warm     bool   // caught up since it was last taken on: served if owned
 	target   int64  // a delta through the follower ends here; 0 if none
+	promoted bool   // a standby made owner: applyView sets target to the listed end
+	gen      uint64 // counts the times the partition was taken on or given up
+	// handover orders a background rebuild's swap of the bucket against
+	// the follower taking the partition on or giving it up (never held
+	// while waiting on the network; r.mu is taken inside it, not around).
+	handover sync.Mutex
 }
 
 func newReplica(p int32) *replica {
@@ -93,6 +99,11 @@ func (r *replica) waitReached(ctx context.Context, next int64) error {
 		if r.reached() >= next {
 			r.mu.Unlock()
 			return nil
+		}
+		if !r.followed { // partitioned mode: taken away while waiting
+			owner := r.owner
+			r.mu.Unlock()
+			return &NotOwnerError{Partition: r.p, Owner: owner}
 		}
 		if r.state == PartitionStopped {
 			err, at := r.err, r.applied

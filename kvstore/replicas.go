@@ -153,8 +153,23 @@ func (rs *replicas) restored(p int32, next, end int64, at time.Time) {
 			r.quietEnd = end
 		}
 		r.caughtUpAt, r.marked = at, at // the restore recorded at in the file
-		r.warm, r.target = true, 0
+		r.warm, r.target = r.followed, 0
 	})
+}
+
+// still returns a function that says whether p is still taken on as it is
+// now (partitioned mode: not given up, nor given up and taken on again
+// since): a background rebuild must not swap in a bucket otherwise.
+func (rs *replicas) still(p int32) func() bool {
+	r := rs.all[p]
+	r.mu.RLock()
+	gen := r.gen
+	r.mu.RUnlock()
+	return func() bool {
+		r.mu.RLock()
+		defer r.mu.RUnlock()
+		return r.gen == gen && r.followed
+	}
 }
 
 // followed says whether the follower is to read p.
@@ -170,6 +185,7 @@ func (rs *replicas) followed(p int32) bool {
 // are forgotten (the topic has them), and its bucket and checkpoint stay.
 func (rs *replicas) unfollow(p int32) {
 	rs.update(p, func(r *replica) {
+		r.gen++
 		r.followed, r.warm, r.target, r.obs = false, false, 0, r.obs[:0]
 		r.state, r.err = PartitionIdle, nil
 		for k := range r.own {

@@ -39,7 +39,7 @@ func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, map[int
 	done := map[int32]bool{}
 	for todo := bad; len(todo) > 0; {
 		for _, b := range todo {
-			n, recs, nb, err := s.refillPartition(ctx, b.p, lo, b.guard, b.reason)
+			n, recs, nb, err := s.refillPartition(ctx, b.p, lo, b.guard, b.reason, nil)
 			if err != nil {
 				return nil, nil, err
 			}

@@ -48,12 +48,17 @@ func (s *Store[V]) Scan(ctx context.Context, prefix string, opts ...ScanOption) 
 	}
 	return func(yield func(Entry[V], error) bool) {
 		after := sc.after
+		parts, err := s.scannable()
+		if err != nil {
+			yield(Entry[V]{}, err)
+			return
+		}
 		for {
 			if err := ctx.Err(); err != nil {
 				yield(Entry[V]{}, err)
 				return
 			}
-			page, next, more, err := s.scanPage(prefix, after)
+			page, next, more, err := s.scanPage(parts, prefix, after)
 			if err != nil {
 				yield(Entry[V]{}, err)
 				return
@@ -106,7 +111,7 @@ type rawKV struct {
 // after after, in key order, merging every partition with the overlay; next
 // is the last key it considered (live or hidden by a delete) and more says
 // whether keys may follow it.
-func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, more bool, err error) {
+func (s *Store[V]) scanPage(parts []int32, prefix, after string) (page []rawKV, next string, more bool, err error) {
 	if s.closing.Load() {
 		return nil, "", false, ErrClosed
 	}
@@ -115,8 +120,10 @@ func (s *Store[V]) scanPage(prefix, after string) (page []rawKV, next string, mo
 	if s.closed {
 		return nil, "", false, ErrClosed
 	}
-	parts, err := s.scannable()
-	if err != nil {
+	if now, err := s.scannable(); err != nil || !slices.Equal(now, parts) {
+		if err == nil { // a rebalance moved a partition mid-scan: the rest would miss its keys
+			err = fmt.Errorf("%w: scan: the partitions served here changed during the scan", ErrNotServed)
+		}
 		return nil, "", false, err
 	}
 	// The overlay first, then the file: the tail commits to the file before
