@@ -30,7 +30,7 @@ type refills struct {
 
 	mu      sync.Mutex
 	running map[int32]bool
-	waiting map[int32]bool // waiting for their turn
+	waiting map[int32]bool      // waiting for their turn
 	again   map[int32]refillReq // asked for while an earlier one was running: started when it ends
 	slow    map[int32]bool      // the last rebuild took longer than bound
 	out     []refilled
