@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 )
@@ -34,28 +35,40 @@ func (s *Store[V]) WaitFor(ctx context.Context, pos Position) error {
 	if err := pos.of(s.info.ID, s.info.Partitions); err != nil {
 		return err
 	}
-	for _, o := range pos.offs {
-		if err := s.followsOrOwner(o.p); err != nil {
-			return err
+	for {
+		wake := s.viewChanged() // a new view of the group may take a partition away: check again
+		for _, o := range pos.offs {
+			if err := s.followsOrOwner(o.p); err != nil {
+				return err
+			}
+		}
+		woken := false
+		for _, o := range pos.offs {
+			err := s.reps.all[o.p].waitReached(ctx, o.next, wake)
+			if errors.Is(err, errWoken) {
+				woken = true
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("kvstore: wait for %q to apply offset %d of partition %d: %w", s.topic, o.next-1, o.p, err)
+			}
+		}
+		if !woken {
+			return nil
 		}
 	}
-	for _, o := range pos.offs {
-		if err := s.reps.all[o.p].waitReached(ctx, o.next); err != nil {
-			return fmt.Errorf("kvstore: wait for %q to apply offset %d of partition %d: %w", s.topic, o.next-1, o.p, err)
-		}
-	}
-	return nil
 }
 
 // followsOrOwner says, in partitioned mode, who to ask about partition p
-// when this store does not follow it: nil if it does (and in global mode).
+// when this store neither owns it nor stands by for it (in the last view of
+// the group): nil if it does (and in global mode).
 func (s *Store[V]) followsOrOwner(p int32) error {
-	if s.grp == nil || s.reps.followed(p) {
-		return nil
-	}
 	rep := s.reps.all[p]
 	rep.mu.RLock()
 	defer rep.mu.RUnlock()
+	if rep.role != RoleNone {
+		return nil
+	}
 	return &NotOwnerError{Partition: p, Owner: rep.owner}
 }
 
@@ -98,7 +111,7 @@ func (s *Store[V]) Sync(ctx context.Context, keys ...string) (Position, error) {
 	}
 	if len(keys) == 0 {
 		for p := range s.info.Partitions {
-			if s.grp == nil || s.reps.followed(p) {
+			if s.followsOrOwner(p) == nil {
 				parts = append(parts, p)
 			}
 		}

@@ -25,6 +25,7 @@ type group struct {
 	view    changelog.Assignment // the last view, as OnAssign gave it
 	views   int64
 	pending *changelog.Assignment // a view the follower has not applied yet
+	changed chan struct{}         // closed and replaced at every view: WaitFor checks its partitions again
 	kick    context.CancelFunc    // ends the follower's current poll, so it applies a view at once
 }
 
@@ -183,6 +184,10 @@ func (s *Store[V]) onAssign(v changelog.Assignment) {
 	g.mu.Lock()
 	g.view, g.pending = v, &v
 	g.views++
+	if g.changed != nil {
+		close(g.changed)
+	}
+	g.changed = make(chan struct{})
 	kick := g.kick
 	g.mu.Unlock()
 	if kick != nil {
@@ -207,6 +212,20 @@ func (s *Store[V]) pollContext(ctx context.Context) (context.Context, context.Ca
 	}
 	s.grp.kick = cancel
 	return pctx, cancel
+}
+
+// viewChanged returns a channel closed at the next view of the group; nil
+// (never) in global mode.
+func (s *Store[V]) viewChanged() <-chan struct{} {
+	if s.grp == nil {
+		return nil
+	}
+	s.grp.mu.Lock()
+	defer s.grp.mu.Unlock()
+	if s.grp.changed == nil {
+		s.grp.changed = make(chan struct{})
+	}
+	return s.grp.changed
 }
 
 // takeView returns the view the follower has yet to apply, if any.

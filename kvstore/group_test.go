@@ -404,3 +404,78 @@ func TestWaitForAndSyncOfAPartitionNotFollowedFailAtOnce(t *testing.T) {
 		require.Equal(t, owners[p].addr, noe.Owner)
 	}
 }
+
+// A wait for a partition that a rebalance takes away while the member is
+// behind on it ends with a NotOwnerError naming the new owner, instead of
+// waiting out its context.
+func TestAWaitEndsWhenItsPartitionIsTakenAway(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	w := e.open("", kvstore.Partitions(6))
+	a := &member{addr: "a:1", dir: t.TempDir()}
+	require.NoError(t, e.start(a))
+	awaitSettled(t, []*member{a}, 6, 40*time.Second)
+	// Another producer's transaction, open on every partition, keeps a
+	// from applying what comes after it.
+	tx, err := kgo.NewClient(kgo.SeedBrokers(e.seeds...), kgo.DefaultProduceTopic(e.topic),
+		kgo.TransactionalID(e.topic+"-tx"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	require.NoError(t, err)
+	defer tx.Close()
+	require.NoError(t, tx.BeginTransaction())
+	for p := range int32(6) {
+		require.NoError(t, tx.ProduceSync(ctx, &kgo.Record{Partition: p, Key: []byte("tx"), Value: nil}).FirstErr())
+	}
+	var all kvstore.Position
+	for i := range 60 {
+		all, _ = all.Merge(acked(t)(w.Put(ctx, fmt.Sprint("k", i), User{})))
+	}
+	require.Len(t, all.Offsets(), 6)
+	waited := make(chan error, 1)
+	go func() { waited <- a.s.WaitFor(ctx, all) }()
+
+	b := &member{addr: "b:1", dir: t.TempDir()}
+	require.NoError(t, e.start(b)) // takes half of a's partitions
+	select {
+	case err := <-waited:
+		var noe *kvstore.NotOwnerError
+		require.ErrorAs(t, err, &noe)
+		require.Contains(t, []string{"", "b:1"}, noe.Owner, "no owner while it moves, then b")
+	case <-time.After(15 * time.Second):
+		t.Fatal("the wait did not end when its partition went to another member")
+	}
+	require.NoError(t, tx.EndTransaction(ctx, kgo.TryAbort))
+}
+
+// Damage met while running in partitioned mode starts an empty cache file
+// and rebuilds only the partitions this member keeps, not the whole topic.
+func TestDamageInPartitionedModeRebuildsOnlyThePartitionsKept(t *testing.T) {
+	e := newEnv(t)
+	w := e.open("", kvstore.Partitions(6))
+	model := e.seedKeys(w, "k", 120)
+	ms := e.openMembers([]string{"a:1", "b:1"})
+	owners := awaitSettled(t, ms, 6, 40*time.Second)
+	a := ms[0]
+	before := map[int32]int{}
+	for p := range int32(6) {
+		before[p] = a.restores.of(p)
+	}
+	kvstore.MarkDamaged(a.s)
+	require.Eventually(t, func() bool {
+		for p := range int32(6) {
+			if owners[p] == a && a.restores.of(p) == before[p] {
+				return false
+			}
+		}
+		return true
+	}, 20*time.Second, 5*time.Millisecond, "the partitions a keeps are rebuilt")
+	require.Equal(t, int64(1), a.s.Stats().Guards[kvstore.GuardCorrupt])
+	owners = awaitSettled(t, ms, 6, 40*time.Second)
+	for p := range int32(6) {
+		if owners[p] == a {
+			require.Greater(t, a.restores.of(p), before[p], "partition %d, kept, is rebuilt", p)
+		} else {
+			require.Equal(t, before[p], a.restores.of(p), "partition %d, another member's, is not read", p)
+		}
+	}
+	requireRouted(t, ms, owners, model)
+}

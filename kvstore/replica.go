@@ -90,17 +90,21 @@ func (r *replica) signalLocked() {
 	}
 }
 
+// errWoken is waitReached's answer when wake fired first.
+var errWoken = errors.New("woken")
+
 // waitReached returns once reads of the partition show every visible
 // record below next, or with ctx's error, or with the partition's error
-// once it has stopped (ErrClosed after Close).
-func (r *replica) waitReached(ctx context.Context, next int64) error {
+// once it has stopped (ErrClosed after Close), or errWoken when wake
+// fires (nil: never).
+func (r *replica) waitReached(ctx context.Context, next int64, wake <-chan struct{}) error {
 	for {
 		r.mu.Lock()
 		if r.reached() >= next {
 			r.mu.Unlock()
 			return nil
 		}
-		if !r.followed { // partitioned mode: taken away while waiting
+		if r.role == RoleNone { // partitioned mode: taken away (or never given)
 			owner := r.owner
 			r.mu.Unlock()
 			return &NotOwnerError{Partition: r.p, Owner: owner}
@@ -120,6 +124,8 @@ func (r *replica) waitReached(ctx context.Context, next int64) error {
 		r.mu.Unlock()
 		select {
 		case <-ch:
+		case <-wake:
+			return errWoken
 		case <-ctx.Done():
 			return ctx.Err()
 		}
