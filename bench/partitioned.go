@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
 	"github.com/compactkv/compactkv/testdata"
 )
@@ -52,21 +52,21 @@ func benchPartitioned(e *env, d *dataset, res *results) error {
 
 // benchMember is one member of a partitioned-mode group in the benchmark.
 type benchMember struct {
-	s   *kvstore.Store[User]
-	cut *cutDialer
+	s     *kvstore.Store[User]
+	crash *embedded.Crasher
 }
 
 // openMember opens a member of group on d's topic with a 6s session (so
 // that failover and rebalances take seconds, as a service tuned for it
 // would).
 func openMember(e *env, d *dataset, group, addr, dir string, standbys int, extra ...kvstore.Option) (*benchMember, error) {
-	m := &benchMember{cut: &cutDialer{}}
+	m := &benchMember{crash: &embedded.Crasher{}}
 	var err error
 	m.s, err = kvstore.Open[User](context.Background(), d.topic, append([]kvstore.Option{kvstore.Brokers(e.brokers...),
 		kvstore.Registry(e.registry), kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(dir),
 		kvstore.RestoreMemory(*flagMem), kvstore.Group(group), kvstore.Advertise(addr),
 		kvstore.Standbys(standbys), kvstore.SessionTimeout(6 * time.Second),
-		kvstore.KafkaOpts(kgo.Dialer(m.cut.dial))}, extra...)...)
+		kvstore.KafkaOpts(kgo.Dialer(m.crash.DialContext))}, extra...)...)
 	return m, err
 }
 
@@ -149,7 +149,7 @@ func failover(e *env, d *dataset, group string, standbys int, dir string) (time.
 		return 0, err
 	}
 	began := time.Now()
-	ms[0].cut.cutOff()
+	ms[0].crash.Crash()
 	if err := awaitServing(ms[1:], d.parts, 2*time.Minute); err != nil {
 		return 0, err
 	}
@@ -179,35 +179,4 @@ func awaitServing(ms []*benchMember, parts int, within time.Duration) error {
 		time.Sleep(time.Millisecond)
 	}
 	return errors.New("partitioned mode: the members never served every partition")
-}
-
-// cutDialer dials as usual until cut: then it closes every connection it
-// made and refuses new ones, as a process killed with -9 looks to the
-// brokers.
-type cutDialer struct {
-	mu    sync.Mutex
-	cut   bool
-	conns []net.Conn
-}
-
-func (d *cutDialer) dial(ctx context.Context, network, host string) (net.Conn, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cut {
-		return nil, errors.New("cut off")
-	}
-	c, err := (&net.Dialer{}).DialContext(ctx, network, host)
-	if err == nil {
-		d.conns = append(d.conns, c)
-	}
-	return c, err
-}
-
-func (d *cutDialer) cutOff() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.cut = true
-	for _, c := range d.conns {
-		c.Close()
-	}
 }

@@ -1,10 +1,8 @@
 package kvstore_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -12,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"github.com/twmb/franz-go/pkg/kgo"
 
+	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
 )
 
@@ -21,7 +20,7 @@ type member struct {
 	dir      string
 	s        *kvstore.Store[User]
 	restores *restoreCount
-	cut      *cutDialer
+	crash    *embedded.Crasher
 }
 
 // restoreCount counts, per partition, the restores that read a partition
@@ -46,36 +45,6 @@ func (c *restoreCount) of(p int32) int {
 	return c.n[p]
 }
 
-// cutDialer dials as usual until cut: then it closes every connection it
-// made and refuses new ones, as a process that died would.
-type cutDialer struct {
-	mu    sync.Mutex
-	cut   bool
-	conns []net.Conn
-}
-
-func (d *cutDialer) dial(ctx context.Context, network, host string) (net.Conn, error) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cut {
-		return nil, errors.New("cut off")
-	}
-	c, err := (&net.Dialer{}).DialContext(ctx, network, host)
-	if err == nil {
-		d.conns = append(d.conns, c)
-	}
-	return c, err
-}
-
-func (d *cutDialer) cutOff() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	d.cut = true
-	for _, c := range d.conns {
-		c.Close()
-	}
-}
-
 // openMembers opens len(addrs) members of the test's group at once (as a
 // deployment starts them), each with its own cache directory.
 func (e *env) openMembers(addrs []string, extra ...kvstore.Option) []*member {
@@ -96,10 +65,10 @@ func (e *env) openMembers(addrs []string, extra ...kvstore.Option) []*member {
 
 // start opens m's store (again), in the test's group with a 6s session.
 func (e *env) start(m *member, extra ...kvstore.Option) error {
-	m.restores, m.cut = &restoreCount{n: map[int32]int{}}, &cutDialer{}
+	m.restores, m.crash = &restoreCount{n: map[int32]int{}}, &embedded.Crasher{}
 	opts := append([]kvstore.Option{kvstore.Group(e.topic + "-members"), kvstore.Advertise(m.addr),
 		kvstore.SessionTimeout(6 * time.Second), kvstore.OnRestore(m.restores),
-		kvstore.KafkaOpts(kgo.Dialer(m.cut.dial))}, extra...)
+		kvstore.KafkaOpts(kgo.Dialer(m.crash.DialContext))}, extra...)
 	s, err := kvstore.Open[User](ctxT(e.t), e.topic, e.opts(m.dir, opts...)...)
 	if err == nil {
 		m.s = s
@@ -313,7 +282,7 @@ func TestACrashedMembersPartitionsMoveAndItStopsServing(t *testing.T) {
 	require.NotEmpty(t, key)
 
 	crashed := time.Now()
-	dead.cut.cutOff()
+	dead.crash.Crash()
 	require.Eventually(t, func() bool {
 		_, _, err := dead.s.Get(ctxT(t), key)
 		return errors.Is(err, kvstore.ErrNotServed)
