@@ -73,17 +73,62 @@ func pathID(r *http.Request) (string, *badInput) {
 	return id, nil
 }
 
-func (a *API) putProfile(w http.ResponseWriter, r *http.Request) {
+// readyID begins a handler of /profiles/{id}: the ready state and the
+// checked id, or false having answered (503 while the store restores, 400
+// for a bad id).
+func (a *API) readyID(w http.ResponseWriter, r *http.Request) (*readyState, string, bool) {
 	st := a.ready(w)
 	if st == nil {
-		return
+		return nil, "", false
 	}
-	s := st.store
 	id, e := pathID(r)
 	if e != nil {
 		writeBad(w, e)
+		return nil, "", false
+	}
+	return st, id, true
+}
+
+// keyRequest begins a GET or DELETE of /profiles/{id} (readyID), parses
+// its read gate (gate; ?consistent= only if consistentOK, a barrier on the
+// key) and, in partitioned mode, sends a key this instance does not serve
+// to its owner (route). It returns the gate narrowed to the key's partition
+// (localGate), or false having answered.
+func (a *API) keyRequest(w http.ResponseWriter, r *http.Request, consistentOK bool) (*readyState, string, readGate, bool) {
+	st, id, ok := a.readyID(w, r)
+	if !ok {
+		return nil, "", readGate{}, false
+	}
+	g, ok := gate(w, r, consistentOK, id)
+	if !ok {
+		return nil, "", readGate{}, false
+	}
+	p, routed := a.route(w, r, st, id)
+	if routed {
+		return nil, "", readGate{}, false
+	}
+	return st, id, a.localGate(st, g, []int32{p}), true
+}
+
+// readFailed answers a store read that failed: forwarded or 503 where this
+// instance does not serve the key (notServed), else as storeError.
+func (a *API) readFailed(w http.ResponseWriter, r *http.Request, st *readyState, op, id string, err error) {
+	if !a.notServed(w, r, st, err) {
+		a.storeError(w, r, op, id, err)
+	}
+}
+
+// notFound answers 404 for profile id.
+func notFound(w http.ResponseWriter, id string) {
+	writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("profile %q not found", id)})
+}
+
+func (a *API) putProfile(w http.ResponseWriter, r *http.Request) {
+	st, id, ok := a.readyID(w, r)
+	if !ok {
 		return
 	}
+	s := st.store
 	u, e := decodeUser(w, r)
 	if e != nil {
 		writeBad(w, e)
@@ -103,32 +148,20 @@ func (a *API) putProfile(w http.ResponseWriter, r *http.Request) {
 // partitioned mode a key this instance does not serve goes to its owner
 // (route).
 func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
-	st := a.ready(w)
-	if st == nil {
-		return
-	}
-	s := st.store
-	id, e := pathID(r)
-	if e != nil {
-		writeBad(w, e)
-		return
-	}
-	g, ok := gate(w, r, true, id)
+	st, id, g, ok := a.keyRequest(w, r, true)
 	if !ok {
 		return
 	}
-	p, routed := a.route(w, r, st, id)
-	if routed || a.pass(w, r, s, a.localGate(st, g, []int32{p})) != nil {
+	s := st.store
+	if a.pass(w, r, s, g) != nil {
 		return
 	}
 	u, ok, err := s.Get(r.Context(), id)
 	switch {
 	case err != nil:
-		if !a.notServed(w, r, st, err) {
-			a.storeError(w, r, "get", id, err)
-		}
+		a.readFailed(w, r, st, "get", id, err)
 	case !ok:
-		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("profile %q not found", id)})
+		notFound(w, id)
 	default:
 		writeJSON(w, http.StatusOK, profileOf(id, u))
 	}
@@ -145,38 +178,23 @@ func (a *API) getProfile(w http.ResponseWriter, r *http.Request) {
 // mode a DELETE of a key this instance does not serve goes whole to the
 // key's owner (route), which reads and writes as above.
 func (a *API) deleteProfile(w http.ResponseWriter, r *http.Request) {
-	st := a.ready(w)
-	if st == nil {
-		return
-	}
-	s := st.store
-	id, e := pathID(r)
-	if e != nil {
-		writeBad(w, e)
-		return
-	}
-	g, ok := gate(w, r, false)
+	st, id, g, ok := a.keyRequest(w, r, false)
 	if !ok {
 		return
 	}
-	p, routed := a.route(w, r, st, id)
-	if routed {
-		return
-	}
+	s := st.store
 	// The token's wait and the barrier share one ReadWait.
 	ctx, cancel := a.waitContext(r)
 	defer cancel()
-	if a.passWithin(ctx, w, r, s, a.localGate(st, g, []int32{p})) != nil {
+	if a.passWithin(ctx, w, r, s, g) != nil {
 		return
 	}
 	switch absent, err := a.consistentlyAbsent(ctx, r, s, id); {
 	case err != nil:
-		if !a.notServed(w, r, st, err) {
-			a.storeError(w, r, "get", id, err)
-		}
+		a.readFailed(w, r, st, "get", id, err)
 		return
 	case absent:
-		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("profile %q not found", id)})
+		notFound(w, id)
 		return
 	}
 	pos, err := s.Delete(r.Context(), id)

@@ -415,9 +415,7 @@ func (a *API) listOwned(w http.ResponseWriter, r *http.Request, st *readyState, 
 	}
 	out, err := scanPage(r.Context(), s, prefix, after, limit)
 	if err != nil {
-		if !a.notServed(w, r, st, err) {
-			a.storeError(w, r, "scan", prefix, err)
-		}
+		a.readFailed(w, r, st, "scan", prefix, err)
 		return
 	}
 	now := ownedPartitions(s.Stats())
