@@ -1,65 +1,18 @@
 package httpapi_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/compactkv/compactkv/cmd/profilesvc/internal/httpapi"
-	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
 )
-
-func ctxT(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// newStore opens a store on a fresh in-process broker and registry.
-func newStore(t *testing.T) (*kvstore.Store[httpapi.User], string) {
-	t.Helper()
-	c, err := embedded.Start()
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	dir := t.TempDir()
-	s, err := kvstore.Open[httpapi.User](ctxT(t), "profiles",
-		kvstore.Brokers(c.Brokers()...), kvstore.Registry(c.RegistryURL()),
-		kvstore.ValueSchema(httpapi.UserSchema), kvstore.Dir(dir))
-	require.NoError(t, err)
-	t.Cleanup(func() { s.Close() })
-	return s, filepath.Join(dir, "profiles.db")
-}
-
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
-
-type result struct {
-	code   int
-	header http.Header
-	body   map[string]any
-	raw    string
-}
-
-func call(t *testing.T, h http.Handler, method, target, body string) result {
-	t.Helper()
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(method, target, strings.NewReader(body)))
-	r := result{code: rec.Code, header: rec.Header(), raw: rec.Body.String()}
-	if rec.Header().Get("Content-Type") == "application/json" {
-		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r.body), "body %q", rec.Body.String())
-	}
-	return r
-}
 
 func TestNotReadyAnswers503ButHealthz200(t *testing.T) {
 	h := httpapi.New(discard(), "").Handler()
@@ -103,9 +56,7 @@ func TestReadyzReportsTheRestore(t *testing.T) {
 
 func TestListPagesThroughEveryProfileInKeyOrder(t *testing.T) {
 	s, _ := newStore(t)
-	api := httpapi.New(discard(), "")
-	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
-	h := api.Handler()
+	_, h := servingAPI(s, "full")
 	var want []string
 	for i := range 21 {
 		id := fmt.Sprintf("p-%03d", i)
@@ -120,20 +71,7 @@ func TestListPagesThroughEveryProfileInKeyOrder(t *testing.T) {
 	// 20 live p- profiles in pages of 5 and 7: with 5 the last page is full
 	// and still says there is no next page.
 	for _, limit := range []int{5, 7, 100} {
-		var got []string
-		after, pages := "", 0
-		for {
-			r := call(t, h, "GET", fmt.Sprintf("/profiles?prefix=p-&limit=%d&after=%s", limit, after), "")
-			require.Equal(t, 200, r.code, r.raw)
-			pages++
-			for _, it := range r.body["items"].([]any) {
-				got = append(got, it.(map[string]any)["id"].(string))
-			}
-			if after = r.body["next"].(string); after == "" {
-				break
-			}
-			require.Len(t, r.body["items"], limit)
-		}
+		got, pages := listAll(t, h, "p-", limit)
 		require.Equal(t, want, got, "limit %d", limit)
 		require.Equal(t, (len(want)+limit-1)/limit, pages, "limit %d", limit)
 	}
@@ -141,9 +79,7 @@ func TestListPagesThroughEveryProfileInKeyOrder(t *testing.T) {
 
 func TestPutBodyEdgeCases(t *testing.T) {
 	s, _ := newStore(t)
-	api := httpapi.New(discard(), "")
-	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
-	h := api.Handler()
+	_, h := servingAPI(s, "full")
 	for _, c := range []struct {
 		name, body string
 		age        float64 // for 200

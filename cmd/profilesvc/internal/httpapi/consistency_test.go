@@ -2,10 +2,8 @@ package httpapi_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,58 +12,23 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/compactkv/compactkv/cmd/profilesvc/internal/httpapi"
-	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
 )
-
-// callWith is call with extra request headers (each value added, so a
-// header may repeat).
-func callWith(t *testing.T, h http.Handler, method, target, body string, header http.Header) result {
-	t.Helper()
-	req := httptest.NewRequest(method, target, strings.NewReader(body))
-	for k, vs := range header {
-		for _, v := range vs {
-			req.Header.Add(k, v)
-		}
-	}
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	r := result{code: rec.Code, header: rec.Header(), raw: rec.Body.String()}
-	if rec.Header().Get("Content-Type") == "application/json" {
-		require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &r.body), "body %q", rec.Body.String())
-	}
-	return r
-}
-
-func tokenHeader(tokens ...string) http.Header {
-	return http.Header{httpapi.PositionHeader: tokens}
-}
 
 // twoStores opens two stores on one in-process broker: "profiles" and
 // "other", a topic of its own.
 func twoStores(t *testing.T) (profiles, other *kvstore.Store[httpapi.User]) {
 	t.Helper()
-	c, err := embedded.Start()
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	open := func(topic string) *kvstore.Store[httpapi.User] {
-		s, err := kvstore.Open[httpapi.User](ctxT(t), topic,
-			kvstore.Brokers(c.Brokers()...), kvstore.Registry(c.RegistryURL()),
-			kvstore.ValueSchema(httpapi.UserSchema), kvstore.Dir(t.TempDir()), kvstore.Partitions(3))
-		require.NoError(t, err)
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	return open("profiles"), open("other")
+	c := startCluster(t)
+	return openStore(t, c, "profiles", t.TempDir(), kvstore.Partitions(3)),
+		openStore(t, c, "other", t.TempDir(), kvstore.Partitions(3))
 }
 
 const ada = `{"first_name":"Ada","last_name":"Lovelace","age":36}`
 
 func TestWritesAnswerWithTheirPosition(t *testing.T) {
 	s, _ := newStore(t)
-	api := httpapi.New(discard(), "")
-	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
-	h := api.Handler()
+	_, h := servingAPI(s, "full")
 
 	r := call(t, h, "PUT", "/profiles/a", ada)
 	require.Equal(t, 200, r.code, r.raw)
@@ -85,9 +48,7 @@ func TestWritesAnswerWithTheirPosition(t *testing.T) {
 
 func TestReadsWithATokenAreServedOnceItIsApplied(t *testing.T) {
 	s, _ := twoStores(t)
-	api := httpapi.New(discard(), "")
-	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
-	h := api.Handler()
+	api, h := servingAPI(s, "full")
 
 	var tokens []string
 	for _, id := range []string{"a", "b", "c", "d"} {
@@ -115,9 +76,7 @@ func TestReadsWithATokenAreServedOnceItIsApplied(t *testing.T) {
 
 func TestBadOrForeignTokensAre400NamingTheHeader(t *testing.T) {
 	s, other := twoStores(t)
-	api := httpapi.New(discard(), "")
-	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
-	h := api.Handler()
+	api, h := servingAPI(s, "full")
 	r := call(t, h, "PUT", "/profiles/a", ada)
 	require.Equal(t, 200, r.code, r.raw)
 	mine := r.header.Get(httpapi.PositionHeader)
@@ -159,9 +118,7 @@ func TestBadOrForeignTokensAre400NamingTheHeader(t *testing.T) {
 // however malformed or foreign, and ?consistent=.
 func TestPutIgnoresTokensAndConsistent(t *testing.T) {
 	s, other := twoStores(t)
-	api := httpapi.New(discard(), "")
-	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
-	h := api.Handler()
+	_, h := servingAPI(s, "full")
 	pos, err := other.Put(ctxT(t), "a", httpapi.User{FirstName: "Other"})
 	require.NoError(t, err)
 
@@ -174,9 +131,7 @@ func TestPutIgnoresTokensAndConsistent(t *testing.T) {
 
 func TestConsistentReadsRunTheBarrier(t *testing.T) {
 	s, _ := twoStores(t)
-	api := httpapi.New(discard(), "")
-	api.SetReady(s, kvstore.RestoreStats{Mode: "full"})
-	h := api.Handler()
+	api, h := servingAPI(s, "full")
 	require.Equal(t, 200, call(t, h, "PUT", "/profiles/a", ada).code)
 
 	for _, q := range []string{"?consistent=true", "?consistent=1", "?consistent=True"} {
@@ -219,9 +174,7 @@ func TestAWaitPastReadWaitIs504(t *testing.T) {
 	pos, err := real.Put(ctxT(t), "a", httpapi.User{FirstName: "Ada"})
 	require.NoError(t, err)
 	const readWait = 50 * time.Millisecond
-	api := httpapi.New(discard(), "", httpapi.ReadWait(readWait))
-	api.SetReady(blockingStore{real}, kvstore.RestoreStats{Mode: "full"})
-	h := api.Handler()
+	api, h := servingAPI(blockingStore{real}, "full", httpapi.ReadWait(readWait))
 
 	for _, c := range []struct {
 		method, target string
@@ -285,9 +238,7 @@ func TestDeleteOfAProfileThisInstanceHasNotSeenDeletesIt(t *testing.T) {
 	_, err := real.Put(ctxT(t), "a", httpapi.User{FirstName: "Ada"})
 	require.NoError(t, err)
 	lag := &laggingStore{Store: real, hidden: map[string]bool{"a": true}}
-	api := httpapi.New(discard(), "")
-	api.SetReady(lag, kvstore.RestoreStats{Mode: "full"})
-	h := api.Handler()
+	_, h := servingAPI(lag, "full")
 	require.Equal(t, 404, call(t, h, "GET", "/profiles/a", "").code, "a plain read is stale")
 
 	r := call(t, h, "DELETE", "/profiles/a", "")
@@ -309,9 +260,7 @@ func TestDeleteWritesTheTombstoneWhenTheBarrierFails(t *testing.T) {
 	require.NoError(t, err)
 	lag := &laggingStore{Store: real, hidden: map[string]bool{"a": true},
 		syncFail: errors.New("kvstore: sync: list the end offsets: broker unreachable")}
-	api := httpapi.New(discard(), "")
-	api.SetReady(lag, kvstore.RestoreStats{Mode: "full"})
-	h := api.Handler()
+	api, h := servingAPI(lag, "full")
 
 	r := call(t, h, "DELETE", "/profiles/a", "")
 	require.Equal(t, 204, r.code, r.raw)

@@ -15,7 +15,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/compactkv/compactkv/cmd/profilesvc/internal/httpapi"
-	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
 )
 
@@ -33,9 +32,7 @@ type instance struct {
 // one partition, serves it, and both agree on the owners.
 func twoInstances(b *testing.B) [2]*instance {
 	b.Helper()
-	c, err := embedded.Start()
-	require.NoError(b, err)
-	b.Cleanup(c.Close)
+	c := startCluster(b)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 
@@ -50,10 +47,8 @@ func twoInstances(b *testing.B) [2]*instance {
 	var errs [2]error
 	for i, in := range ins {
 		wg.Go(func() {
-			in.store, errs[i] = kvstore.Open[httpapi.User](ctx, "profiles",
-				kvstore.Brokers(c.Brokers()...), kvstore.Registry(c.RegistryURL()),
-				kvstore.ValueSchema(httpapi.UserSchema), kvstore.Dir(b.TempDir()), kvstore.Partitions(2),
-				kvstore.Group("profiles-svc"), kvstore.Advertise(in.addr), kvstore.SessionTimeout(6*time.Second))
+			in.store, errs[i] = kvstore.Open[httpapi.User](ctx, "profiles", storeOpts(c, b.TempDir(), kvstore.Partitions(2),
+				kvstore.Group("profiles-svc"), kvstore.Advertise(in.addr), kvstore.SessionTimeout(6*time.Second))...)
 		})
 	}
 	wg.Wait()

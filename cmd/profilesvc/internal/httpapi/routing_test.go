@@ -18,7 +18,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/compactkv/compactkv/cmd/profilesvc/internal/httpapi"
-	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
 )
 
@@ -41,14 +40,7 @@ const self = "self.invalid:1" // never dialled: a request for self's keys is ser
 
 func newGroupStore(t *testing.T, owners ...string) *groupStore {
 	t.Helper()
-	c, err := embedded.Start()
-	require.NoError(t, err)
-	t.Cleanup(c.Close)
-	s, err := kvstore.Open[httpapi.User](ctxT(t), "profiles",
-		kvstore.Brokers(c.Brokers()...), kvstore.Registry(c.RegistryURL()),
-		kvstore.ValueSchema(httpapi.UserSchema), kvstore.Dir(t.TempDir()), kvstore.Partitions(3))
-	require.NoError(t, err)
-	t.Cleanup(func() { s.Close() })
+	s := openStore(t, startCluster(t), "profiles", t.TempDir(), kvstore.Partitions(3))
 	g := &groupStore{Store: s, self: self}
 	g.setOwners(owners...)
 	return g
@@ -144,13 +136,6 @@ func (p *peer) requests() []*http.Request {
 	return slices.Clone(p.got)
 }
 
-func groupAPI(t *testing.T, g *groupStore, opts ...httpapi.Option) http.Handler {
-	t.Helper()
-	api := httpapi.New(discard(), "", opts...)
-	api.SetReady(g, kvstore.RestoreStats{Mode: "partition"})
-	return api.Handler()
-}
-
 func TestReadsOfAnotherMembersKeyGoToItsOwnerOnce(t *testing.T) {
 	owner := newPeer(t, func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set(httpapi.PositionHeader, "from-the-owner")
@@ -163,9 +148,7 @@ func TestReadsOfAnotherMembersKeyGoToItsOwnerOnce(t *testing.T) {
 	})
 	g := newGroupStore(t, self, "", "")
 	g.setOwners(self, owner.addr, "")
-	api := httpapi.New(discard(), "")
-	api.SetReady(g, kvstore.RestoreStats{Mode: "partition"})
-	h := api.Handler()
+	api, h := servingAPI(g, "partition")
 	mine, theirs, nobodys := g.keyOf(t, "k", 0), g.keyOf(t, "k", 1), g.keyOf(t, "k", 2)
 
 	// Writes go to Kafka from any member, whoever owns the key.
@@ -233,9 +216,7 @@ func TestAnOwnerThatDoesNotAnswerIs503OrAfterTheForwardTimeout504(t *testing.T) 
 	gone := newPeer(t, nil)
 	gone.srv.Close()
 	g := newGroupStore(t, self, slow.addr, gone.addr)
-	api := httpapi.New(discard(), "", httpapi.ForwardTimeout(100*time.Millisecond))
-	api.SetReady(g, kvstore.RestoreStats{Mode: "partition"})
-	h := api.Handler()
+	api, h := servingAPI(g, "partition", httpapi.ForwardTimeout(100*time.Millisecond))
 
 	began := time.Now()
 	r := call(t, h, "GET", "/profiles/"+g.keyOf(t, "k", 1), "")
@@ -301,26 +282,11 @@ func TestListingsMergeEveryOwnersPagesInKeyOrder(t *testing.T) {
 	}
 	p1, p2 := pagePeer(t, "1", theirs1), pagePeer(t, "2", theirs2)
 	g.setOwners(self, p1.addr, p2.addr)
-	api := httpapi.New(discard(), "")
-	api.SetReady(g, kvstore.RestoreStats{Mode: "partition"})
-	h := api.Handler()
+	_, h := servingAPI(g, "partition")
 	want := slices.Sorted(slices.Values(slices.Concat(mine, theirs1, theirs2[:9])))
 
 	for _, limit := range []int{1, 4, 9, 27, 100} {
-		var got []string
-		after, pages := "", 0
-		for {
-			r := call(t, h, "GET", fmt.Sprintf("/profiles?prefix=u-&limit=%d&after=%s", limit, after), "")
-			require.Equal(t, 200, r.code, r.raw)
-			pages++
-			for _, it := range r.body["items"].([]any) {
-				got = append(got, it.(map[string]any)["id"].(string))
-			}
-			if after = r.body["next"].(string); after == "" {
-				break
-			}
-			require.Len(t, r.body["items"], limit)
-		}
+		got, pages := listAll(t, h, "u-", limit)
 		require.Equal(t, want, got, "limit %d", limit)
 		require.Equal(t, (len(want)+limit-1)/limit, pages, "limit %d", limit)
 	}
@@ -358,7 +324,7 @@ func TestAListingAnswers503WhileAPartitionHasNoOwnerOrMovedAndRelaysAnOwnersErro
 		w.WriteHeader(http.StatusGatewayTimeout)
 		fmt.Fprintln(w, `{"error":"the owner timed out"}`)
 	})
-	h := groupAPI(t, g)
+	_, h := servingAPI(g, "partition")
 
 	for _, c := range []struct {
 		owners []string
@@ -472,7 +438,7 @@ func TestIdlePartitionsHaveNoLagOrAgeInMetricsOrReadyz(t *testing.T) {
 func TestAListingWithAHungOwnerAnswers504WithRetryAfter(t *testing.T) {
 	hung := newPeer(t, func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() })
 	g := newGroupStore(t, self, hung.addr, self)
-	h := groupAPI(t, g, httpapi.ForwardTimeout(100*time.Millisecond))
+	_, h := servingAPI(g, "partition", httpapi.ForwardTimeout(100*time.Millisecond))
 
 	r := call(t, h, "GET", "/profiles", "")
 	require.Equal(t, 504, r.code, r.raw)
