@@ -134,6 +134,21 @@ func churn(t *testing.T, s *svc, writers int) (stop func() (acked, failed int64)
 	return stop
 }
 
+// tries runs try(i) for i from 0 to n-1 and returns how many of them
+// returned false (each says why with t.Errorf); it logs that count, with
+// what was tried and how long it took.
+func tries(t *testing.T, what string, n int, try func(i int) bool) (failed int) {
+	t.Helper()
+	began := time.Now()
+	for i := range n {
+		if !try(i) {
+			failed++
+		}
+	}
+	t.Logf("%s: %d tries, %d failed in %v", what, n, failed, time.Since(began).Round(time.Millisecond))
+	return failed
+}
+
 // TestThreeInstances: a client writes through one instance and reads or
 // deletes through another, while writers through the third keep every
 // follower busy. A read with the write's Kvstore-Position token, a read
@@ -167,15 +182,13 @@ func TestThreeInstances(t *testing.T) {
 	}
 
 	t.Run("a read through B with the token of a PUT through A sees it", func(t *testing.T) {
-		const tries = 300
-		stale, plainStale := 0, 0
-		t0 := time.Now()
-		for i := range tries {
+		const n = 300
+		plainStale := 0
+		stale := tries(t, "token reads", n, func(i int) bool {
 			id, want := fmt.Sprintf("rw-%02d", i%24), fmt.Sprintf("v%d", i)
 			tok := put(a, id, want)
 			code, got := getFirstName(bb, "/profiles/"+id, withToken(tok))
 			if got != want {
-				stale++
 				t.Errorf("try %d: GET %s through B with the token: %d %q, want 200 %q", i, id, code, got, want)
 			}
 			// The same read through C, without the token, afterwards: how
@@ -183,18 +196,16 @@ func TestThreeInstances(t *testing.T) {
 			if _, got := getFirstName(c, "/profiles/"+id, nil); got != want {
 				plainStale++
 			}
-		}
-		t.Logf("token reads: %d tries, %d stale (plain reads through C right after: %d stale) in %v",
-			tries, stale, plainStale, time.Since(t0).Round(time.Millisecond))
+			return got == want
+		})
+		t.Logf("plain reads through C right after the token reads: %d of %d stale", plainStale, n)
 		require.Zero(t, stale)
-		require.GreaterOrEqual(t, bb.metric(`profilesvc_read_wait_duration_seconds_count{kind="token",outcome="ok"}`), float64(tries))
+		require.GreaterOrEqual(t, bb.metric(`profilesvc_read_wait_duration_seconds_count{kind="token",outcome="ok"}`), float64(n))
 	})
 
 	t.Run("a consistent read through B sees a PUT through A", func(t *testing.T) {
-		const tries = 300
-		stale := 0
-		t0 := time.Now()
-		for i := range tries {
+		const n = 300
+		stale := tries(t, "consistent reads", n, func(i int) bool {
 			id, want := fmt.Sprintf("cr-%02d", i%24), fmt.Sprintf("v%d", i)
 			put(a, id, want)
 			path := "/profiles/" + id + "?consistent=true"
@@ -214,35 +225,30 @@ func TestThreeInstances(t *testing.T) {
 				}
 			}
 			if got != want {
-				stale++
 				t.Errorf("try %d: GET %s through B: %d %q, want 200 %q", i, path, r.code, got, want)
 			}
-		}
-		t.Logf("consistent reads: %d tries, %d stale in %v", tries, stale, time.Since(t0).Round(time.Millisecond))
+			return got == want
+		})
 		require.Zero(t, stale)
-		require.GreaterOrEqual(t, bb.metric(`profilesvc_read_wait_duration_seconds_count{kind="barrier",outcome="ok"}`), float64(tries))
+		require.GreaterOrEqual(t, bb.metric(`profilesvc_read_wait_duration_seconds_count{kind="barrier",outcome="ok"}`), float64(n))
 	})
 
 	t.Run("a DELETE through B right after a PUT through A deletes", func(t *testing.T) {
-		const tries = 150
-		missed := 0
-		t0 := time.Now()
-		for i := range tries {
+		missed := tries(t, "deletes", 150, func(i int) bool {
 			id := fmt.Sprintf("del-%03d", i)
 			put(a, id, "doomed")
 			r := bb.do("DELETE", "/profiles/"+id, nil)
 			if r.code != http.StatusNoContent {
-				missed++
 				t.Errorf("try %d: DELETE %s through B: %d %s, want 204", i, id, r.code, r.body)
-				continue
+				return false
 			}
 			require.NotEmpty(t, r.header.Get(httpapi.PositionHeader), "a DELETE answers with its position")
 			if code, _ := getFirstName(c, "/profiles/"+id+"?consistent=true", nil); code != http.StatusNotFound {
-				missed++
 				t.Errorf("try %d: GET %s?consistent=true through C after the DELETE: %d, want 404", i, id, code)
+				return false
 			}
-		}
-		t.Logf("deletes: %d tries, %d missed in %v", tries, missed, time.Since(t0).Round(time.Millisecond))
+			return true
+		})
 		require.Zero(t, missed)
 		r := bb.do("DELETE", "/profiles/del-000", nil)
 		require.Equal(t, http.StatusNotFound, r.code, "gone by a consistent read: %s", r.body)
