@@ -237,7 +237,7 @@ func run(ctx context.Context, cfg config.Config, ln net.Listener, log *slog.Logg
 				"bytes", rs.Bytes, "duration", rs.Duration, "partitions", rs.Partitions)
 			if g := store.Stats().Group; g != nil {
 				log.Info("serving as a member of the group", "group", g.Group, "generation", g.Generation,
-					"owned", owned(store.Stats()))
+					"owned", store.Stats().Owned())
 			}
 		case err := <-serveErr:
 			return fmt.Errorf("HTTP server: %w", err)
@@ -291,17 +291,6 @@ func compactEvery(c *embedded.Cluster, interval time.Duration, log *slog.Logger)
 		close(done)
 		wg.Wait()
 	}
-}
-
-// owned lists the partitions stats says the store owns.
-func owned(stats kvstore.Stats) []int32 {
-	var out []int32
-	for _, ps := range stats.Partitions {
-		if ps.Role == kvstore.RoleOwner {
-			out = append(out, ps.Partition)
-		}
-	}
-	return out
 }
 
 // partitioner maps the --partitioner setting (already validated) to the

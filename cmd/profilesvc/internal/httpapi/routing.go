@@ -225,18 +225,6 @@ func (a *API) warnForward(owner, msg string, args ...any) {
 	a.log.Warn(msg, append(args, "suppressed", suppressed)...)
 }
 
-// ownedPartitions returns the partitions stats says this store owns, in
-// order.
-func ownedPartitions(stats kvstore.Stats) []int32 {
-	var out []int32
-	for _, ps := range stats.Partitions {
-		if ps.Role == kvstore.RoleOwner {
-			out = append(out, ps.Partition)
-		}
-	}
-	return out
-}
-
 // localGate narrows g to the partitions this instance serves, in
 // partitioned mode: a store waits only for partitions it follows (it would
 // wait out ReadWait on any other), and the rest of a token is for the
@@ -409,7 +397,7 @@ func decodePartial(h http.Header, body []byte) ([]int32, page, error) {
 // after the scan; 503 while one of them is still restoring.
 func (a *API) listOwned(w http.ResponseWriter, r *http.Request, st *readyState, g readGate, prefix, after string, limit int) {
 	s := st.store
-	before := ownedPartitions(s.Stats())
+	before := s.Stats().Owned()
 	if a.pass(w, r, s, a.localGate(st, g, before)) != nil {
 		return
 	}
@@ -418,7 +406,7 @@ func (a *API) listOwned(w http.ResponseWriter, r *http.Request, st *readyState, 
 		a.readFailed(w, r, st, "scan", prefix, err)
 		return
 	}
-	now := ownedPartitions(s.Stats())
+	now := s.Stats().Owned()
 	both := make([]string, 0, len(before))
 	for _, p := range before {
 		if slices.Contains(now, p) {
