@@ -42,58 +42,35 @@ var waitOutcomes = []string{"ok", "timeout", "foreign", "cancelled", "failed"}
 func newMetrics(cachePath string) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
-		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "profilesvc_http_requests_total",
-			Help: "HTTP requests served, by route (the pattern matched) and status code.",
-		}, []string{"route", "code"}),
-		httpDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "profilesvc_http_request_duration_seconds",
-			Help:    "Time to serve an HTTP request, by route.",
-			Buckets: prometheus.DefBuckets,
-		}, []string{"route"}),
-		storeOps: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "profilesvc_store_operation_duration_seconds",
-			Help:    "Latency of store calls, by operation (put, get, delete, scan); its _count counts them.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}, []string{"op"}),
-		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "profilesvc_store_errors_total",
-			Help: "Store calls that returned an error, by operation.",
-		}, []string{"op"}),
-		storeBusy: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "profilesvc_store_operations_in_flight",
-			Help: "Store calls under way, by operation: a write that waits on a broker that does not answer shows here.",
-		}, []string{"op"}),
-		readWaits: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "profilesvc_read_wait_duration_seconds",
-			Help: "Time requests waited for this instance to catch up before reading, by kind " +
-				"(token: a Kvstore-Position header; barrier: ?consistent=true or DELETE's check) and outcome " +
+		httpRequests: counterVec("profilesvc_http_requests_total",
+			"HTTP requests served, by route (the pattern matched) and status code.", "route", "code"),
+		httpDuration: histogramVec("profilesvc_http_request_duration_seconds",
+			"Time to serve an HTTP request, by route.", prometheus.DefBuckets, "route"),
+		storeOps: histogramVec("profilesvc_store_operation_duration_seconds",
+			"Latency of store calls, by operation (put, get, delete, scan); its _count counts them.",
+			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}, "op"),
+		storeErrors: counterVec("profilesvc_store_errors_total",
+			"Store calls that returned an error, by operation.", "op"),
+		storeBusy: gaugeVec("profilesvc_store_operations_in_flight",
+			"Store calls under way, by operation: a write that waits on a broker that does not answer shows here.", "op"),
+		readWaits: histogramVec("profilesvc_read_wait_duration_seconds",
+			"Time requests waited for this instance to catch up before reading, by kind "+
+				"(token: a Kvstore-Position header; barrier: ?consistent=true or DELETE's check) and outcome "+
 				"(ok, timeout: past --read-wait, foreign: a token of another topic, cancelled, failed); its _count counts them.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"kind", "outcome"}),
-		forwards: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "profilesvc_forwarded_requests_total",
-			Help: "Requests this instance sent on to another (partitioned mode: a read of a key another instance owns, " +
-				"or an owner's part of GET /profiles), by outcome (ok: the owner answered, whatever its status; " +
-				"unreachable; timeout; cancelled: the client went away; refused: a forwarded request for a key " +
-				"not served here, answered 503 rather than forwarded again; failed).",
-		}, []string{"outcome"}),
-		restoreRecords: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "profilesvc_restore_records",
-			Help: "Records (tombstones included) the startup restore read from the topic.",
-		}),
-		restoreBytes: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "profilesvc_restore_bytes",
-			Help: "Key and value bytes the startup restore read from the topic.",
-		}),
-		restoreDuration: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "profilesvc_restore_duration_seconds",
-			Help: "Wall-clock time of the startup restore.",
-		}),
-		restoreInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "profilesvc_restore_info",
-			Help: "1, labelled with the startup restore's mode (full or delta) and the reason for a full one.",
-		}, []string{"mode", "reason"}),
+			[]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}, "kind", "outcome"),
+		forwards: counterVec("profilesvc_forwarded_requests_total",
+			"Requests this instance sent on to another (partitioned mode: a read of a key another instance owns, "+
+				"or an owner's part of GET /profiles), by outcome (ok: the owner answered, whatever its status; "+
+				"unreachable; timeout; cancelled: the client went away; refused: a forwarded request for a key "+
+				"not served here, answered 503 rather than forwarded again; failed).", "outcome"),
+		restoreRecords: gauge("profilesvc_restore_records",
+			"Records (tombstones included) the startup restore read from the topic."),
+		restoreBytes: gauge("profilesvc_restore_bytes",
+			"Key and value bytes the startup restore read from the topic."),
+		restoreDuration: gauge("profilesvc_restore_duration_seconds",
+			"Wall-clock time of the startup restore."),
+		restoreInfo: gaugeVec("profilesvc_restore_info",
+			"1, labelled with the startup restore's mode (full or delta) and the reason for a full one.", "mode", "reason"),
 	}
 	for _, op := range storeOps {
 		m.storeOps.WithLabelValues(op)
@@ -127,6 +104,22 @@ func newMetrics(cachePath string) *metrics {
 		}))
 	}
 	return m
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels)
+}
+
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels)
+}
+
+func gauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: help})
+}
+
+func histogramVec(name, help string, buckets []float64, labels ...string) *prometheus.HistogramVec {
+	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels)
 }
 
 func (m *metrics) handler() http.Handler {
