@@ -161,15 +161,21 @@ func (e *env) seedKeys(w *kvstore.Store[User], tag string, n int) map[string]Use
 	return model
 }
 
+// threeMembers opens three members a, b, c of a group on a new topic of 12
+// partitions holding n keys (written through a global-mode store), and
+// waits until they have settled.
+func threeMembers(t *testing.T, n int, extra ...kvstore.Option) (e *env, model map[string]User, ms []*member, owners map[int32]*member) {
+	e = newEnv(t)
+	model = e.seedKeys(e.open("", kvstore.Partitions(12)), "k", n)
+	ms = e.openMembers([]string{"a:1", "b:1", "c:1"}, extra...)
+	return e, model, ms, awaitSettled(t, ms, 12, 40*time.Second)
+}
+
 // Three members split the topic's partitions fairly, each restoring and
 // serving its own only, and every key is answered by its owner and refused
 // by the others with the owner's address.
 func TestThreeMembersSplitThePartitionsAndRouteEveryKeyToItsOwner(t *testing.T) {
-	e := newEnv(t)
-	w := e.open("", kvstore.Partitions(12))
-	model := e.seedKeys(w, "k", 300)
-	ms := e.openMembers([]string{"a:1", "b:1", "c:1"})
-	owners := awaitSettled(t, ms, 12, 40*time.Second)
+	e, model, ms, owners := threeMembers(t, 300)
 	for _, m := range ms {
 		n := 0
 		for _, ps := range m.s.Stats().Partitions {
@@ -266,11 +272,7 @@ func TestALeavingMembersPartitionsGoToTheirStandbysAndComeBackAsDeltas(t *testin
 // tell) stops serving at once; once its session expires the others take
 // its partitions and every key is answered again.
 func TestACrashedMembersPartitionsMoveAndItStopsServing(t *testing.T) {
-	e := newEnv(t)
-	w := e.open("", kvstore.Partitions(12))
-	model := e.seedKeys(w, "k", 120)
-	ms := e.openMembers([]string{"a:1", "b:1", "c:1"})
-	owners := awaitSettled(t, ms, 12, 40*time.Second)
+	_, model, ms, owners := threeMembers(t, 120)
 	dead := ms[0]
 	var key string
 	for k := range model {
