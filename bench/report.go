@@ -42,7 +42,7 @@ var rows = []row{
 	{"PutAsync, one caller, 4096 in flight (Puts/s)", "putasync", "rate"},
 	{"Put -> visible in another store's Get: p50", "vis_p50", "ms"},
 	{"Put -> visible in another store's Get: p99", "vis_p99", "ms"},
-	{"Partitioned mode: whole-topic restore, in-process (seconds, Open wall clock)", "part_whole_s", "s"},
+	{"Partitioned mode: whole-topic restore in the members' process (seconds, Open wall clock)", "part_whole_s", "s"},
 	{"Partitioned mode: one member joining two, until it serves its share (seconds)", "part_member_s", "s"},
 	{"Partitioned mode: that member's restore alone, first partition given to last served (seconds)", "part_restore_s", "s"},
 	{"Partitioned mode: crash of one of three until every partition is served, 0 standbys (seconds; session 6s)", "failover0_s", "s"},
