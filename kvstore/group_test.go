@@ -450,3 +450,31 @@ func TestDamageInPartitionedModeRebuildsOnlyThePartitionsKept(t *testing.T) {
 	}
 	requireRouted(t, ms, owners, model)
 }
+
+// Static membership: a member with an InstanceID that restarts within the
+// session timeout takes its own partitions back, from its cache, and no
+// other member's partition moves.
+func TestAStaticMemberThatRestartsTakesItsPartitionsBack(t *testing.T) {
+	e := newEnv(t)
+	model := e.seedKeys(e.open("", kvstore.Partitions(6)), "k", 60)
+	ms := make([]*member, 3)
+	var wg sync.WaitGroup
+	for i, a := range []string{"a:1", "b:1", "c:1"} {
+		ms[i] = &member{addr: a, dir: t.TempDir()}
+		wg.Go(func() { require.NoError(t, e.start(ms[i], kvstore.InstanceID(a))) })
+	}
+	wg.Wait()
+	before := awaitSettled(t, ms, 6, 40*time.Second)
+
+	c := ms[2]
+	require.NoError(t, c.s.Close()) // a static member does not leave
+	require.NoError(t, e.start(c, kvstore.InstanceID(c.addr)))
+	after := awaitSettled(t, ms, 6, 40*time.Second)
+	for p, m := range before {
+		require.Same(t, m, after[p], "partition %d stays with %s", p, m.addr)
+		if m == c {
+			require.Zero(t, c.restores.of(p), "partition %d comes back from c's cache", p)
+		}
+	}
+	requireRouted(t, ms, after, model)
+}
