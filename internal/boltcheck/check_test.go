@@ -196,6 +196,21 @@ func TestCheckFindsEveryKindOfDamage(t *testing.T) {
 			b := pg["branch"][0]
 			poke(t, f, int64(b)*ps+boltfmt.PageHeaderSize+8, u64(b))
 		},
+		"a leaf's last key past its parent's next key": func(t *testing.T, f *os.File, ps int64, pg pages) {
+			// The keys stay in order within the page; only the bound from
+			// the parent catches it.
+			page := int64(pg["leaf"][4]) * ps
+			hdr := make([]byte, boltfmt.PageHeaderSize)
+			_, err := f.ReadAt(hdr, page)
+			require.NoError(t, err)
+			n := int64(binary.NativeEndian.Uint16(hdr[10:]))
+			at := page + boltfmt.PageHeaderSize + boltfmt.ElemSize*(n-1)
+			el := make([]byte, boltfmt.ElemSize)
+			_, err = f.ReadAt(el, at)
+			require.NoError(t, err)
+			pos, ksize := binary.NativeEndian.Uint32(el[4:]), binary.NativeEndian.Uint32(el[8:])
+			poke(t, f, at+int64(pos), bytes.Repeat([]byte{0xff}, int(ksize)))
+		},
 		"two keys of a leaf swapped": func(t *testing.T, f *os.File, ps int64, pg pages) {
 			// Element 0 takes element 1's position: keys out of order.
 			at := int64(pg["leaf"][4])*ps + boltfmt.PageHeaderSize

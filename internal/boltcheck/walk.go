@@ -84,7 +84,7 @@ func (c *checker) walkPage(id uint64, lo, hi []byte, depth int) error {
 		if i > 0 {
 			prev = keys[i-1]
 		}
-		if err := keyInOrder(id, i, keys[i], prev, lo, hi); err != nil {
+		if err := keyInOrder(id, i, i == n-1, keys[i], prev, lo, hi); err != nil {
 			return err
 		}
 	}
@@ -101,15 +101,16 @@ func (c *checker) walkPage(id uint64, lo, hi []byte, depth int) error {
 }
 
 // keyInOrder checks key i of page id: the first at least lo, every one
-// below hi and above the one before it, prev.
-func keyInOrder(id uint64, i int, key, prev, lo, hi []byte) error {
+// above the one before it, prev, and the last (so every one, since they
+// rise) below hi.
+func keyInOrder(id uint64, i int, last bool, key, prev, lo, hi []byte) error {
 	switch {
 	case i == 0 && lo != nil && bytes.Compare(key, lo) < 0:
 		return damaged("page %d: first key %s below its parent's %s", id, hexKey(key), hexKey(lo))
-	case hi != nil && bytes.Compare(key, hi) >= 0:
-		return damaged("page %d: key %d (%s) not below the next key of its parent (%s)", id, i, hexKey(key), hexKey(hi))
 	case i > 0 && bytes.Compare(key, prev) <= 0:
 		return damaged("page %d: key %d (%s) not above key %d (%s)", id, i, hexKey(key), i-1, hexKey(prev))
+	case last && hi != nil && bytes.Compare(key, hi) >= 0:
+		return damaged("page %d: key %d (%s) not below the next key of its parent (%s)", id, i, hexKey(key), hexKey(hi))
 	}
 	return nil
 }
@@ -142,7 +143,7 @@ func (c *checker) checkLeaf(id uint64, p, lo, hi []byte, nested bool) error {
 			return damaged("page %d: element %d: key and value [%d, %d) outside the page's %d bytes", id, i, start, start+ksize+vsize, len(p))
 		}
 		key := p[start : start+ksize]
-		if err := keyInOrder(id, i, key, prev, lo, hi); err != nil {
+		if err := keyInOrder(id, i, i == n-1, key, prev, lo, hi); err != nil {
 			return err
 		}
 		prev = key
