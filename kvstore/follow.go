@@ -266,7 +266,7 @@ func (s *Store[V]) rebuild(ctx context.Context, guard Guard, reason string) (*ch
 	if err != nil {
 		return nil, nil, err
 	}
-	return s.runRestore(ctx, guard, reason, lo.start, lo)
+	return s.runRestore(ctx, guard, reason, lo.start, lo, nil)
 }
 
 // retentionExceeded returns the partitions that have not been caught up

@@ -45,25 +45,19 @@ func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, map[int
 		}
 		// The refills took time: a partition that was current enough when
 		// the guards looked may not be any more before its delta begins.
-		if todo, err = s.expiredMeanwhile(done); err != nil {
+		if todo, err = s.expiredMeanwhile(done, lo); err != nil {
 			return nil, nil, err
 		}
 	}
-	partial := guard
+	var before *RestoreStats // the refills, which the restore's figures include
 	if len(bad) > 0 {
+		before = &RestoreStats{Mode: "partition", Reason: reason, Guard: guard, Records: refilled, Bytes: refilledBytes}
 		guard = GuardNone // the other partitions: a delta from their checkpoints
 	}
 	if guard != GuardNone {
 		next = lo.start
 	}
-	r, next, err := s.runRestore(ctx, guard, reason, next, lo)
-	if err == nil && len(bad) > 0 {
-		s.statsMu.Lock()
-		s.restore.Mode, s.restore.Reason, s.restore.Guard = "partition", reason, partial
-		s.restore.Records += refilled
-		s.restore.Bytes += refilledBytes
-		s.statsMu.Unlock()
-	}
+	r, next, err := s.runRestore(ctx, guard, reason, next, lo, before)
 	if errors.Is(err, changelog.ErrGap) {
 		// Records went away under the restore (retention, DeleteRecords, or
 		// the in-process broker's compaction): start over from the log start.
@@ -71,14 +65,16 @@ func (s *Store[V]) restoreCache(ctx context.Context) (*changelog.Reader, map[int
 		if lo, err = s.listOffsets(ctx); err != nil {
 			return nil, nil, fmt.Errorf("kvstore: open %q: %w", s.topic, err)
 		}
-		r, next, err = s.runRestore(ctx, GuardBelowLogStart, reason, lo.start, lo)
+		r, next, err = s.runRestore(ctx, GuardBelowLogStart, reason, lo.start, lo, nil)
 	}
 	return r, next, err
 }
 
-// expiredMeanwhile returns the partitions not in done that the cache file
-// says were last current longer ago than delete.retention.ms, now.
-func (s *Store[V]) expiredMeanwhile(done map[int32]bool) ([]partGuard, error) {
+// expiredMeanwhile judges again, now, the partitions not in done (not
+// refilled yet), as partitionVerdict does at Open: refills take time, and
+// a partition current enough when the guards first looked may have
+// expired before its delta begins.
+func (s *Store[V]) expiredMeanwhile(done map[int32]bool, lo listed) ([]partGuard, error) {
 	m, err := readMeta(s.db)
 	if err != nil {
 		return nil, fmt.Errorf("kvstore: read the cache file's checkpoints: %w", err)
@@ -86,10 +82,8 @@ func (s *Store[V]) expiredMeanwhile(done map[int32]bool) ([]partGuard, error) {
 	var out []partGuard
 	now := time.Now()
 	for p := range s.info.Partitions {
-		if off := now.Sub(m.current[p]); !done[p] && off > s.info.DeleteRetention {
-			out = append(out, partGuard{p, GuardRetentionExceeded, fmt.Sprintf(
-				"partition %d last current %v ago (it expired while other partitions were rebuilt), longer than delete.retention.ms (%v)",
-				p, off.Round(time.Millisecond), s.info.DeleteRetention)})
+		if v := partitionVerdict(m, p, s.info, lo.start, lo.end, now); v != nil && !done[p] {
+			out = append(out, *v)
 		}
 	}
 	return out, nil
@@ -114,8 +108,10 @@ func (s *Store[V]) listOffsets(ctx context.Context) (listed, error) {
 // the open cache (delta), otherwise into a new cache file that then replaces
 // the current one (full). It returns the reader, positioned at the returned
 // offsets, for the tail to carry on with. Every partition is restoring
-// meanwhile, and following once it returns without error.
-func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, from map[int32]int64, lo listed) (*changelog.Reader, map[int32]int64, error) {
+// meanwhile, and following once it returns without error. before, if not
+// nil, is what partition refills just before it did (Open's partial
+// restore): the restore published is then theirs and this delta's together.
+func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, from map[int32]int64, lo listed, before *RestoreStats) (*changelog.Reader, map[int32]int64, error) {
 	began := time.Now()
 	end := lo.end
 	s.reps.setAll(PartitionRestoring, nil)
@@ -183,6 +179,11 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 	s.reps.setAll(PartitionFollowing, nil)
 	st := RestoreStats{Mode: mode, Reason: reason, Guard: guard, Records: records, Bytes: nbytes,
 		Duration: time.Since(began), Partitions: s.info.Partitions}
+	if before != nil {
+		st.Mode, st.Reason, st.Guard = before.Mode, before.Reason, before.Guard
+		st.Records += before.Records
+		st.Bytes += before.Bytes
+	}
 	s.log.Info("kvstore: restored", "mode", mode, "records", records, "bytes", nbytes, "duration", st.Duration)
 	if st.Duration > s.info.DeleteRetention {
 		s.log.Warn("kvstore: full restore took longer than the topic's delete.retention.ms: tombstones written meanwhile may have been missed, raise delete.retention.ms",
