@@ -93,7 +93,8 @@ const (
 // if that cannot be told now (the registry is unavailable), nil if r is good.
 // It checks cheapest first: the key, the tombstone case, the Confluent header
 // and its schema ID (resolved once per ID and cached by the codec), and last
-// the full decode, which is what finds truncated or garbled bodies.
+// the body (serde's Codec.Check: a walk of its bytes where the schemas allow,
+// else a full decode), which is what finds truncated or garbled bodies.
 func (s *Store[V]) checkRecord(ctx context.Context, part int32, r *changelog.Record, retry bool) error {
 	poison := func(reason string, err error) error {
 		return &PoisonError{Topic: s.topic, Partition: part, Offset: r.Offset, Reason: reason, Err: err}

@@ -30,8 +30,16 @@ type Codec[V any] struct {
 	check check      // range checks Encode runs first; nil when none can fail
 	mode  encodeMode // how Encode hands the value to check
 
-	mu       sync.Mutex                          // serialises registry fetches
-	decoders atomic.Pointer[map[int]avro.Schema] // writer id -> resolved schema, copy on write
+	mu       sync.Mutex                           // serialises registry fetches
+	decoders atomic.Pointer[map[int]writerSchema] // writer id -> resolved schema, copy on write
+}
+
+// writerSchema is what the codec keeps of one writer schema: the schema it
+// resolves to against the reader schema, and Check's fast path for it (nil
+// when there is none: see walker).
+type writerSchema struct {
+	resolved avro.Schema
+	walk     *walker
 }
 
 // encodeMode says how Encode reaches the value its check looks at.
@@ -185,7 +193,7 @@ func (c *Codec[V]) withID(id int) *Codec[V] {
 	var h sr.ConfluentHeader
 	c.id = id
 	c.header, _ = h.AppendEncode(nil, id, nil) // never fails
-	m := map[int]avro.Schema{id: c.reader}
+	m := map[int]writerSchema{id: {resolved: c.reader, walk: newWalker(c.reader, c.reader)}}
 	c.decoders.Store(&m)
 	return c
 }
@@ -272,23 +280,38 @@ func (c *Codec[V]) Decode(ctx context.Context, b []byte, v *V) error {
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrMalformed, err)
 	}
-	schema, err := c.writer(ctx, id)
+	ws, err := c.writer(ctx, id)
 	if err != nil {
 		return err
 	}
-	return decodeBody(schema, id, body, v) // not avro.Unmarshal: see reader.go
+	return decodeBody(ws.resolved, id, body, v) // not avro.Unmarshal: see reader.go
 }
 
-// Check reports whether b would decode: it decodes into a scratch value and
-// discards it. Restores use it to find poison records.
+// Check reports whether b would decode, with the same verdict and error as
+// Decode. Restores use it to find poison records. It walks the body's bytes
+// against the writer schema without building a value when the schemas allow
+// (records, primitives, arrays, maps, unions paired one to one: see walker),
+// about a tenth of a decode's cost; whatever the walk does not pass, and
+// bodies of other schemas, it decodes into a scratch value.
 func (c *Codec[V]) Check(ctx context.Context, b []byte) error {
+	id, body, err := (*sr.ConfluentHeader)(nil).DecodeID(b)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	ws, err := c.writer(ctx, id)
+	if err != nil {
+		return err
+	}
+	if ws.walk != nil && ws.walk.pass(body) {
+		return nil
+	}
 	var v V
-	return c.Decode(ctx, b, &v)
+	return decodeBody(ws.resolved, id, body, &v)
 }
 
 // writer returns the resolved schema for writer ID id, fetching it from the
 // registry the first time.
-func (c *Codec[V]) writer(ctx context.Context, id int) (avro.Schema, error) {
+func (c *Codec[V]) writer(ctx context.Context, id int) (writerSchema, error) {
 	if s, ok := (*c.decoders.Load())[id]; ok {
 		return s, nil
 	}
@@ -303,26 +326,27 @@ func (c *Codec[V]) writer(ctx context.Context, id int) (avro.Schema, error) {
 		if !isNotFound(err) {
 			err = fmt.Errorf("%w: %w", ErrRegistryUnavailable, err)
 		}
-		return nil, &SchemaError{Subject: c.subject, ID: id, Err: ErrUnknownSchema, Cause: err}
+		return writerSchema{}, &SchemaError{Subject: c.subject, ID: id, Err: ErrUnknownSchema, Cause: err}
 	}
 	if ss.Type != sr.TypeAvro {
-		return nil, &SchemaError{Subject: c.subject, ID: id, Err: ErrUnknownSchema, Cause: fmt.Errorf("schema type %v is not Avro", ss.Type)}
+		return writerSchema{}, &SchemaError{Subject: c.subject, ID: id, Err: ErrUnknownSchema, Cause: fmt.Errorf("schema type %v is not Avro", ss.Type)}
 	}
 	w, err := avro.Parse(ss.Schema)
 	if err != nil {
-		return nil, &SchemaError{Subject: c.subject, ID: id, Err: ErrUnknownSchema, Cause: err}
+		return writerSchema{}, &SchemaError{Subject: c.subject, ID: id, Err: ErrUnknownSchema, Cause: err}
 	}
 	resolved, err := avro.NewSchemaCompatibility().Resolve(c.reader, w)
 	if err != nil {
 		why := explain(c.reader, w, fmt.Sprintf("writer schema %d", id), err)
-		return nil, &SchemaError{Subject: c.subject, ID: id, Err: ErrUnresolvableSchema,
+		return writerSchema{}, &SchemaError{Subject: c.subject, ID: id, Err: ErrUnresolvableSchema,
 			Cause: fmt.Errorf("%s (reader schema %d)", why, c.id)}
 	}
-	next := make(map[int]avro.Schema, len(cur)+1)
+	next := make(map[int]writerSchema, len(cur)+1)
 	for k, v := range cur {
 		next[k] = v
 	}
-	next[id] = resolved
+	ws := writerSchema{resolved: resolved, walk: newWalker(c.reader, w)}
+	next[id] = ws
 	c.decoders.Store(&next)
-	return resolved, nil
+	return ws, nil
 }
