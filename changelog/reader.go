@@ -109,7 +109,7 @@ func (r *Reader) Poll(ctx context.Context) ([]Batch, error) {
 		if !ok {
 			i = len(out)
 			r.byP[ftp.Partition] = i
-			out = append(out, Batch{Partition: ftp.Partition})
+			out = append(out, Batch{Partition: ftp.Partition, Records: make([]Record, 0, len(ftp.Records))})
 		}
 		b := &out[i]
 		for _, rec := range ftp.Records {
