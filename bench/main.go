@@ -69,7 +69,7 @@ var (
 	flagStreams  = flag.Bool("streams", true, "run Kafka Streams on the real broker (builds bench/streams if its jar is missing)")
 	flagOpDur    = flag.Duration("op-time", 2*time.Second, "how long each Get/Put measurement runs")
 	flagMem      = flag.Int("restore-memory", 64<<20, "kvstore.RestoreMemory for our restores")
-	flagQuick    = flag.Bool("quick", false, "shorthand for -n 20000 -runs 1 -op-time 300ms")
+	flagQuick    = flag.Bool("quick", false, "shorthand for -n 20000 -runs 1 -op-time 300ms -large 40000")
 
 	// child mode
 	flagChild    = flag.Bool("child-restore", false, "internal: open a store, print its restore as JSON, exit")
@@ -87,7 +87,7 @@ func main() {
 		return
 	}
 	if *flagQuick {
-		*flagN, *flagRuns, *flagOpDur = 20_000, 1, 300*time.Millisecond
+		*flagN, *flagRuns, *flagOpDur, *flagLarge = 20_000, 1, 300*time.Millisecond, 40_000
 	}
 	if err := run(); err != nil {
 		log.Fatal(err)
@@ -223,6 +223,10 @@ func run() error {
 		}
 		parts = append(parts, n)
 	}
+	lparts, err := largeParts()
+	if err != nil {
+		return err
+	}
 	res := &results{m: map[string]map[int]map[string]series{}, note: map[string]string{}}
 
 	gokaBin := ""
@@ -287,6 +291,13 @@ func run() error {
 				return fmt.Errorf("%s, %d partitions: %w", e.name, p, err)
 			}
 		}
+		if *flagLarge > 0 {
+			for _, p := range lparts {
+				if err := benchLarge(e, p, res); err != nil {
+					return fmt.Errorf("%s, %d partitions, large table: %w", e.name, p, err)
+				}
+			}
+		}
 		if !e.real {
 			if err := benchVersions(e, res); err != nil {
 				return fmt.Errorf("%s, versions: %w", e.name, err)
@@ -294,7 +305,7 @@ func run() error {
 		}
 		cl.Close()
 	}
-	return writeReport(res, envs, parts, time.Since(began))
+	return writeReport(res, envs, parts, lparts, time.Since(began))
 }
 
 // startRegistry serves an srfake registry over HTTP for the real broker's rows.

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+var (
+	flagLarge      = flag.Int("large", 4_000_000, "records of the large-table restore runs (0: skipped)")
+	flagLargeParts = flag.String("large-partitions", "1,6", "partition counts of the large-table restore runs")
+)
+
+// largeParts parses -large-partitions.
+func largeParts() ([]int, error) {
+	var out []int
+	for _, p := range strings.Split(*flagLargeParts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil {
+			return nil, fmt.Errorf("-large-partitions: %w", err)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// benchLarge times full restores of a topic of -large records against a
+// raw consume of the same topic, alternating them run by run, and records
+// the restore's peak heap: whether the restore keeps up with the wire and
+// stays flat in memory as the table grows (issue 14).
+func benchLarge(e *env, parts int, res *results) error {
+	ctx := context.Background()
+	n := *flagLarge
+	topic := fmt.Sprintf("bench-large-%d-%s", parts, e.suffix)
+	log.Printf("%s, %d partitions: producing %d records to %s", e.name, parts, n, topic)
+	d, err := createTopic(ctx, e, topic, parts)
+	if err != nil {
+		return err
+	}
+	if err := d.fill(ctx, e, n); err != nil {
+		return err
+	}
+	d.keys, d.vals = nil, nil // not needed: let the GC have them
+	if e.real {
+		defer e.adm.DeleteTopics(context.Background(), topic)
+	}
+	cacheDir := filepath.Join(e.tmp, topic)
+	defer os.RemoveAll(cacheDir)
+	add := func(fig string, v float64) { res.add(e.name, parts, fig, v) }
+	for r := range *flagRuns {
+		log.Printf("  large run %d/%d", r+1, *flagRuns)
+		rn, rd, err := rawConsume(ctx, e, topic)
+		if err != nil {
+			return fmt.Errorf("raw consume: %w", err)
+		}
+		add("large_raw", float64(rn)/rd.Seconds())
+		os.RemoveAll(cacheDir)
+		o, err := childRun(e, topic, cacheDir)
+		if err != nil {
+			return err
+		}
+		if o.Mode != "full" {
+			return fmt.Errorf("expected a full restore, got %q", o.Mode)
+		}
+		add("large_full", float64(o.Records)/o.Seconds)
+		add("large_full_s", o.Seconds)
+		add("large_heap", float64(o.HeapPeak))
+		add("large_rss", float64(o.RSSPeak))
+	}
+	return nil
+}
+
+// largeTable is the report's section on restores at N and at -large.
+func largeTable(res *results, envs []*env, lparts []int) string {
+	var b strings.Builder
+	w := func(f string, a ...any) { fmt.Fprintf(&b, f, a...) }
+	w("\n## Full restore as the table grows: N = %d and N = %d\n\n", *flagN, *flagLarge)
+	w("Each run consumes the topic raw (baseline 1) and then restores it (ours, in a child process, Open wall clock); ratios are of medians of the same runs.\n\n")
+	w("| figure |")
+	for _, e := range envs {
+		for _, p := range lparts {
+			w(" %s, %d partition(s) |", e.name, p)
+		}
+	}
+	w("\n|---|")
+	for range envs {
+		for range lparts {
+			w("---|")
+		}
+	}
+	w("\n")
+	line := func(label string, f func(env string, p int) string) {
+		w("| %s |", label)
+		for _, e := range envs {
+			for _, p := range lparts {
+				w(" %s |", f(e.name, p))
+			}
+		}
+		w("\n")
+	}
+	ratio := func(env string, p int, num, den string) (float64, bool) {
+		a, ok1 := median(res.get(env, p, num))
+		c, ok2 := median(res.get(env, p, den))
+		if !ok1 || !ok2 || c == 0 {
+			return 0, false
+		}
+		return a / c, true
+	}
+	fx := func(v float64, ok bool) string {
+		if !ok {
+			return "—"
+		}
+		return fmt.Sprintf("**%.2fx**", v)
+	}
+	for _, x := range []struct{ label, n, l, unit string }{
+		{"ours (records/s)", "full", "large_full", "rate"},
+		{"raw consume (records/s)", "raw", "large_raw", "rate"},
+		{"ours: peak Go heap", "full_heap", "large_heap", "bytes"},
+		{"ours: peak RSS", "full_rss", "large_rss", "bytes"},
+	} {
+		line(fmt.Sprintf("N=%d: %s", *flagN, x.label), func(env string, p int) string { return cell(res.get(env, p, x.n), x.unit) })
+		line(fmt.Sprintf("N=%d: %s", *flagLarge, x.label), func(env string, p int) string { return cell(res.get(env, p, x.l), x.unit) })
+	}
+	line(fmt.Sprintf("**N=%d: ours / raw consume**", *flagN), func(env string, p int) string { return fx(ratio(env, p, "full", "raw")) })
+	line(fmt.Sprintf("**N=%d: ours / raw consume**", *flagLarge), func(env string, p int) string { return fx(ratio(env, p, "large_full", "large_raw")) })
+	line(fmt.Sprintf("**peak Go heap, N=%d / N=%d**", *flagLarge, *flagN), func(env string, p int) string {
+		return fx(ratio(env, p, "large_heap", "full_heap"))
+	})
+	return b.String()
+}
