@@ -3,6 +3,7 @@ package kvstore
 import (
 	"log/slog"
 
+	"github.com/compactkv/compactkv/changelog"
 	"github.com/compactkv/compactkv/internal/extsort"
 	"github.com/compactkv/compactkv/internal/pagewriter"
 )
@@ -17,7 +18,20 @@ type sorter struct {
 	srt      *extsort.Sorter
 	pageSize int          // of the bbolt file writeBolt writes; 0: os.Getpagesize()
 	log      *slog.Logger // nil: slog.Default()
+
+	// The goroutine that adds what addBatches hands it, started by the
+	// first addBatches, so that sorting and spilling overlap the next
+	// polls and their screening.
+	feed chan []changelog.Batch // nil until the first addBatches
+	fed  chan struct{}          // closed when the goroutine has ended
+	ferr error                  // the goroutine's error; read after fed is closed
 }
+
+// feedDepth is how many polls' batches addBatches holds while the sorting
+// goroutine is busy: each holds at most a fetch's bytes (see changelog's
+// reader), so the restore's memory stays bounded by RestoreMemory plus a
+// few fetches.
+const feedDepth = 1
 
 // newSorter returns a sorter holding about limit bytes in memory that spills
 // runs named "<name>.restore-run-*.tmp" into dir.
@@ -33,9 +47,59 @@ const runSuffix = ".restore-run-*.tmp"
 // a nil val deletes the key.
 func (s *sorter) add(part int32, key, val []byte) error { return s.srt.Add(part, key, val) }
 
+// addBatches hands every record of bs to the sorter, as add does, on the
+// sorter's goroutine: it returns once bs is queued, and reports an error
+// of an earlier add (the sorter is then unusable). bs must not change
+// afterwards. Call drain before reading the sorter.
+func (s *sorter) addBatches(bs []changelog.Batch) error {
+	if s.feed == nil {
+		s.feed, s.fed = make(chan []changelog.Batch, feedDepth), make(chan struct{})
+		go s.run()
+	}
+	select {
+	case <-s.fed:
+		return s.ferr
+	case s.feed <- bs:
+		return nil
+	}
+}
+
+func (s *sorter) run() {
+	defer close(s.fed)
+	for bs := range s.feed {
+		for _, b := range bs {
+			for _, rec := range b.Records {
+				if err := s.srt.Add(b.Partition, rec.Key, rec.Value); err != nil {
+					s.ferr = err
+					return
+				}
+			}
+		}
+	}
+}
+
+// drain waits until everything addBatches queued is in the sorter and
+// returns the first error adding it met. It ends the sorter's goroutine:
+// addBatches must not be called after it.
+func (s *sorter) drain() error {
+	if s.feed == nil {
+		return nil
+	}
+	select {
+	case <-s.fed:
+	default:
+		close(s.feed)
+		<-s.fed
+	}
+	return s.ferr
+}
+
 // cleanup removes the spilled runs and lets go of the memory; the sorter is
 // of no further use. It is idempotent.
-func (s *sorter) cleanup() { s.srt.Close() }
+func (s *sorter) cleanup() {
+	s.drain()
+	s.srt.Close()
+}
 
 // writeBolt writes the sorter's live contents into a new bbolt file at path,
 // one bucket per partition named bucket(p); partitions without live keys get
@@ -45,6 +109,9 @@ func (s *sorter) cleanup() { s.srt.Close() }
 // The sorter is cleaned up when it returns.
 func (s *sorter) writeBolt(path string, bucket func(p int32) []byte) error {
 	defer s.cleanup()
+	if err := s.drain(); err != nil {
+		return err
+	}
 	data := func(w pagewriter.Writer) error {
 		var cur int32
 		started := false

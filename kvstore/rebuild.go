@@ -71,6 +71,9 @@ func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guar
 	defer srt.cleanup()
 	reached, records, nbytes, err := s.readUntil(ctx, r, from, end,
 		newProgress(s.log, s.cfg.progressEvery, end[p]-from[p]), s.collectInto(ctx, srt))
+	if err == nil {
+		err = srt.drain()
+	}
 	go r.Close()
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("kvstore: rebuild partition %d of %q: %w", p, s.topic, err)

@@ -343,7 +343,8 @@ func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64, currentAt time.Ti
 
 // collectInto returns the apply step of a restore into srt: each poll's
 // records through the poison screen and the misrouted-key check, into the
-// sort.
+// sort, which adds them on its own goroutine while the next poll is read
+// and screened (drain the sorter before reading it).
 func (s *Store[V]) collectInto(ctx context.Context, srt *sorter) func([]changelog.Batch) error {
 	return func(bs []changelog.Batch) error {
 		bs, err := s.screen(ctx, bs) // poison.go
@@ -351,13 +352,6 @@ func (s *Store[V]) collectInto(ctx context.Context, srt *sorter) func([]changelo
 			return err
 		}
 		s.checkPartitions(bs) // partition.go
-		for _, b := range bs {
-			for _, rec := range b.Records {
-				if err := srt.add(b.Partition, rec.Key, rec.Value); err != nil {
-					return err
-				}
-			}
-		}
-		return nil
+		return srt.addBatches(bs)
 	}
 }
