@@ -324,6 +324,13 @@ func TestARebalanceInTheMiddleOfARestoreSettles(t *testing.T) {
 	require.Equal(t, 3, n[a])
 	require.Equal(t, 3, n[b])
 	requireRouted(t, ms, owners, model)
+	for _, m := range ms { // the restores of partitions given up do not make them look restored or restoring
+		for _, ps := range m.s.Stats().Partitions {
+			if ps.Role == kvstore.RoleNone {
+				require.Equal(t, kvstore.PartitionIdle, ps.State, "member %s, partition %d, given up", m.addr, ps.Partition)
+			}
+		}
+	}
 }
 
 // In partitioned mode WaitFor and Sync of a partition a member does not

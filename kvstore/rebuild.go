@@ -53,7 +53,9 @@ func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guar
 	s.log.Warn("kvstore: a partition cannot be trusted, rebuilding that partition from the topic",
 		"partition", p, "guard", guard.String(), "reason", reason)
 	s.reps.update(p, func(r *replica) {
-		if r.state != PartitionStopped {
+		// An idle partition was given up before this rebuild began (it is
+		// stale, and will not swap anything in): it stays idle.
+		if r.state != PartitionStopped && r.state != PartitionIdle {
 			r.state, r.err = PartitionRestoring, nil
 		}
 	})

@@ -94,10 +94,11 @@ func (rs *replicas) each(fn func(*replica)) {
 
 // setAll moves every partition to state with err; a stopped partition stays
 // stopped (Close stops every partition last, whatever a rebuild still
-// running sets).
+// running sets), and an idle one (partitioned mode: another member's) stays
+// idle unless it is stopped.
 func (rs *replicas) setAll(state PartitionState, err error) {
 	rs.each(func(r *replica) {
-		if r.state != PartitionStopped {
+		if r.state != PartitionStopped && (r.state != PartitionIdle || state == PartitionStopped) {
 			r.state, r.err = state, err
 		}
 	})
