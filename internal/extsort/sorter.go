@@ -1,7 +1,6 @@
 package extsort
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -27,10 +26,13 @@ type Sorter struct {
 	pattern string // run file names, for os.CreateTemp
 	err     error  // sticky: a failed spill, or ErrClosed
 
-	chunks [][]byte // arena; entries point into it
-	used   int      // bytes in chunks plus entry overhead
-	ents   []entry
-	runs   []string // spilled run files, oldest first
+	chunks  [][]byte // arena; entries point into it
+	free    [][]byte // emptied chunks of chunkSize, for the next records
+	used    int      // bytes in chunks plus entry overhead
+	ents    []entry
+	scratch []entry  // the radix sort's other buffer, kept across spills
+	wbuf    []byte   // a run's bytes on their way to its file
+	runs    []string // spilled run files, oldest first
 }
 
 // entry is one record in memory.
@@ -75,7 +77,7 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 	} else {
 		ci = len(s.chunks) - 1
 		if ci < 0 || cap(s.chunks[ci])-len(s.chunks[ci]) < n {
-			s.chunks = append(s.chunks, make([]byte, 0, chunkSize))
+			s.chunks = append(s.chunks, s.newChunk())
 			ci++
 		}
 	}
@@ -113,9 +115,35 @@ func (s *Sorter) Close() error {
 			err = fmt.Errorf("extsort: remove run: %w", rerr)
 		}
 	}
-	s.runs, s.chunks, s.ents, s.used = nil, nil, nil, 0
+	s.runs, s.chunks, s.free, s.ents, s.scratch, s.wbuf, s.used = nil, nil, nil, nil, nil, nil, 0
 	s.err = ErrClosed
 	return err
+}
+
+// newChunk returns an empty chunk of chunkSize, one a spill emptied if
+// there is one: refilling it costs neither an allocation nor clearing fresh
+// memory.
+func (s *Sorter) newChunk() []byte {
+	if n := len(s.free); n > 0 {
+		c := s.free[n-1]
+		s.free[n-1] = nil
+		s.free = s.free[:n-1]
+		return c
+	}
+	return make([]byte, 0, chunkSize)
+}
+
+// reset empties the memory after a spill, keeping the chunks of chunkSize
+// for the next records (the records that filled them were no more than
+// limit, and the next ones are no more either) and dropping larger ones.
+func (s *Sorter) reset() {
+	for i, c := range s.chunks {
+		if cap(c) == chunkSize {
+			s.free = append(s.free, c[:0])
+		}
+		s.chunks[i] = nil
+	}
+	s.chunks, s.ents, s.used = s.chunks[:0], s.ents[:0], 0
 }
 
 func keyPrefix(k []byte) uint64 {
@@ -175,39 +203,70 @@ func (s *Sorter) sortDedup() []entry {
 
 // radixSort sorts s.ents by (part, pfx), stably, least significant byte
 // first, skipping the bytes on which every entry agrees. Partitions sort as
-// signed integers (their sign bit flipped).
+// signed integers (their sign bit flipped). One pass counts every byte's
+// values; the other buffer is kept for the next sort (its size is in
+// entOverhead).
 func (s *Sorter) radixSort() []entry {
 	src := s.ents
 	if len(src) < 2 {
 		return src
 	}
-	dst := make([]entry, len(src))
-	digit := func(e *entry, d int) int {
-		if d < 8 {
-			return int(e.pfx>>(8*d)) & 0xff
-		}
-		return int((uint32(e.part)^(1<<31))>>(8*(d-8))) & 0xff
+	var count [12][256]int
+	for i := range src {
+		e := &src[i]
+		p, q := e.pfx, uint32(e.part)^(1<<31)
+		count[0][p&0xff]++
+		count[1][p>>8&0xff]++
+		count[2][p>>16&0xff]++
+		count[3][p>>24&0xff]++
+		count[4][p>>32&0xff]++
+		count[5][p>>40&0xff]++
+		count[6][p>>48&0xff]++
+		count[7][p>>56]++
+		count[8][q&0xff]++
+		count[9][q>>8&0xff]++
+		count[10][q>>16&0xff]++
+		count[11][q>>24]++
 	}
+	dst := s.scratch
+	if cap(dst) < len(src) {
+		dst = make([]entry, len(src))
+	}
+	dst = dst[:len(src)]
+	e0 := &src[0]
 	for d := range 12 {
-		var count [256]int
-		for i := range src {
-			count[digit(&src[i], d)]++
+		var first int
+		if d < 8 {
+			first = int(e0.pfx>>(8*d)) & 0xff
+		} else {
+			first = int((uint32(e0.part)^(1<<31))>>(8*(d-8))) & 0xff
 		}
-		if count[digit(&src[0], d)] == len(src) {
+		c := &count[d]
+		if c[first] == len(src) {
 			continue // every entry has the same byte here
 		}
 		pos := 0
-		for b := range count {
-			pos, count[b] = pos+count[b], pos
+		for b := range c {
+			pos, c[b] = pos+c[b], pos
 		}
-		for i := range src {
-			b := digit(&src[i], d)
-			dst[count[b]] = src[i]
-			count[b]++
+		if d < 8 {
+			sh := uint(8 * d)
+			for i := range src {
+				b := src[i].pfx >> sh & 0xff
+				dst[c[b]] = src[i]
+				c[b]++
+			}
+		} else {
+			sh := uint(8 * (d - 8))
+			for i := range src {
+				b := (uint32(src[i].part) ^ (1 << 31)) >> sh & 0xff
+				dst[c[b]] = src[i]
+				c[b]++
+			}
 		}
 		src, dst = dst, src
 	}
-	s.ents = src
+	s.ents, s.scratch = src, dst[:0]
 	return src
 }
 
@@ -222,28 +281,57 @@ func (s *Sorter) spill() error {
 		return fmt.Errorf("extsort: spill run: %w", err)
 	}
 	s.runs = append(s.runs, f.Name())
-	w := bufio.NewWriterSize(f, 1<<20)
-	var hdr [4 + 2*binary.MaxVarintLen64]byte
-	for i := range ents {
-		e := &ents[i]
-		b := binary.BigEndian.AppendUint32(hdr[:0], uint32(e.part))
-		b = binary.AppendUvarint(b, uint64(e.klen))
-		b = binary.AppendUvarint(b, uint64(e.vlen+1))
-		w.Write(b)
-		w.Write(s.key(e))
-		if _, err = w.Write(s.val(e)); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		err = w.Flush()
-	}
+	err = s.writeRun(f, ents)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("extsort: spill run %s: %w", f.Name(), err)
 	}
-	s.chunks, s.ents, s.used = nil, s.ents[:0], 0
+	s.reset()
+	return nil
+}
+
+// writeBufSize is how many bytes of a run are gathered before a write.
+const writeBufSize = 1 << 20
+
+// writeRun writes ents' records to f through s.wbuf. Records larger than
+// maxInlineRec go to f directly.
+func (s *Sorter) writeRun(f *os.File, ents []entry) error {
+	if s.wbuf == nil {
+		s.wbuf = make([]byte, 0, writeBufSize)
+	}
+	b := s.wbuf[:0]
+	for i := range ents {
+		e := &ents[i]
+		if len(b) > writeBufSize-(4+2*binary.MaxVarintLen32+maxInlineRec) {
+			if _, err := f.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(e.part))
+		b = binary.AppendUvarint(b, uint64(e.klen))
+		b = binary.AppendUvarint(b, uint64(e.vlen+1))
+		if int(e.klen)+max(int(e.vlen), 0) > maxInlineRec {
+			if _, err := f.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+			c := s.chunks[e.chunk]
+			if _, err := f.Write(c[e.off : e.off+e.klen+max(e.vlen, 0)]); err != nil {
+				return err
+			}
+			continue
+		}
+		// the key and value lie next to each other in the chunk
+		c := s.chunks[e.chunk]
+		b = append(b, c[e.off:e.off+e.klen+max(e.vlen, 0)]...)
+	}
+	if len(b) > 0 {
+		if _, err := f.Write(b); err != nil {
+			return err
+		}
+	}
 	return nil
 }

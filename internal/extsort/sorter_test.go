@@ -77,11 +77,12 @@ func randomKey(rng *rand.Rand) []byte {
 
 // The Sorter hands out what an in-memory stable sort and dedup would, with
 // any memory limit: none (no spill), nothing (a run per Add), tiny (over a
-// hundred runs to merge) and small; with negative partitions, empty keys,
-// empty and large values, tombstones, and Each called midway with Adds after
-// it.
+// hundred runs to merge), small, and a few chunks (values of kilobytes:
+// several spills each refilling the chunks and sort buffers the one before
+// emptied); with negative partitions, empty keys, empty and large values,
+// tombstones, and Each called midway with Adds after it.
 func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
-	for _, limit := range []int{0, 2 << 10, 16 << 10, 1 << 30} {
+	for _, limit := range []int{0, 2 << 10, 16 << 10, 3 * chunkSize, 1 << 30} {
 		for seed := range uint64(4) {
 			t.Run(fmt.Sprintf("limit=%d/seed=%d", limit, seed), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(seed, uint64(limit)))
@@ -102,6 +103,8 @@ func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
 						val = []byte{}
 					case r < 21:
 						val = bytes.Repeat([]byte{byte(i)}, maxInlineRec+1+rng.IntN(1000))
+					case limit == 3*chunkSize:
+						val = bytes.Repeat(fmt.Appendf(nil, "v%d", i), 500+rng.IntN(500))
 					default:
 						val = fmt.Appendf(nil, "v%d", i)
 					}
@@ -112,6 +115,8 @@ func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
 					}
 				}
 				switch {
+				case limit == 3*chunkSize:
+					require.Greater(t, s.Runs(), 3, "values of kilobytes must fill the chunks several times")
 				case limit < 1<<20:
 					require.Greater(t, s.Runs(), 1, "a small limit must spill")
 				default:
