@@ -1,15 +1,13 @@
 package extsort
 
 import (
-	"bufio"
 	"bytes"
-	"container/heap"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
-	"slices"
 )
 
 // Each calls fn for every live record, the last version of each
@@ -41,101 +39,201 @@ func (s *Sorter) Each(fn func(part int32, key, val []byte) error) error {
 }
 
 // source is one sorted input of the merge: a spilled run or the entries
-// still in memory.
+// still in memory. Its current record is part, pfx (the key's first 8
+// bytes, as in entry), key, val and tomb; key and val are valid until next.
 type source struct {
 	idx  int // higher is newer
+	done bool
+	tomb bool
 	part int32
+	pfx  uint64
 	key  []byte
 	val  []byte
-	tomb bool
 
-	// a run
-	name string
-	r    *bufio.Reader
-	f    *os.File
+	// a run: buf[pos:end] is read and not yet taken; left is what the file
+	// still holds past it
+	name     string
+	f        *os.File
+	buf      []byte
+	pos, end int
+	left     int64
 	// memory
 	s    *Sorter
 	ents []entry
 }
 
-// next moves src to its next record; false at its end.
-func (src *source) next() (bool, error) {
-	if src.r == nil {
+// runBufSize is the size of each run's read buffer.
+const runBufSize = 256 << 10
+
+// maxHeader is the longest a record's header can be in a run.
+const maxHeader = 4 + 2*binary.MaxVarintLen64
+
+// errBadHeader is a run's record header that no spill wrote.
+var errBadHeader = errors.New("record header out of range")
+
+// next moves src to its next record, or sets src.done at its end.
+func (src *source) next() error {
+	if src.f == nil {
 		if len(src.ents) == 0 {
-			return false, nil
+			src.done = true
+			return nil
 		}
 		e := &src.ents[0]
 		src.ents = src.ents[1:]
-		src.part, src.key, src.val, src.tomb = e.part, src.s.key(e), src.s.val(e), e.vlen < 0
-		return true, nil
+		src.part, src.pfx, src.key, src.val, src.tomb = e.part, e.pfx, src.s.key(e), src.s.val(e), e.vlen < 0
+		return nil
 	}
-	var p [4]byte
-	if _, err := io.ReadFull(src.r, p[:]); err != nil {
-		if errors.Is(err, io.EOF) {
-			return false, nil
+	if src.end-src.pos < maxHeader && src.left > 0 {
+		if err := src.fill(maxHeader); err != nil {
+			return err
 		}
-		return false, err
 	}
-	src.part = int32(binary.BigEndian.Uint32(p[:]))
-	kl, err := binary.ReadUvarint(src.r)
-	if err != nil {
-		return false, noEOF(err)
+	b := src.buf[src.pos:src.end]
+	if len(b) == 0 {
+		src.done = true
+		return nil
 	}
-	vl, err := binary.ReadUvarint(src.r)
-	if err != nil {
-		return false, noEOF(err)
+	if len(b) < 4 {
+		return io.ErrUnexpectedEOF
 	}
-	src.key = slices.Grow(src.key[:0], int(kl))[:kl]
-	if _, err := io.ReadFull(src.r, src.key); err != nil {
-		return false, noEOF(err)
+	kl, n1 := binary.Uvarint(b[4:])
+	if n1 <= 0 {
+		return headerErr(n1)
 	}
-	src.tomb = vl == 0
+	vl, n2 := binary.Uvarint(b[4+n1:])
+	if n2 <= 0 {
+		return headerErr(n2)
+	}
+	if kl > math.MaxInt32 || vl > math.MaxInt32+1 {
+		return errBadHeader
+	}
+	h := 4 + n1 + n2
+	tomb := vl == 0
 	if vl > 0 {
 		vl--
 	}
-	src.val = slices.Grow(src.val[:0], int(vl))[:vl]
-	if _, err := io.ReadFull(src.r, src.val); err != nil {
-		return false, noEOF(err)
+	need := h + int(kl) + int(vl)
+	if need > len(b) {
+		if int64(need-len(b)) > src.left {
+			return io.ErrUnexpectedEOF
+		}
+		if err := src.fill(need); err != nil {
+			return err
+		}
+		b = src.buf[src.pos:src.end]
 	}
-	return true, nil
+	src.part = int32(binary.BigEndian.Uint32(b))
+	src.key = b[h : h+int(kl) : h+int(kl)]
+	src.val = b[h+int(kl) : need : need]
+	src.pfx = keyPrefix(src.key)
+	src.tomb = tomb
+	src.pos += need
+	return nil
 }
 
-// noEOF turns an end of file inside a record into io.ErrUnexpectedEOF.
-func noEOF(err error) error {
-	if err == io.EOF {
+// headerErr is the error of binary.Uvarint's n <= 0 on a header: a header
+// cut short by the file's end, or too long a varint.
+func headerErr(n int) error {
+	if n == 0 {
 		return io.ErrUnexpectedEOF
 	}
-	return err
+	return errBadHeader
 }
 
-type srcHeap []*source
+// fill moves what is left in the buffer to its front and reads until it
+// holds need bytes or the file ends, growing the buffer for a record larger
+// than it.
+func (src *source) fill(need int) error {
+	n := copy(src.buf, src.buf[src.pos:src.end])
+	if need > len(src.buf) {
+		nb := make([]byte, need)
+		copy(nb, src.buf[:n])
+		src.buf = nb
+	}
+	src.pos, src.end = 0, n
+	for src.end < need && src.left > 0 {
+		m, err := src.f.Read(src.buf[src.end:])
+		src.end += m
+		src.left -= int64(m)
+		if err == io.EOF {
+			if src.left > 0 {
+				return io.ErrUnexpectedEOF // the file shrank under us
+			}
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-func (h srcHeap) Len() int { return len(h) }
-func (h srcHeap) Less(i, j int) bool {
-	a, b := h[i], h[j]
+// less reports whether a's record comes before b's: by partition, key, and
+// the newer source first among equal keys; an ended source comes last.
+func less(a, b *source) bool {
+	if a.done || b.done {
+		return !a.done
+	}
 	if a.part != b.part {
 		return a.part < b.part
+	}
+	if a.pfx != b.pfx {
+		return a.pfx < b.pfx
 	}
 	if c := bytes.Compare(a.key, b.key); c != 0 {
 		return c < 0
 	}
-	return a.idx > b.idx // newest first
+	return a.idx > b.idx
 }
-func (h srcHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *srcHeap) Push(x any)   { *h = append(*h, x.(*source)) }
-func (h *srcHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+
+// loserTree picks the least of k sources: tree[0] is the winner, tree[n]
+// for 0 < n < k the loser of the match at node n, whose children are 2n and
+// 2n+1; node k+i is source i. A source's next record takes log2(k)
+// comparisons to place, against the losers on its way up.
+type loserTree struct {
+	srcs []*source
+	tree []int
+}
+
+func newLoserTree(srcs []*source) *loserTree {
+	t := &loserTree{srcs: srcs, tree: make([]int, max(len(srcs), 1))}
+	if len(srcs) > 0 {
+		t.tree[0] = t.build(1)
+	}
+	return t
+}
+
+// build plays the matches below node n and returns its winner.
+func (t *loserTree) build(n int) int {
+	k := len(t.srcs)
+	if n >= k {
+		return n - k
+	}
+	a, b := t.build(2*n), t.build(2*n+1)
+	if less(t.srcs[b], t.srcs[a]) {
+		a, b = b, a
+	}
+	t.tree[n] = b
+	return a
+}
+
+// replay places the winner again after its source moved on.
+func (t *loserTree) replay() {
+	w := t.tree[0]
+	for n := (w + len(t.srcs)) / 2; n > 0; n /= 2 {
+		if l := t.tree[n]; less(t.srcs[l], t.srcs[w]) {
+			t.tree[n], w = w, l
+		}
+	}
+	t.tree[0] = w
 }
 
 // merge k-way merges the runs and the sorted in-memory entries mem (newest);
 // for equal keys the newest input wins.
 func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) error {
-	var h srcHeap
+	var srcs []*source
 	defer func() {
-		for _, src := range h {
+		for _, src := range srcs {
 			if src.f != nil {
 				src.f.Close()
 			}
@@ -146,29 +244,33 @@ func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) 
 		if err != nil {
 			return fmt.Errorf("extsort: read run: %w", err)
 		}
-		src := &source{idx: i, name: name, f: f, r: bufio.NewReaderSize(f, 256<<10)}
-		ok, err := src.next()
-		if err != nil || !ok {
-			f.Close()
-			if err != nil {
-				return fmt.Errorf("extsort: read run %s: %w", name, err)
-			}
-			continue
+		src := &source{idx: i, name: name, f: f, buf: make([]byte, runBufSize)}
+		srcs = append(srcs, src)
+		fi, err := f.Stat()
+		if err == nil {
+			src.left = fi.Size()
+			err = src.next()
 		}
-		h = append(h, src)
+		if err != nil {
+			return fmt.Errorf("extsort: read run %s: %w", name, err)
+		}
 	}
 	if len(mem) > 0 {
 		src := &source{idx: len(s.runs), s: s, ents: mem}
 		src.next()
-		h = append(h, src)
+		srcs = append(srcs, src)
 	}
-	heap.Init(&h)
+	t := newLoserTree(srcs)
 	var lastPart int32
+	var lastPfx uint64
 	var lastKey []byte // nil: nothing handed out yet
-	for h.Len() > 0 {
-		src := h[0]
-		if lastKey == nil || src.part != lastPart || !bytes.Equal(src.key, lastKey) {
-			lastPart = src.part
+	for len(srcs) > 0 {
+		src := srcs[t.tree[0]]
+		if src.done {
+			return nil
+		}
+		if lastKey == nil || src.pfx != lastPfx || src.part != lastPart || !bytes.Equal(src.key, lastKey) {
+			lastPart, lastPfx = src.part, src.pfx
 			lastKey = append(lastKey[:0], src.key...)
 			if lastKey == nil {
 				lastKey = []byte{}
@@ -179,18 +281,10 @@ func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) 
 				}
 			}
 		}
-		ok, err := src.next()
-		if err != nil {
+		if err := src.next(); err != nil {
 			return fmt.Errorf("extsort: read run %s: %w", src.name, err)
 		}
-		if ok {
-			heap.Fix(&h, 0)
-		} else {
-			if src.f != nil {
-				src.f.Close()
-			}
-			heap.Pop(&h)
-		}
+		t.replay()
 	}
 	return nil
 }
