@@ -28,10 +28,11 @@ func (s *Sorter) Each(fn func(part int32, key, val []byte) error) error {
 	}
 	for i := range ents {
 		e := &ents[i]
-		if e.vlen < 0 {
+		key, val, tomb := s.rec(e)
+		if tomb {
 			continue
 		}
-		if err := fn(e.part, s.key(e), s.val(e)); err != nil {
+		if err := fn(e.part, key, val); err != nil {
 			return err
 		}
 	}
@@ -80,7 +81,8 @@ func (src *source) next() error {
 		}
 		e := &src.ents[0]
 		src.ents = src.ents[1:]
-		src.part, src.pfx, src.key, src.val, src.tomb = e.part, e.pfx, src.s.key(e), src.s.val(e), e.vlen < 0
+		src.part, src.pfx = e.part, e.pfx
+		src.key, src.val, src.tomb = src.s.rec(e)
 		return nil
 	}
 	if src.end-src.pos < maxHeader && src.left > 0 {

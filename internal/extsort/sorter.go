@@ -35,14 +35,16 @@ type Sorter struct {
 	runs    []string // spilled run files, oldest first
 }
 
-// entry is one record in memory.
+// entry is one record in memory: 24 bytes, what the radix sort moves. The
+// record itself, at chunks[chunk][off:off+rlen], is its key length
+// (uvarint), value length plus one (uvarint, 0 for a tombstone), key and
+// value: a run's record without the partition.
 type entry struct {
 	pfx   uint64 // first 8 key bytes, big endian, zero-padded
 	part  int32
 	chunk int32
 	off   int32
-	klen  int32
-	vlen  int32 // -1: tombstone
+	rlen  int32
 }
 
 const (
@@ -69,7 +71,11 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 	if s.err != nil {
 		return s.err
 	}
-	n := len(key) + len(val)
+	vl1 := uint64(len(val)) + 1
+	if val == nil {
+		vl1 = 0
+	}
+	n := uvarintLen(uint64(len(key))) + uvarintLen(vl1) + len(key) + len(val)
 	var ci int
 	if n > maxInlineRec {
 		s.chunks = append(s.chunks, make([]byte, 0, n))
@@ -83,15 +89,12 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 	}
 	c := s.chunks[ci]
 	off := len(c)
+	c = binary.AppendUvarint(c, uint64(len(key)))
+	c = binary.AppendUvarint(c, vl1)
 	c = append(c, key...)
 	c = append(c, val...)
 	s.chunks[ci] = c
-	vlen := int32(len(val))
-	if val == nil {
-		vlen = -1
-	}
-	s.ents = append(s.ents, entry{pfx: keyPrefix(key), part: part, chunk: int32(ci), off: int32(off),
-		klen: int32(len(key)), vlen: vlen})
+	s.ents = append(s.ents, entry{pfx: keyPrefix(key), part: part, chunk: int32(ci), off: int32(off), rlen: int32(n)})
 	s.used += n + entOverhead
 	if s.used >= s.limit {
 		if err := s.spill(); err != nil {
@@ -155,17 +158,38 @@ func keyPrefix(k []byte) uint64 {
 	return binary.BigEndian.Uint64(b[:])
 }
 
-func (s *Sorter) key(e *entry) []byte {
-	return s.chunks[e.chunk][e.off : e.off+e.klen : e.off+e.klen]
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
 }
 
-// val returns e's value, nil for a tombstone.
-func (s *Sorter) val(e *entry) []byte {
-	if e.vlen < 0 {
-		return nil
+// rec returns e's key and value, and whether it is a tombstone (its value
+// then nil).
+func (s *Sorter) rec(e *entry) (key, val []byte, tomb bool) {
+	r := s.chunks[e.chunk][e.off : e.off+e.rlen : e.off+e.rlen]
+	var kl, vl1 uint64
+	var h int
+	if len(r) >= 2 && r[0] < 0x80 && r[1] < 0x80 {
+		kl, vl1, h = uint64(r[0]), uint64(r[1]), 2
+	} else {
+		var n1, n2 int
+		kl, n1 = binary.Uvarint(r)
+		vl1, n2 = binary.Uvarint(r[n1:])
+		h = n1 + n2
 	}
-	st := e.off + e.klen
-	return s.chunks[e.chunk][st : st+e.vlen : st+e.vlen]
+	key = r[h : h+int(kl) : h+int(kl)]
+	if vl1 == 0 {
+		return key, nil, true
+	}
+	return key, r[h+int(kl):], false
+}
+
+func (s *Sorter) key(e *entry) []byte {
+	k, _, _ := s.rec(e)
+	return k
 }
 
 // sortDedup sorts the in-memory entries by (partition, key) keeping, for
@@ -311,22 +335,18 @@ func (s *Sorter) writeRun(f *os.File, ents []entry) error {
 			b = b[:0]
 		}
 		b = binary.BigEndian.AppendUint32(b, uint32(e.part))
-		b = binary.AppendUvarint(b, uint64(e.klen))
-		b = binary.AppendUvarint(b, uint64(e.vlen+1))
-		if int(e.klen)+max(int(e.vlen), 0) > maxInlineRec {
+		r := s.chunks[e.chunk][e.off : e.off+e.rlen]
+		if len(r) > maxInlineRec {
 			if _, err := f.Write(b); err != nil {
 				return err
 			}
 			b = b[:0]
-			c := s.chunks[e.chunk]
-			if _, err := f.Write(c[e.off : e.off+e.klen+max(e.vlen, 0)]); err != nil {
+			if _, err := f.Write(r); err != nil {
 				return err
 			}
 			continue
 		}
-		// the key and value lie next to each other in the chunk
-		c := s.chunks[e.chunk]
-		b = append(b, c[e.off:e.off+e.klen+max(e.vlen, 0)]...)
+		b = append(b, r...)
 	}
 	if len(b) > 0 {
 		if _, err := f.Write(b); err != nil {
