@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"unsafe"
 )
 
 // Sorter collects records, keeps the last version of each (partition, key)
@@ -26,13 +27,14 @@ type Sorter struct {
 	pattern string // run file names, for os.CreateTemp
 	err     error  // sticky: a failed spill, or ErrClosed
 
-	chunks  [][]byte // arena; entries point into it
-	free    [][]byte // emptied chunks of chunkSize, for the next records
-	used    int      // bytes in chunks plus entry overhead
-	ents    []entry
-	scratch []entry  // the radix sort's other buffer, kept across spills
-	wbuf    []byte   // a run's bytes on their way to its file
-	runs    []string // spilled run files, oldest first
+	chunks   [][]byte // arena; entries point into it
+	free     [][]byte // emptied chunks of chunkSize, for the next records
+	used     int      // bytes in chunks, both sort buffers' capacity, the rest of entOverhead for each entry
+	recBytes int      // bytes in chunks
+	ents     []entry
+	scratch  []entry  // the radix sort's other buffer, kept across spills
+	wbuf     []byte   // a run's bytes on their way to its file
+	runs     []string // spilled run files, oldest first
 }
 
 // entry is one record in memory: 24 bytes, what the radix sort moves. The
@@ -49,7 +51,8 @@ type entry struct {
 
 const (
 	chunkSize    = 1 << 20
-	entOverhead  = 72 // an entry and its radix-sort copy plus slack, counted against the limit
+	entOverhead  = 72 // an entry, its copy in the sort's other buffer (both counted by capacity) and slack, counted against the limit
+	entSize      = int(unsafe.Sizeof(entry{}))
 	maxInlineRec = chunkSize / 4
 )
 
@@ -76,16 +79,17 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 		vl1 = 0
 	}
 	n := uvarintLen(uint64(len(key))) + uvarintLen(vl1) + len(key) + len(val)
-	var ci int
-	if n > maxInlineRec {
-		s.chunks = append(s.chunks, make([]byte, 0, n))
-		ci = len(s.chunks) - 1
-	} else {
-		ci = len(s.chunks) - 1
-		if ci < 0 || cap(s.chunks[ci])-len(s.chunks[ci]) < n {
-			s.chunks = append(s.chunks, s.newChunk())
-			ci++
+	ci := len(s.chunks) - 1
+	if ci < 0 || cap(s.chunks[ci])-len(s.chunks[ci]) < n {
+		if ci >= 0 {
+			s.used += cap(s.chunks[ci]) - len(s.chunks[ci]) // left unused
 		}
+		if n > maxInlineRec {
+			s.chunks = append(s.chunks, make([]byte, 0, n))
+		} else {
+			s.chunks = append(s.chunks, s.newChunk())
+		}
+		ci++
 	}
 	c := s.chunks[ci]
 	off := len(c)
@@ -94,8 +98,18 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 	c = append(c, key...)
 	c = append(c, val...)
 	s.chunks[ci] = c
+	if len(s.ents) == cap(s.ents) {
+		s.growEnts()
+	}
 	s.ents = append(s.ents, entry{pfx: keyPrefix(key), part: part, chunk: int32(ci), off: int32(off), rlen: int32(n)})
-	s.used += n + entOverhead
+	s.recBytes += n
+	s.used += n + entOverhead - 2*entSize // the entry and its sort copy are counted by capacity
+	if len(s.ents) > cap(s.scratch) {
+		s.used += entSize // the sort's copy to come
+	}
+	if len(s.free) > 0 && s.used+len(s.free)*chunkSize > s.limit {
+		s.trimFree()
+	}
 	if s.used >= s.limit {
 		if err := s.spill(); err != nil {
 			s.err = err
@@ -103,6 +117,38 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 		}
 	}
 	return nil
+}
+
+// growEnts makes room in ents for as many more entries as the records so
+// far suggest the limit leaves room for (append's growth of a quarter
+// copies the entries about five times over and clears as much fresh
+// memory). The capacity is counted in used: entries that do not come cost
+// an earlier spill, never more memory than limit.
+func (s *Sorter) growEnts() {
+	n := len(s.ents)
+	more := max(n, 16)
+	if n > 0 {
+		est := max((s.limit-s.used)/(s.recBytes/n+entOverhead), 0)
+		est += est/16 + 16
+		if n < 4096 { // too few records to go by: at most double
+			more = min(more, est)
+		} else {
+			more = est
+		}
+	}
+	old := cap(s.ents)
+	s.ents = slices.Grow(s.ents, more)
+	s.used += (cap(s.ents) - old) * entSize
+}
+
+// trimFree lets go of emptied chunks until what they and used count fit
+// in limit: records unlike the last spill's (fewer bytes and more entries,
+// or records too large for a chunk) would not refill them.
+func (s *Sorter) trimFree() {
+	for len(s.free) > 0 && s.used+len(s.free)*chunkSize > s.limit {
+		s.free[len(s.free)-1] = nil
+		s.free = s.free[:len(s.free)-1]
+	}
 }
 
 // Runs returns how many runs the Sorter has spilled to files so far.
@@ -118,7 +164,7 @@ func (s *Sorter) Close() error {
 			err = fmt.Errorf("extsort: remove run: %w", rerr)
 		}
 	}
-	s.runs, s.chunks, s.free, s.ents, s.scratch, s.wbuf, s.used = nil, nil, nil, nil, nil, nil, 0
+	s.runs, s.chunks, s.free, s.ents, s.scratch, s.wbuf, s.used, s.recBytes = nil, nil, nil, nil, nil, nil, 0, 0
 	s.err = ErrClosed
 	return err
 }
@@ -146,7 +192,8 @@ func (s *Sorter) reset() {
 		}
 		s.chunks[i] = nil
 	}
-	s.chunks, s.ents, s.used = s.chunks[:0], s.ents[:0], 0
+	s.chunks, s.ents = s.chunks[:0], s.ents[:0]
+	s.used, s.recBytes = (cap(s.ents)+cap(s.scratch))*entSize, 0 // the sort buffers stay
 }
 
 func keyPrefix(k []byte) uint64 {

@@ -234,3 +234,41 @@ func TestSorterEachReportsADamagedRun(t *testing.T) {
 		})
 	}
 }
+
+// held is what s holds in memory for records: its chunks, emptied ones
+// kept for reuse, and both sort buffers' capacity.
+func (s *Sorter) held() int {
+	n := (cap(s.ents) + cap(s.scratch)) * entSize
+	for _, c := range s.chunks {
+		n += cap(c)
+	}
+	for _, c := range s.free {
+		n += cap(c)
+	}
+	return n
+}
+
+// What the Sorter holds for records stays within its limit (plus the
+// chunk being filled, and a record) however many spills reuse its buffers,
+// with records of every size from a few bytes to a few kilobytes.
+func TestSorterHoldsNoMoreThanItsLimit(t *testing.T) {
+	for _, limit := range []int{1 << 20, 8 << 20} {
+		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, uint64(limit)))
+			s := New(limit, t.TempDir(), "run-*.tmp")
+			defer s.Close()
+			most := 0
+			for i := range 200000 {
+				size := 1 << rng.IntN(12)
+				if i > 100000 {
+					size = rng.IntN(16) // small records after large ones
+				}
+				require.NoError(t, s.Add(0, fmt.Appendf(nil, "k%d", rng.IntN(1<<20)), make([]byte, size)))
+				most = max(most, s.held())
+			}
+			require.Greater(t, s.Runs(), 3)
+			t.Logf("most held %d, limit %d", most, limit)
+			require.LessOrEqual(t, most, limit+chunkSize+4096, "most held")
+		})
+	}
+}
