@@ -42,12 +42,15 @@ func (s *Sorter) Each(fn func(part int32, key, val []byte) error) error {
 // source is one sorted input of the merge: a spilled run or the entries
 // still in memory. Its current record is part, pfx (the key's first 8
 // bytes, as in entry), key, val and tomb; key and val are valid until next.
+// ord orders sources by partition, and puts ended ones last: the
+// partition with its sign bit flipped, or doneOrd.
 type source struct {
+	ord  uint64
+	pfx  uint64
 	idx  int // higher is newer
 	done bool
 	tomb bool
 	part int32
-	pfx  uint64
 	key  []byte
 	val  []byte
 
@@ -63,6 +66,11 @@ type source struct {
 	ents []entry
 }
 
+// doneOrd is the ord of an ended source, above every partition's.
+const doneOrd = 1 << 32
+
+func partOrd(p int32) uint64 { return uint64(uint32(p) ^ (1 << 31)) }
+
 // runBufSize is the size of each run's read buffer.
 const runBufSize = 256 << 10
 
@@ -76,12 +84,12 @@ var errBadHeader = errors.New("record header out of range")
 func (src *source) next() error {
 	if src.f == nil {
 		if len(src.ents) == 0 {
-			src.done = true
+			src.done, src.ord = true, doneOrd
 			return nil
 		}
 		e := &src.ents[0]
 		src.ents = src.ents[1:]
-		src.part, src.pfx = e.part, e.pfx
+		src.part, src.pfx, src.ord = e.part, e.pfx, partOrd(e.part)
 		src.key, src.val, src.tomb = src.s.rec(e)
 		return nil
 	}
@@ -92,7 +100,7 @@ func (src *source) next() error {
 	}
 	b := src.buf[src.pos:src.end]
 	if len(b) == 0 {
-		src.done = true
+		src.done, src.ord = true, doneOrd
 		return nil
 	}
 	if len(b) < 4 {
@@ -125,6 +133,7 @@ func (src *source) next() error {
 		b = src.buf[src.pos:src.end]
 	}
 	src.part = int32(binary.BigEndian.Uint32(b))
+	src.ord = partOrd(src.part)
 	src.key = b[h : h+int(kl) : h+int(kl)]
 	src.val = b[h+int(kl) : need : need]
 	src.pfx = keyPrefix(src.key)
@@ -173,11 +182,8 @@ func (src *source) fill(need int) error {
 // less reports whether a's record comes before b's: by partition, key, and
 // the newer source first among equal keys; an ended source comes last.
 func less(a, b *source) bool {
-	if a.done || b.done {
-		return !a.done
-	}
-	if a.part != b.part {
-		return a.part < b.part
+	if a.ord != b.ord {
+		return a.ord < b.ord
 	}
 	if a.pfx != b.pfx {
 		return a.pfx < b.pfx
@@ -193,11 +199,11 @@ func less(a, b *source) bool {
 // 2n+1; node k+i is source i. A source's next record takes log2(k)
 // comparisons to place, against the losers on its way up.
 type loserTree struct {
-	srcs []*source
+	srcs []source
 	tree []int
 }
 
-func newLoserTree(srcs []*source) *loserTree {
+func newLoserTree(srcs []source) *loserTree {
 	t := &loserTree{srcs: srcs, tree: make([]int, max(len(srcs), 1))}
 	if len(srcs) > 0 {
 		t.tree[0] = t.build(1)
@@ -212,7 +218,7 @@ func (t *loserTree) build(n int) int {
 		return n - k
 	}
 	a, b := t.build(2*n), t.build(2*n+1)
-	if less(t.srcs[b], t.srcs[a]) {
+	if less(&t.srcs[b], &t.srcs[a]) {
 		a, b = b, a
 	}
 	t.tree[n] = b
@@ -221,23 +227,24 @@ func (t *loserTree) build(n int) int {
 
 // replay places the winner again after its source moved on.
 func (t *loserTree) replay() {
-	w := t.tree[0]
-	for n := (w + len(t.srcs)) / 2; n > 0; n /= 2 {
-		if l := t.tree[n]; less(t.srcs[l], t.srcs[w]) {
-			t.tree[n], w = w, l
+	srcs, tree := t.srcs, t.tree
+	w := tree[0]
+	for n := (w + len(srcs)) / 2; n > 0; n /= 2 {
+		if l := tree[n]; less(&srcs[l], &srcs[w]) {
+			tree[n], w = w, l
 		}
 	}
-	t.tree[0] = w
+	tree[0] = w
 }
 
 // merge k-way merges the runs and the sorted in-memory entries mem (newest);
 // for equal keys the newest input wins.
 func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) error {
-	var srcs []*source
+	srcs := make([]source, 0, len(s.runs)+1)
 	defer func() {
-		for _, src := range srcs {
-			if src.f != nil {
-				src.f.Close()
+		for i := range srcs {
+			if srcs[i].f != nil {
+				srcs[i].f.Close()
 			}
 		}
 	}()
@@ -246,8 +253,8 @@ func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) 
 		if err != nil {
 			return fmt.Errorf("extsort: read run: %w", err)
 		}
-		src := &source{idx: i, name: name, f: f, buf: make([]byte, runBufSize)}
-		srcs = append(srcs, src)
+		srcs = append(srcs, source{idx: i, name: name, f: f, buf: make([]byte, runBufSize)})
+		src := &srcs[len(srcs)-1]
 		fi, err := f.Stat()
 		if err == nil {
 			src.left = fi.Size()
@@ -258,16 +265,15 @@ func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) 
 		}
 	}
 	if len(mem) > 0 {
-		src := &source{idx: len(s.runs), s: s, ents: mem}
-		src.next()
-		srcs = append(srcs, src)
+		srcs = append(srcs, source{idx: len(s.runs), s: s, ents: mem})
+		srcs[len(srcs)-1].next()
 	}
 	t := newLoserTree(srcs)
 	var lastPart int32
 	var lastPfx uint64
 	var lastKey []byte // nil: nothing handed out yet
 	for len(srcs) > 0 {
-		src := srcs[t.tree[0]]
+		src := &srcs[t.tree[0]]
 		if src.done {
 			return nil
 		}
