@@ -79,18 +79,14 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 		vl1 = 0
 	}
 	n := uvarintLen(uint64(len(key))) + uvarintLen(vl1) + len(key) + len(val)
-	ci := len(s.chunks) - 1
-	if ci < 0 || cap(s.chunks[ci])-len(s.chunks[ci]) < n {
-		if ci >= 0 {
-			s.used += cap(s.chunks[ci]) - len(s.chunks[ci]) // left unused
+	if len(s.ents) == cap(s.ents) && !s.growEnts() {
+		// a spill costs less than copying the entries for a few more
+		if err := s.spill(); err != nil {
+			s.err = err
+			return err
 		}
-		if n > maxInlineRec {
-			s.chunks = append(s.chunks, make([]byte, 0, n))
-		} else {
-			s.chunks = append(s.chunks, s.newChunk())
-		}
-		ci++
 	}
+	ci := s.place(n)
 	c := s.chunks[ci]
 	off := len(c)
 	c = binary.AppendUvarint(c, uint64(len(key)))
@@ -98,9 +94,6 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 	c = append(c, key...)
 	c = append(c, val...)
 	s.chunks[ci] = c
-	if len(s.ents) == cap(s.ents) {
-		s.growEnts()
-	}
 	s.ents = append(s.ents, entry{pfx: keyPrefix(key), part: part, chunk: int32(ci), off: int32(off), rlen: int32(n)})
 	s.recBytes += n
 	s.used += n + entOverhead - 2*entSize // the entry and its sort copy are counted by capacity
@@ -119,16 +112,39 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 	return nil
 }
 
+// place returns the index of the chunk that takes the next record, of n
+// bytes, starting a new chunk if the last one has no room.
+func (s *Sorter) place(n int) int {
+	ci := len(s.chunks) - 1
+	if ci >= 0 && cap(s.chunks[ci])-len(s.chunks[ci]) >= n {
+		return ci
+	}
+	if ci >= 0 {
+		s.used += cap(s.chunks[ci]) - len(s.chunks[ci]) // left unused
+	}
+	if n > maxInlineRec {
+		s.chunks = append(s.chunks, make([]byte, 0, n))
+	} else {
+		s.chunks = append(s.chunks, s.newChunk())
+	}
+	return ci + 1
+}
+
 // growEnts makes room in ents for as many more entries as the records so
 // far suggest the limit leaves room for (append's growth of a quarter
 // copies the entries about five times over and clears as much fresh
 // memory). The capacity is counted in used: entries that do not come cost
-// an earlier spill, never more memory than limit.
-func (s *Sorter) growEnts() {
+// an earlier spill, never more memory than limit. It returns false, and
+// grows nothing, when the room left is for fewer than a sixteenth more
+// entries: a spill is then cheaper than copying them all.
+func (s *Sorter) growEnts() bool {
 	n := len(s.ents)
 	more := max(n, 16)
 	if n > 0 {
 		est := max((s.limit-s.used)/(s.recBytes/n+entOverhead), 0)
+		if n >= 4096 && est < n/16 {
+			return false
+		}
 		est += est/16 + 16
 		if n < 4096 { // too few records to go by: at most double
 			more = min(more, est)
@@ -137,8 +153,11 @@ func (s *Sorter) growEnts() {
 		}
 	}
 	old := cap(s.ents)
-	s.ents = slices.Grow(s.ents, more)
+	ents := make([]entry, n, n+more) // not slices.Grow: append's growth takes a quarter more at least
+	copy(ents, s.ents)
+	s.ents = ents
 	s.used += (cap(s.ents) - old) * entSize
+	return true
 }
 
 // trimFree lets go of emptied chunks until what they and used count fit
@@ -193,6 +212,9 @@ func (s *Sorter) reset() {
 		s.chunks[i] = nil
 	}
 	s.chunks, s.ents = s.chunks[:0], s.ents[:0]
+	if cap(s.scratch) > cap(s.ents) { // the sort swaps them: fill the larger
+		s.ents, s.scratch = s.scratch[:0], s.ents
+	}
 	s.used, s.recBytes = (cap(s.ents)+cap(s.scratch))*entSize, 0 // the sort buffers stay
 }
 
@@ -301,7 +323,7 @@ func (s *Sorter) radixSort() []entry {
 	}
 	dst := s.scratch
 	if cap(dst) < len(src) {
-		dst = make([]entry, len(src))
+		dst = make([]entry, len(src), cap(src)) // as large as ents: the next fill may use all of it
 	}
 	dst = dst[:len(src)]
 	e0 := &src[0]

@@ -79,10 +79,12 @@ func randomKey(rng *rand.Rand) []byte {
 // any memory limit: none (no spill), nothing (a run per Add), tiny (over a
 // hundred runs to merge), small, and a few chunks (values of kilobytes:
 // several spills each refilling the chunks and sort buffers the one before
-// emptied); with negative partitions, empty keys, empty and large values,
+// emptied), and a mebibyte with thousands of records a run whose size
+// changes every few thousand (the entries' room grows by estimate, or the
+// Sorter spills early); with negative partitions, empty keys, empty and large values,
 // tombstones, and Each called midway with Adds after it.
 func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
-	for _, limit := range []int{0, 2 << 10, 16 << 10, 3 * chunkSize, 1 << 30} {
+	for _, limit := range []int{0, 2 << 10, 16 << 10, 1 << 20, 3 * chunkSize, 1 << 30} {
 		for seed := range uint64(4) {
 			t.Run(fmt.Sprintf("limit=%d/seed=%d", limit, seed), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(seed, uint64(limit)))
@@ -91,8 +93,11 @@ func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
 				defer s.Close()
 				var m model
 				n := 3000
-				if limit == 0 {
+				switch limit {
+				case 0:
 					n = 100 // a run per Add
+				case 1 << 20:
+					n = 60000 // thousands of entries a run, in phases of short and long values
 				}
 				for i := range n {
 					part, key := rng.Int32N(5)-2, randomKey(rng)
@@ -101,10 +106,12 @@ func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
 					case r < 15: // a tombstone
 					case r < 20:
 						val = []byte{}
-					case r < 21:
+					case r < 21 && limit != 1<<20:
 						val = bytes.Repeat([]byte{byte(i)}, maxInlineRec+1+rng.IntN(1000))
 					case limit == 3*chunkSize:
 						val = bytes.Repeat(fmt.Appendf(nil, "v%d", i), 500+rng.IntN(500))
+					case limit == 1<<20 && i/7000%2 == 1:
+						val = bytes.Repeat([]byte{'v'}, 20+rng.IntN(200))
 					default:
 						val = fmt.Appendf(nil, "v%d", i)
 					}
@@ -117,7 +124,7 @@ func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
 				switch {
 				case limit == 3*chunkSize:
 					require.Greater(t, s.Runs(), 3, "values of kilobytes must fill the chunks several times")
-				case limit < 1<<20:
+				case limit <= 1<<20:
 					require.Greater(t, s.Runs(), 1, "a small limit must spill")
 				default:
 					require.Zero(t, s.Runs())
@@ -271,4 +278,39 @@ func TestSorterHoldsNoMoreThanItsLimit(t *testing.T) {
 			require.LessOrEqual(t, most, limit+chunkSize+4096, "most held")
 		})
 	}
+}
+
+// Once its entries' room runs out with less than a sixteenth more to be
+// had under the limit, the Sorter spills rather than copying every entry
+// into a larger buffer; what Each hands out is unchanged. (The room is
+// clipped by hand after each Add: the estimate rarely falls short by so
+// little.)
+func TestSorterSpillsRatherThanGrowingItsEntriesByLittle(t *testing.T) {
+	s := New(1<<20, t.TempDir(), "run-*.tmp")
+	defer s.Close()
+	var m model
+	i := 0
+	add := func() {
+		key, val := fmt.Appendf(nil, "k%07d", i*7919%100000), bytes.Repeat([]byte{byte(i)}, 20)
+		require.NoError(t, s.Add(0, key, val))
+		m.add(0, key, val)
+		i++
+	}
+	clip := func() { // room for no more entries than there are
+		s.used -= (cap(s.ents) - len(s.ents)) * entSize
+		s.ents = slices.Clip(s.ents)
+	}
+	for s.used < s.limit*7/8 {
+		add()
+	}
+	require.Zero(t, s.Runs())
+	for clip(); s.Runs() == 0; clip() {
+		add()
+	}
+	require.Equal(t, 1, len(s.ents), "spilled before the last Add placed its record")
+	require.Less(t, s.used, s.limit/4)
+	for s.Runs() < 3 {
+		add()
+	}
+	require.Equal(t, m.want(), collect(t, s))
 }
