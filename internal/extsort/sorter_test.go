@@ -219,6 +219,13 @@ func TestSorterEachReportsADamagedRun(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(path, append(b, 0, 0, 0, 1, 0x80), 0o600))
 		},
+		"a length no spill writes": func(t *testing.T, path string) {
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			b = append(b, 0, 0, 0, 1, 1) // key length 1, then a value length of 2^63
+			b = append(b, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 'k')
+			require.NoError(t, os.WriteFile(path, b, 0o600))
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -233,9 +240,12 @@ func TestSorterEachReportsADamagedRun(t *testing.T) {
 			err := s.Each(func(int32, []byte, []byte) error { return nil })
 			require.Error(t, err)
 			require.ErrorContains(t, err, "extsort: read run")
-			if name == "removed" {
+			switch name {
+			case "removed":
 				require.ErrorIs(t, err, fs.ErrNotExist)
-			} else {
+			case "a length no spill writes":
+				require.ErrorIs(t, err, errBadHeader)
+			default:
 				require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 			}
 		})
@@ -313,4 +323,33 @@ func TestSorterSpillsRatherThanGrowingItsEntriesByLittle(t *testing.T) {
 		add()
 	}
 	require.Equal(t, m.want(), collect(t, s))
+}
+
+// The last version of a key wins across runs and memory alike: a value
+// in an older run hidden by a tombstone in a newer one, brought back by a
+// value in memory, and hidden again by a tombstone in memory; keys equal
+// in their 8-byte prefix but not beyond keep apart.
+func TestSorterLastVersionWinsAcrossRunsAndMemory(t *testing.T) {
+	s := New(0, t.TempDir(), "run-*.tmp") // a run per Add
+	defer s.Close()
+	for _, r := range []struct{ key, val string }{
+		{"prefix-a1", "old"}, {"prefix-a2", "kept"}, {"prefix-a1", tomb}, {"prefix-a", "short"},
+		{"gone", "v"}, {"gone", tomb},
+	} {
+		var val []byte
+		if r.val != tomb {
+			val = []byte(r.val)
+		}
+		require.NoError(t, s.Add(1, []byte(r.key), val))
+	}
+	require.Equal(t, 6, s.Runs())
+	require.Equal(t, []rec{{1, "prefix-a", "short"}, {1, "prefix-a2", "kept"}}, collect(t, s))
+
+	s.limit = 1 << 20 // from here on in memory
+	require.NoError(t, s.Add(1, []byte("prefix-a1"), []byte("back")))
+	require.NoError(t, s.Add(1, []byte("prefix-a2"), nil))
+	require.Equal(t, 6, s.Runs())
+	require.Equal(t, []rec{{1, "prefix-a", "short"}, {1, "prefix-a1", "back"}}, collect(t, s))
+	require.NoError(t, s.Add(1, []byte("prefix-a1"), nil))
+	require.Equal(t, []rec{{1, "prefix-a", "short"}}, collect(t, s))
 }
