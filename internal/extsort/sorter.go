@@ -297,8 +297,8 @@ func (s *Sorter) sortDedup() []entry {
 // radixSort sorts s.ents by (part, pfx), stably, least significant byte
 // first, skipping the bytes on which every entry agrees. Partitions sort as
 // signed integers (their sign bit flipped). One pass counts every byte's
-// values; the other buffer is kept for the next sort (its size is in
-// entOverhead).
+// values; the other buffer is kept for the next sort (used counts it by
+// capacity).
 func (s *Sorter) radixSort() []entry {
 	src := s.ents
 	if len(src) < 2 {
