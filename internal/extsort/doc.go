@@ -12,10 +12,12 @@
 // writes what comes out, in order, page by page.
 //
 // It holds about limit bytes in memory: the records' bytes plus a fixed
-// overhead per record. Beyond that it sorts what it holds, drops the
+// overhead per record (its entry in the sort's two buffers, counted by
+// their capacity, and slack). Beyond that it sorts what it holds, drops the
 // versions that later ones replace, writes the rest to a run file in dir
-// (spills) and starts afresh; Each then merges the runs and what is still in
-// memory, k-way, newest input winning among equal keys.
+// (spills) and starts afresh in the same buffers; Each then merges the runs
+// and what is still in memory, k-way, newest input winning among equal
+// keys.
 //
 // # Durability
 //
@@ -27,7 +29,8 @@
 // # Caveats
 //
 // The bound is on the records held, not on everything: Each's merge reads
-// every run at once, through a 256 KiB buffer each and one open file each,
+// every run at once, through a 256 KiB buffer each (larger for a record
+// that does not fit in it) and one open file each,
 // so a limit far below the data's size costs memory and file descriptors in
 // proportion to the number of runs. There is no second merge pass.
 //

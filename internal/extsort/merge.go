@@ -1,15 +1,13 @@
 package extsort
 
 import (
-	"bufio"
 	"bytes"
-	"container/heap"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
-	"slices"
 )
 
 // Each calls fn for every live record, the last version of each
@@ -30,10 +28,11 @@ func (s *Sorter) Each(fn func(part int32, key, val []byte) error) error {
 	}
 	for i := range ents {
 		e := &ents[i]
-		if e.vlen < 0 {
+		key, val, tomb := s.rec(e)
+		if tomb {
 			continue
 		}
-		if err := fn(e.part, s.key(e), s.val(e)); err != nil {
+		if err := fn(e.part, key, val); err != nil {
 			return err
 		}
 	}
@@ -41,103 +40,211 @@ func (s *Sorter) Each(fn func(part int32, key, val []byte) error) error {
 }
 
 // source is one sorted input of the merge: a spilled run or the entries
-// still in memory.
+// still in memory. Its current record is part, pfx (the key's first 8
+// bytes, as in entry), key, val and tomb; key and val are valid until next.
+// ord orders sources by partition, and puts ended ones last: the
+// partition with its sign bit flipped, or doneOrd.
 type source struct {
+	ord  uint64
+	pfx  uint64
 	idx  int // higher is newer
+	done bool
+	tomb bool
 	part int32
 	key  []byte
 	val  []byte
-	tomb bool
 
-	// a run
-	name string
-	r    *bufio.Reader
-	f    *os.File
+	// a run: buf[pos:end] is read and not yet taken; left is what the file
+	// still holds past it
+	name     string
+	f        *os.File
+	buf      []byte
+	pos, end int
+	left     int64
 	// memory
 	s    *Sorter
 	ents []entry
 }
 
-// next moves src to its next record; false at its end.
-func (src *source) next() (bool, error) {
-	if src.r == nil {
+// doneOrd is the ord of an ended source, above every partition's.
+const doneOrd = 1 << 32
+
+func partOrd(p int32) uint64 { return uint64(uint32(p) ^ (1 << 31)) }
+
+// runBufSize is the size of each run's read buffer.
+const runBufSize = 256 << 10
+
+// maxHeader is the longest a record's header can be in a run.
+const maxHeader = 4 + 2*binary.MaxVarintLen64
+
+// errBadHeader is a run's record header that no spill wrote.
+var errBadHeader = errors.New("record header out of range")
+
+// next moves src to its next record, or sets src.done at its end.
+func (src *source) next() error {
+	if src.f == nil {
 		if len(src.ents) == 0 {
-			return false, nil
+			src.done, src.ord = true, doneOrd
+			return nil
 		}
 		e := &src.ents[0]
 		src.ents = src.ents[1:]
-		src.part, src.key, src.val, src.tomb = e.part, src.s.key(e), src.s.val(e), e.vlen < 0
-		return true, nil
+		src.part, src.pfx, src.ord = e.part, e.pfx, partOrd(e.part)
+		src.key, src.val, src.tomb = src.s.rec(e)
+		return nil
 	}
-	var p [4]byte
-	if _, err := io.ReadFull(src.r, p[:]); err != nil {
-		if errors.Is(err, io.EOF) {
-			return false, nil
+	if src.end-src.pos < maxHeader && src.left > 0 {
+		if err := src.fill(maxHeader); err != nil {
+			return err
 		}
-		return false, err
 	}
-	src.part = int32(binary.BigEndian.Uint32(p[:]))
-	kl, err := binary.ReadUvarint(src.r)
-	if err != nil {
-		return false, noEOF(err)
+	b := src.buf[src.pos:src.end]
+	if len(b) == 0 {
+		src.done, src.ord = true, doneOrd
+		return nil
 	}
-	vl, err := binary.ReadUvarint(src.r)
-	if err != nil {
-		return false, noEOF(err)
+	if len(b) < 4 {
+		return io.ErrUnexpectedEOF
 	}
-	src.key = slices.Grow(src.key[:0], int(kl))[:kl]
-	if _, err := io.ReadFull(src.r, src.key); err != nil {
-		return false, noEOF(err)
+	kl, n1 := binary.Uvarint(b[4:])
+	if n1 <= 0 {
+		return headerErr(n1)
 	}
-	src.tomb = vl == 0
+	vl, n2 := binary.Uvarint(b[4+n1:])
+	if n2 <= 0 {
+		return headerErr(n2)
+	}
+	if kl > math.MaxInt32 || vl > math.MaxInt32+1 {
+		return errBadHeader
+	}
+	h := 4 + n1 + n2
+	tomb := vl == 0
 	if vl > 0 {
 		vl--
 	}
-	src.val = slices.Grow(src.val[:0], int(vl))[:vl]
-	if _, err := io.ReadFull(src.r, src.val); err != nil {
-		return false, noEOF(err)
+	need := h + int(kl) + int(vl)
+	if need > len(b) {
+		if int64(need-len(b)) > src.left {
+			return io.ErrUnexpectedEOF
+		}
+		if err := src.fill(need); err != nil {
+			return err
+		}
+		b = src.buf[src.pos:src.end]
 	}
-	return true, nil
+	src.part = int32(binary.BigEndian.Uint32(b))
+	src.ord = partOrd(src.part)
+	src.key = b[h : h+int(kl) : h+int(kl)]
+	src.val = b[h+int(kl) : need : need]
+	src.pfx = keyPrefix(src.key)
+	src.tomb = tomb
+	src.pos += need
+	return nil
 }
 
-// noEOF turns an end of file inside a record into io.ErrUnexpectedEOF.
-func noEOF(err error) error {
-	if err == io.EOF {
+// headerErr is the error of binary.Uvarint's n <= 0 on a header: a header
+// cut short by the file's end, or too long a varint.
+func headerErr(n int) error {
+	if n == 0 {
 		return io.ErrUnexpectedEOF
 	}
-	return err
+	return errBadHeader
 }
 
-type srcHeap []*source
+// fill moves what is left in the buffer to its front and reads until it
+// holds need bytes or the file ends, growing the buffer for a record larger
+// than it.
+func (src *source) fill(need int) error {
+	n := copy(src.buf, src.buf[src.pos:src.end])
+	if need > len(src.buf) {
+		nb := make([]byte, need)
+		copy(nb, src.buf[:n])
+		src.buf = nb
+	}
+	src.pos, src.end = 0, n
+	for src.end < need && src.left > 0 {
+		m, err := src.f.Read(src.buf[src.end:])
+		src.end += m
+		src.left -= int64(m)
+		if err == io.EOF {
+			if src.left > 0 {
+				return io.ErrUnexpectedEOF // the file shrank under us
+			}
+			break
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
-func (h srcHeap) Len() int { return len(h) }
-func (h srcHeap) Less(i, j int) bool {
-	a, b := h[i], h[j]
-	if a.part != b.part {
-		return a.part < b.part
+// less reports whether a's record comes before b's: by partition, key, and
+// the newer source first among equal keys; an ended source comes last.
+func less(a, b *source) bool {
+	if a.ord != b.ord {
+		return a.ord < b.ord
+	}
+	if a.pfx != b.pfx {
+		return a.pfx < b.pfx
 	}
 	if c := bytes.Compare(a.key, b.key); c != 0 {
 		return c < 0
 	}
-	return a.idx > b.idx // newest first
+	return a.idx > b.idx
 }
-func (h srcHeap) Swap(i, j int) { h[i], h[j] = h[j], h[i] }
-func (h *srcHeap) Push(x any)   { *h = append(*h, x.(*source)) }
-func (h *srcHeap) Pop() any {
-	old := *h
-	x := old[len(old)-1]
-	*h = old[:len(old)-1]
-	return x
+
+// loserTree picks the least of k sources: tree[0] is the winner, tree[n]
+// for 0 < n < k the loser of the match at node n, whose children are 2n and
+// 2n+1; node k+i is source i. A source's next record takes log2(k)
+// comparisons to place, against the losers on its way up.
+type loserTree struct {
+	srcs []source
+	tree []int
+}
+
+func newLoserTree(srcs []source) *loserTree {
+	t := &loserTree{srcs: srcs, tree: make([]int, max(len(srcs), 1))}
+	if len(srcs) > 0 {
+		t.tree[0] = t.build(1)
+	}
+	return t
+}
+
+// build plays the matches below node n and returns its winner.
+func (t *loserTree) build(n int) int {
+	k := len(t.srcs)
+	if n >= k {
+		return n - k
+	}
+	a, b := t.build(2*n), t.build(2*n+1)
+	if less(&t.srcs[b], &t.srcs[a]) {
+		a, b = b, a
+	}
+	t.tree[n] = b
+	return a
+}
+
+// replay places the winner again after its source moved on.
+func (t *loserTree) replay() {
+	srcs, tree := t.srcs, t.tree
+	w := tree[0]
+	for n := (w + len(srcs)) / 2; n > 0; n /= 2 {
+		if l := tree[n]; less(&srcs[l], &srcs[w]) {
+			tree[n], w = w, l
+		}
+	}
+	tree[0] = w
 }
 
 // merge k-way merges the runs and the sorted in-memory entries mem (newest);
 // for equal keys the newest input wins.
 func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) error {
-	var h srcHeap
+	srcs := make([]source, 0, len(s.runs)+1)
 	defer func() {
-		for _, src := range h {
-			if src.f != nil {
-				src.f.Close()
+		for i := range srcs {
+			if srcs[i].f != nil {
+				srcs[i].f.Close()
 			}
 		}
 	}()
@@ -146,29 +253,32 @@ func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) 
 		if err != nil {
 			return fmt.Errorf("extsort: read run: %w", err)
 		}
-		src := &source{idx: i, name: name, f: f, r: bufio.NewReaderSize(f, 256<<10)}
-		ok, err := src.next()
-		if err != nil || !ok {
-			f.Close()
-			if err != nil {
-				return fmt.Errorf("extsort: read run %s: %w", name, err)
-			}
-			continue
+		srcs = append(srcs, source{idx: i, name: name, f: f, buf: make([]byte, runBufSize)})
+		src := &srcs[len(srcs)-1]
+		fi, err := f.Stat()
+		if err == nil {
+			src.left = fi.Size()
+			err = src.next()
 		}
-		h = append(h, src)
+		if err != nil {
+			return fmt.Errorf("extsort: read run %s: %w", name, err)
+		}
 	}
 	if len(mem) > 0 {
-		src := &source{idx: len(s.runs), s: s, ents: mem}
-		src.next()
-		h = append(h, src)
+		srcs = append(srcs, source{idx: len(s.runs), s: s, ents: mem})
+		srcs[len(srcs)-1].next()
 	}
-	heap.Init(&h)
+	t := newLoserTree(srcs)
 	var lastPart int32
+	var lastPfx uint64
 	var lastKey []byte // nil: nothing handed out yet
-	for h.Len() > 0 {
-		src := h[0]
-		if lastKey == nil || src.part != lastPart || !bytes.Equal(src.key, lastKey) {
-			lastPart = src.part
+	for len(srcs) > 0 {
+		src := &srcs[t.tree[0]]
+		if src.done {
+			return nil
+		}
+		if lastKey == nil || src.pfx != lastPfx || src.part != lastPart || !bytes.Equal(src.key, lastKey) {
+			lastPart, lastPfx = src.part, src.pfx
 			lastKey = append(lastKey[:0], src.key...)
 			if lastKey == nil {
 				lastKey = []byte{}
@@ -179,18 +289,10 @@ func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) 
 				}
 			}
 		}
-		ok, err := src.next()
-		if err != nil {
+		if err := src.next(); err != nil {
 			return fmt.Errorf("extsort: read run %s: %w", src.name, err)
 		}
-		if ok {
-			heap.Fix(&h, 0)
-		} else {
-			if src.f != nil {
-				src.f.Close()
-			}
-			heap.Pop(&h)
-		}
+		t.replay()
 	}
 	return nil
 }

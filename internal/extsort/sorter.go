@@ -1,7 +1,6 @@
 package extsort
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -9,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"slices"
+	"unsafe"
 )
 
 // Sorter collects records, keeps the last version of each (partition, key)
@@ -27,25 +27,32 @@ type Sorter struct {
 	pattern string // run file names, for os.CreateTemp
 	err     error  // sticky: a failed spill, or ErrClosed
 
-	chunks [][]byte // arena; entries point into it
-	used   int      // bytes in chunks plus entry overhead
-	ents   []entry
-	runs   []string // spilled run files, oldest first
+	chunks   [][]byte // arena; entries point into it
+	free     [][]byte // emptied chunks of chunkSize, for the next records
+	used     int      // bytes in chunks, both sort buffers' capacity, the rest of entOverhead for each entry
+	recBytes int      // bytes in chunks
+	ents     []entry
+	scratch  []entry  // the radix sort's other buffer, kept across spills
+	wbuf     []byte   // a run's bytes on their way to its file
+	runs     []string // spilled run files, oldest first
 }
 
-// entry is one record in memory.
+// entry is one record in memory: 24 bytes, what the radix sort moves. The
+// record itself, at chunks[chunk][off:off+rlen], is its key length
+// (uvarint), value length plus one (uvarint, 0 for a tombstone), key and
+// value: a run's record without the partition.
 type entry struct {
 	pfx   uint64 // first 8 key bytes, big endian, zero-padded
 	part  int32
 	chunk int32
 	off   int32
-	klen  int32
-	vlen  int32 // -1: tombstone
+	rlen  int32
 }
 
 const (
 	chunkSize    = 1 << 20
-	entOverhead  = 72 // an entry and its radix-sort copy plus slack, counted against the limit
+	entOverhead  = 72 // an entry, its copy in the sort's other buffer (both counted by capacity) and slack, counted against the limit
+	entSize      = int(unsafe.Sizeof(entry{}))
 	maxInlineRec = chunkSize / 4
 )
 
@@ -67,30 +74,35 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 	if s.err != nil {
 		return s.err
 	}
-	n := len(key) + len(val)
-	var ci int
-	if n > maxInlineRec {
-		s.chunks = append(s.chunks, make([]byte, 0, n))
-		ci = len(s.chunks) - 1
-	} else {
-		ci = len(s.chunks) - 1
-		if ci < 0 || cap(s.chunks[ci])-len(s.chunks[ci]) < n {
-			s.chunks = append(s.chunks, make([]byte, 0, chunkSize))
-			ci++
+	vl1 := uint64(len(val)) + 1
+	if val == nil {
+		vl1 = 0
+	}
+	n := uvarintLen(uint64(len(key))) + uvarintLen(vl1) + len(key) + len(val)
+	if len(s.ents) == cap(s.ents) && !s.growEnts() {
+		// a spill costs less than copying the entries for a few more
+		if err := s.spill(); err != nil {
+			s.err = err
+			return err
 		}
 	}
+	ci := s.place(n)
 	c := s.chunks[ci]
 	off := len(c)
+	c = binary.AppendUvarint(c, uint64(len(key)))
+	c = binary.AppendUvarint(c, vl1)
 	c = append(c, key...)
 	c = append(c, val...)
 	s.chunks[ci] = c
-	vlen := int32(len(val))
-	if val == nil {
-		vlen = -1
+	s.ents = append(s.ents, entry{pfx: keyPrefix(key), part: part, chunk: int32(ci), off: int32(off), rlen: int32(n)})
+	s.recBytes += n
+	s.used += n + entOverhead - 2*entSize // the entry and its sort copy are counted by capacity
+	if len(s.ents) > cap(s.scratch) {
+		s.used += entSize // the sort's copy to come
 	}
-	s.ents = append(s.ents, entry{pfx: keyPrefix(key), part: part, chunk: int32(ci), off: int32(off),
-		klen: int32(len(key)), vlen: vlen})
-	s.used += n + entOverhead
+	if len(s.free) > 0 && s.used+len(s.free)*chunkSize > s.limit {
+		s.trimFree()
+	}
 	if s.used >= s.limit {
 		if err := s.spill(); err != nil {
 			s.err = err
@@ -98,6 +110,64 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 		}
 	}
 	return nil
+}
+
+// place returns the index of the chunk that takes the next record, of n
+// bytes, starting a new chunk if the last one has no room.
+func (s *Sorter) place(n int) int {
+	ci := len(s.chunks) - 1
+	if ci >= 0 && cap(s.chunks[ci])-len(s.chunks[ci]) >= n {
+		return ci
+	}
+	if ci >= 0 {
+		s.used += cap(s.chunks[ci]) - len(s.chunks[ci]) // left unused
+	}
+	if n > maxInlineRec {
+		s.chunks = append(s.chunks, make([]byte, 0, n))
+	} else {
+		s.chunks = append(s.chunks, s.newChunk())
+	}
+	return ci + 1
+}
+
+// growEnts makes room in ents for as many more entries as the records so
+// far suggest the limit leaves room for (append's growth of a quarter
+// copies the entries about five times over and clears as much fresh
+// memory). The capacity is counted in used: entries that do not come cost
+// an earlier spill, never more memory than limit. It returns false, and
+// grows nothing, when the room left is for fewer than a sixteenth more
+// entries: a spill is then cheaper than copying them all.
+func (s *Sorter) growEnts() bool {
+	n := len(s.ents)
+	more := max(n, 16)
+	if n > 0 {
+		est := max((s.limit-s.used)/(s.recBytes/n+entOverhead), 0)
+		if n >= 4096 && est < n/16 {
+			return false
+		}
+		est += est/16 + 16
+		if n < 4096 { // too few records to go by: at most double
+			more = min(more, est)
+		} else {
+			more = est
+		}
+	}
+	old := cap(s.ents)
+	ents := make([]entry, n, n+more) // not slices.Grow: append's growth takes a quarter more at least
+	copy(ents, s.ents)
+	s.ents = ents
+	s.used += (cap(s.ents) - old) * entSize
+	return true
+}
+
+// trimFree lets go of emptied chunks until what they and used count fit
+// in limit: records unlike the last spill's (fewer bytes and more entries,
+// or records too large for a chunk) would not refill them.
+func (s *Sorter) trimFree() {
+	for len(s.free) > 0 && s.used+len(s.free)*chunkSize > s.limit {
+		s.free[len(s.free)-1] = nil
+		s.free = s.free[:len(s.free)-1]
+	}
 }
 
 // Runs returns how many runs the Sorter has spilled to files so far.
@@ -113,9 +183,39 @@ func (s *Sorter) Close() error {
 			err = fmt.Errorf("extsort: remove run: %w", rerr)
 		}
 	}
-	s.runs, s.chunks, s.ents, s.used = nil, nil, nil, 0
+	s.runs, s.chunks, s.free, s.ents, s.scratch, s.wbuf, s.used, s.recBytes = nil, nil, nil, nil, nil, nil, 0, 0
 	s.err = ErrClosed
 	return err
+}
+
+// newChunk returns an empty chunk of chunkSize, one a spill emptied if
+// there is one: refilling it costs neither an allocation nor clearing fresh
+// memory.
+func (s *Sorter) newChunk() []byte {
+	if n := len(s.free); n > 0 {
+		c := s.free[n-1]
+		s.free[n-1] = nil
+		s.free = s.free[:n-1]
+		return c
+	}
+	return make([]byte, 0, chunkSize)
+}
+
+// reset empties the memory after a spill, keeping the chunks of chunkSize
+// for the next records (the records that filled them were no more than
+// limit, and the next ones are no more either) and dropping larger ones.
+func (s *Sorter) reset() {
+	for i, c := range s.chunks {
+		if cap(c) == chunkSize {
+			s.free = append(s.free, c[:0])
+		}
+		s.chunks[i] = nil
+	}
+	s.chunks, s.ents = s.chunks[:0], s.ents[:0]
+	if cap(s.scratch) > cap(s.ents) { // the sort swaps them: fill the larger
+		s.ents, s.scratch = s.scratch[:0], s.ents
+	}
+	s.used, s.recBytes = (cap(s.ents)+cap(s.scratch))*entSize, 0 // the sort buffers stay
 }
 
 func keyPrefix(k []byte) uint64 {
@@ -127,17 +227,38 @@ func keyPrefix(k []byte) uint64 {
 	return binary.BigEndian.Uint64(b[:])
 }
 
-func (s *Sorter) key(e *entry) []byte {
-	return s.chunks[e.chunk][e.off : e.off+e.klen : e.off+e.klen]
+func uvarintLen(x uint64) int {
+	n := 1
+	for ; x >= 0x80; x >>= 7 {
+		n++
+	}
+	return n
 }
 
-// val returns e's value, nil for a tombstone.
-func (s *Sorter) val(e *entry) []byte {
-	if e.vlen < 0 {
-		return nil
+// rec returns e's key and value, and whether it is a tombstone (its value
+// then nil).
+func (s *Sorter) rec(e *entry) (key, val []byte, tomb bool) {
+	r := s.chunks[e.chunk][e.off : e.off+e.rlen : e.off+e.rlen]
+	var kl, vl1 uint64
+	var h int
+	if len(r) >= 2 && r[0] < 0x80 && r[1] < 0x80 {
+		kl, vl1, h = uint64(r[0]), uint64(r[1]), 2
+	} else {
+		var n1, n2 int
+		kl, n1 = binary.Uvarint(r)
+		vl1, n2 = binary.Uvarint(r[n1:])
+		h = n1 + n2
 	}
-	st := e.off + e.klen
-	return s.chunks[e.chunk][st : st+e.vlen : st+e.vlen]
+	key = r[h : h+int(kl) : h+int(kl)]
+	if vl1 == 0 {
+		return key, nil, true
+	}
+	return key, r[h+int(kl):], false
+}
+
+func (s *Sorter) key(e *entry) []byte {
+	k, _, _ := s.rec(e)
+	return k
 }
 
 // sortDedup sorts the in-memory entries by (partition, key) keeping, for
@@ -175,39 +296,70 @@ func (s *Sorter) sortDedup() []entry {
 
 // radixSort sorts s.ents by (part, pfx), stably, least significant byte
 // first, skipping the bytes on which every entry agrees. Partitions sort as
-// signed integers (their sign bit flipped).
+// signed integers (their sign bit flipped). One pass counts every byte's
+// values; the other buffer is kept for the next sort (used counts it by
+// capacity).
 func (s *Sorter) radixSort() []entry {
 	src := s.ents
 	if len(src) < 2 {
 		return src
 	}
-	dst := make([]entry, len(src))
-	digit := func(e *entry, d int) int {
-		if d < 8 {
-			return int(e.pfx>>(8*d)) & 0xff
-		}
-		return int((uint32(e.part)^(1<<31))>>(8*(d-8))) & 0xff
+	var count [12][256]int
+	for i := range src {
+		e := &src[i]
+		p, q := e.pfx, uint32(e.part)^(1<<31)
+		count[0][p&0xff]++
+		count[1][p>>8&0xff]++
+		count[2][p>>16&0xff]++
+		count[3][p>>24&0xff]++
+		count[4][p>>32&0xff]++
+		count[5][p>>40&0xff]++
+		count[6][p>>48&0xff]++
+		count[7][p>>56]++
+		count[8][q&0xff]++
+		count[9][q>>8&0xff]++
+		count[10][q>>16&0xff]++
+		count[11][q>>24]++
 	}
+	dst := s.scratch
+	if cap(dst) < len(src) {
+		dst = make([]entry, len(src), cap(src)) // as large as ents: the next fill may use all of it
+	}
+	dst = dst[:len(src)]
+	e0 := &src[0]
 	for d := range 12 {
-		var count [256]int
-		for i := range src {
-			count[digit(&src[i], d)]++
+		var first int
+		if d < 8 {
+			first = int(e0.pfx>>(8*d)) & 0xff
+		} else {
+			first = int((uint32(e0.part)^(1<<31))>>(8*(d-8))) & 0xff
 		}
-		if count[digit(&src[0], d)] == len(src) {
+		c := &count[d]
+		if c[first] == len(src) {
 			continue // every entry has the same byte here
 		}
 		pos := 0
-		for b := range count {
-			pos, count[b] = pos+count[b], pos
+		for b := range c {
+			pos, c[b] = pos+c[b], pos
 		}
-		for i := range src {
-			b := digit(&src[i], d)
-			dst[count[b]] = src[i]
-			count[b]++
+		if d < 8 {
+			sh := uint(8 * d)
+			for i := range src {
+				b := src[i].pfx >> sh & 0xff
+				dst[c[b]] = src[i]
+				c[b]++
+			}
+		} else {
+			sh := uint(8 * (d - 8))
+			for i := range src {
+				b := (uint32(src[i].part) ^ (1 << 31)) >> sh & 0xff
+				dst[c[b]] = src[i]
+				c[b]++
+			}
 		}
 		src, dst = dst, src
 	}
-	s.ents = src
+	s.ents, s.scratch = src, dst[:0]
 	return src
 }
 
@@ -222,28 +374,53 @@ func (s *Sorter) spill() error {
 		return fmt.Errorf("extsort: spill run: %w", err)
 	}
 	s.runs = append(s.runs, f.Name())
-	w := bufio.NewWriterSize(f, 1<<20)
-	var hdr [4 + 2*binary.MaxVarintLen64]byte
-	for i := range ents {
-		e := &ents[i]
-		b := binary.BigEndian.AppendUint32(hdr[:0], uint32(e.part))
-		b = binary.AppendUvarint(b, uint64(e.klen))
-		b = binary.AppendUvarint(b, uint64(e.vlen+1))
-		w.Write(b)
-		w.Write(s.key(e))
-		if _, err = w.Write(s.val(e)); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		err = w.Flush()
-	}
+	err = s.writeRun(f, ents)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
 		return fmt.Errorf("extsort: spill run %s: %w", f.Name(), err)
 	}
-	s.chunks, s.ents, s.used = nil, s.ents[:0], 0
+	s.reset()
+	return nil
+}
+
+// writeBufSize is how many bytes of a run are gathered before a write.
+const writeBufSize = 1 << 20
+
+// writeRun writes ents' records to f through s.wbuf. Records larger than
+// maxInlineRec go to f directly.
+func (s *Sorter) writeRun(f *os.File, ents []entry) error {
+	if s.wbuf == nil {
+		s.wbuf = make([]byte, 0, writeBufSize)
+	}
+	b := s.wbuf[:0]
+	for i := range ents {
+		e := &ents[i]
+		if len(b) > writeBufSize-(4+2*binary.MaxVarintLen32+maxInlineRec) {
+			if _, err := f.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+		}
+		b = binary.BigEndian.AppendUint32(b, uint32(e.part))
+		r := s.chunks[e.chunk][e.off : e.off+e.rlen]
+		if len(r) > maxInlineRec {
+			if _, err := f.Write(b); err != nil {
+				return err
+			}
+			b = b[:0]
+			if _, err := f.Write(r); err != nil {
+				return err
+			}
+			continue
+		}
+		b = append(b, r...)
+	}
+	if len(b) > 0 {
+		if _, err := f.Write(b); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -77,11 +77,14 @@ func randomKey(rng *rand.Rand) []byte {
 
 // The Sorter hands out what an in-memory stable sort and dedup would, with
 // any memory limit: none (no spill), nothing (a run per Add), tiny (over a
-// hundred runs to merge) and small; with negative partitions, empty keys,
-// empty and large values, tombstones, and Each called midway with Adds after
-// it.
+// hundred runs to merge), small, and a few chunks (values of kilobytes:
+// several spills each refilling the chunks and sort buffers the one before
+// emptied), and a mebibyte with thousands of records a run whose size
+// changes every few thousand (the entries' room grows by estimate, or the
+// Sorter spills early); with negative partitions, empty keys, empty and large values,
+// tombstones, and Each called midway with Adds after it.
 func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
-	for _, limit := range []int{0, 2 << 10, 16 << 10, 1 << 30} {
+	for _, limit := range []int{0, 2 << 10, 16 << 10, 1 << 20, 3 * chunkSize, 1 << 30} {
 		for seed := range uint64(4) {
 			t.Run(fmt.Sprintf("limit=%d/seed=%d", limit, seed), func(t *testing.T) {
 				rng := rand.New(rand.NewPCG(seed, uint64(limit)))
@@ -90,8 +93,11 @@ func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
 				defer s.Close()
 				var m model
 				n := 3000
-				if limit == 0 {
+				switch limit {
+				case 0:
 					n = 100 // a run per Add
+				case 1 << 20:
+					n = 60000 // thousands of entries a run, in phases of short and long values
 				}
 				for i := range n {
 					part, key := rng.Int32N(5)-2, randomKey(rng)
@@ -100,8 +106,12 @@ func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
 					case r < 15: // a tombstone
 					case r < 20:
 						val = []byte{}
-					case r < 21:
+					case r < 21 && limit != 1<<20:
 						val = bytes.Repeat([]byte{byte(i)}, maxInlineRec+1+rng.IntN(1000))
+					case limit == 3*chunkSize:
+						val = bytes.Repeat(fmt.Appendf(nil, "v%d", i), 500+rng.IntN(500))
+					case limit == 1<<20 && i/7000%2 == 1:
+						val = bytes.Repeat([]byte{'v'}, 20+rng.IntN(200))
 					default:
 						val = fmt.Appendf(nil, "v%d", i)
 					}
@@ -112,7 +122,9 @@ func TestSorterAgreesWithAnInMemorySortAtAnyMemoryLimit(t *testing.T) {
 					}
 				}
 				switch {
-				case limit < 1<<20:
+				case limit == 3*chunkSize:
+					require.Greater(t, s.Runs(), 3, "values of kilobytes must fill the chunks several times")
+				case limit <= 1<<20:
 					require.Greater(t, s.Runs(), 1, "a small limit must spill")
 				default:
 					require.Zero(t, s.Runs())
@@ -207,6 +219,13 @@ func TestSorterEachReportsADamagedRun(t *testing.T) {
 			require.NoError(t, err)
 			require.NoError(t, os.WriteFile(path, append(b, 0, 0, 0, 1, 0x80), 0o600))
 		},
+		"a length no spill writes": func(t *testing.T, path string) {
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			b = append(b, 0, 0, 0, 1, 1) // key length 1, then a value length of 2^63
+			b = append(b, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01, 'k')
+			require.NoError(t, os.WriteFile(path, b, 0o600))
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -221,11 +240,116 @@ func TestSorterEachReportsADamagedRun(t *testing.T) {
 			err := s.Each(func(int32, []byte, []byte) error { return nil })
 			require.Error(t, err)
 			require.ErrorContains(t, err, "extsort: read run")
-			if name == "removed" {
+			switch name {
+			case "removed":
 				require.ErrorIs(t, err, fs.ErrNotExist)
-			} else {
+			case "a length no spill writes":
+				require.ErrorIs(t, err, errBadHeader)
+			default:
 				require.ErrorIs(t, err, io.ErrUnexpectedEOF)
 			}
 		})
 	}
+}
+
+// held is what s holds in memory for records: its chunks, emptied ones
+// kept for reuse, and both sort buffers' capacity.
+func (s *Sorter) held() int {
+	n := (cap(s.ents) + cap(s.scratch)) * entSize
+	for _, c := range s.chunks {
+		n += cap(c)
+	}
+	for _, c := range s.free {
+		n += cap(c)
+	}
+	return n
+}
+
+// What the Sorter holds for records stays within its limit (plus the
+// chunk being filled, and a record) however many spills reuse its buffers,
+// with records of every size from a few bytes to a few kilobytes.
+func TestSorterHoldsNoMoreThanItsLimit(t *testing.T) {
+	for _, limit := range []int{1 << 20, 8 << 20} {
+		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, uint64(limit)))
+			s := New(limit, t.TempDir(), "run-*.tmp")
+			defer s.Close()
+			most := 0
+			for i := range 200000 {
+				size := 1 << rng.IntN(12)
+				if i > 100000 {
+					size = rng.IntN(16) // small records after large ones
+				}
+				require.NoError(t, s.Add(0, fmt.Appendf(nil, "k%d", rng.IntN(1<<20)), make([]byte, size)))
+				most = max(most, s.held())
+			}
+			require.Greater(t, s.Runs(), 3)
+			t.Logf("most held %d, limit %d", most, limit)
+			require.LessOrEqual(t, most, limit+chunkSize+4096, "most held")
+		})
+	}
+}
+
+// Once its entries' room runs out with less than a sixteenth more to be
+// had under the limit, the Sorter spills rather than copying every entry
+// into a larger buffer; what Each hands out is unchanged. (The room is
+// clipped by hand after each Add: the estimate rarely falls short by so
+// little.)
+func TestSorterSpillsRatherThanGrowingItsEntriesByLittle(t *testing.T) {
+	s := New(1<<20, t.TempDir(), "run-*.tmp")
+	defer s.Close()
+	var m model
+	i := 0
+	add := func() {
+		key, val := fmt.Appendf(nil, "k%07d", i*7919%100000), bytes.Repeat([]byte{byte(i)}, 20)
+		require.NoError(t, s.Add(0, key, val))
+		m.add(0, key, val)
+		i++
+	}
+	clip := func() { // room for no more entries than there are
+		s.used -= (cap(s.ents) - len(s.ents)) * entSize
+		s.ents = slices.Clip(s.ents)
+	}
+	for s.used < s.limit*7/8 {
+		add()
+	}
+	require.Zero(t, s.Runs())
+	for clip(); s.Runs() == 0; clip() {
+		add()
+	}
+	require.Equal(t, 1, len(s.ents), "spilled before the last Add placed its record")
+	require.Less(t, s.used, s.limit/4)
+	for s.Runs() < 3 {
+		add()
+	}
+	require.Equal(t, m.want(), collect(t, s))
+}
+
+// The last version of a key wins across runs and memory alike: a value
+// in an older run hidden by a tombstone in a newer one, brought back by a
+// value in memory, and hidden again by a tombstone in memory; keys equal
+// in their 8-byte prefix but not beyond keep apart.
+func TestSorterLastVersionWinsAcrossRunsAndMemory(t *testing.T) {
+	s := New(0, t.TempDir(), "run-*.tmp") // a run per Add
+	defer s.Close()
+	for _, r := range []struct{ key, val string }{
+		{"prefix-a1", "old"}, {"prefix-a2", "kept"}, {"prefix-a1", tomb}, {"prefix-a", "short"},
+		{"gone", "v"}, {"gone", tomb},
+	} {
+		var val []byte
+		if r.val != tomb {
+			val = []byte(r.val)
+		}
+		require.NoError(t, s.Add(1, []byte(r.key), val))
+	}
+	require.Equal(t, 6, s.Runs())
+	require.Equal(t, []rec{{1, "prefix-a", "short"}, {1, "prefix-a2", "kept"}}, collect(t, s))
+
+	s.limit = 1 << 20 // from here on in memory
+	require.NoError(t, s.Add(1, []byte("prefix-a1"), []byte("back")))
+	require.NoError(t, s.Add(1, []byte("prefix-a2"), nil))
+	require.Equal(t, 6, s.Runs())
+	require.Equal(t, []rec{{1, "prefix-a", "short"}, {1, "prefix-a1", "back"}}, collect(t, s))
+	require.NoError(t, s.Add(1, []byte("prefix-a1"), nil))
+	require.Equal(t, []rec{{1, "prefix-a", "short"}}, collect(t, s))
 }
