@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"sync"
@@ -38,6 +39,12 @@ func benchPartitioned(e *env, d *dataset, res *results) error {
 		add("part_whole_s", whole.Seconds())
 		add("part_member_s", member.Seconds())
 		add("part_restore_s", restore.Seconds())
+		log.Printf("  partitioned run %d/%d: whole-topic %.2fs, member joining %.2fs (%.2fx), its restore %.2fs (%.2fx)",
+			r+1, *flagRuns, whole.Seconds(), member.Seconds(), member.Seconds()/whole.Seconds(),
+			restore.Seconds(), restore.Seconds()/whole.Seconds())
+		if !*flagFailover {
+			continue
+		}
 		for _, standbys := range []int{0, 1} {
 			took, err := failover(e, d, fmt.Sprintf("%s-failover%d", group, standbys), standbys,
 				filepath.Join(dir, fmt.Sprintf("f%d-%d", standbys, r)))
