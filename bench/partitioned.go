@@ -90,10 +90,11 @@ func timeOpen(e *env, d *dataset, dir string) (time.Duration, error) {
 	return took, s.Close()
 }
 
-// memberRestore starts two members, then times a third from Open until it
-// serves its share of the partitions (into an empty dir, after the group's
-// rebalance), and the restore alone: from the first partition it was given
-// until the last it owns is served.
+// memberRestore starts two members and waits until they serve every
+// partition, then times a third from Open until it serves its share of the
+// partitions (into an empty dir, after the group's rebalance), and the
+// restore alone: from the first partition it was given until the last it
+// owns is served.
 func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.Duration, err error) {
 	var others []*benchMember
 	defer func() {
@@ -108,6 +109,13 @@ func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.D
 		}
 		others = append(others, m)
 	}
+	// A member joining a running group may own nothing in its first view
+	// (its Open returns then) and restore its share after: the third joins
+	// once the two serve every partition, so that its restore is timed
+	// alone rather than next to the second's.
+	if err := awaitServing(others, d.parts, 2*time.Minute); err != nil {
+		return 0, 0, err
+	}
 	var mu sync.Mutex
 	var given, served time.Time // first Idle->Restoring, last ->Following
 	track := func(c kvstore.StateChange) {
@@ -120,8 +128,10 @@ func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.D
 			served = time.Now()
 		}
 	}
+	passes := &restorePasses{}
 	began := time.Now()
-	m, err := openMember(e, d, group, "measured", filepath.Join(dir, "measured"), 0, kvstore.OnStateChange(track))
+	m, err := openMember(e, d, group, "measured", filepath.Join(dir, "measured"), 0, kvstore.OnStateChange(track),
+		kvstore.OnRestore(passes))
 	if err != nil {
 		return 0, 0, err
 	}
@@ -130,9 +140,44 @@ func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.D
 		return 0, 0, err
 	}
 	total = time.Since(began)
+	log.Printf("  the member's restores: %s", passes)
 	mu.Lock()
 	defer mu.Unlock()
 	return total, served.Sub(given), nil
+}
+
+// restorePasses records the partitions of each restore a store starts, and
+// how long each took.
+type restorePasses struct {
+	mu    sync.Mutex
+	parts [][]int32
+	took  []time.Duration
+}
+
+func (r *restorePasses) OnRestoreStart(rs kvstore.RestoreStart) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ps []int32
+	for _, pr := range rs.Partitions {
+		ps = append(ps, pr.Partition)
+	}
+	r.parts = append(r.parts, ps)
+}
+
+func (r *restorePasses) OnBatchRestored(kvstore.BatchRestored) {}
+
+func (r *restorePasses) OnRestoreEnd(st kvstore.RestoreStats) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st.Records > 0 {
+		r.took = append(r.took, st.Duration)
+	}
+}
+
+func (r *restorePasses) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fmt.Sprintf("partitions %v, took %v", r.parts, r.took)
 }
 
 // failover starts three members with standbys, crashes one (its
