@@ -136,6 +136,12 @@ func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.D
 		return 0, 0, err
 	}
 	defer m.s.Close()
+	// Its Open may return before the group has moved anything to it (its
+	// first view owns nothing, and the others may not have given theirs up
+	// yet, so that they still serve every partition): its share first.
+	if err := awaitShare(m, d.parts/3, 2*time.Minute); err != nil {
+		return 0, 0, err
+	}
 	if err := awaitServing(append(others, m), d.parts, 2*time.Minute); err != nil {
 		return 0, 0, err
 	}
@@ -206,6 +212,24 @@ func failover(e *env, d *dataset, group string, standbys int, dir string) (time.
 		return 0, err
 	}
 	return time.Since(began), nil
+}
+
+// awaitShare waits until m serves at least n partitions.
+func awaitShare(m *benchMember, n int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		served := 0
+		for _, ps := range m.s.Stats().Partitions {
+			if ps.Role == kvstore.RoleOwner && ps.State == kvstore.PartitionFollowing {
+				served++
+			}
+		}
+		if served >= n {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return fmt.Errorf("partitioned mode: the member joining never served %d partitions", n)
 }
 
 // awaitServing waits until the members between them serve every one of
