@@ -187,7 +187,10 @@ func (s *Store[V]) restoreTogether(ctx context.Context, gs []partGuard) (map[int
 		case in[p]:
 		case s.reps.followed(p) || partitionVerdict(m, p, s.info, lo.start, lo.end, began) == nil:
 			keep = append(keep, p)
-			next[p], current[p] = m.next[p], m.current[p]
+			next[p] = m.next[p]
+			if at, ok := m.current[p]; ok { // else never current: refused should it be given
+				current[p] = at
+			}
 		default:
 			next[p] = 0
 		}
