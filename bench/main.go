@@ -70,6 +70,8 @@ var (
 	flagOpDur    = flag.Duration("op-time", 2*time.Second, "how long each Get/Put measurement runs")
 	flagMem      = flag.Int("restore-memory", 64<<20, "kvstore.RestoreMemory for our restores")
 	flagQuick    = flag.Bool("quick", false, "shorthand for -n 20000 -runs 1 -op-time 300ms -large 40000")
+	flagOnlyPart = flag.Bool("only-partitioned", false, "run only partitioned mode's section (on the topics of 3 partitions or more): no baselines, full or delta restores, Get/Put, large tables or versions")
+	flagFailover = flag.Bool("failover", true, "time partitioned mode's failovers (each waits out a 6s session)")
 
 	// child mode
 	flagChild    = flag.Bool("child-restore", false, "internal: open a store, print its restore as JSON, exit")
@@ -291,14 +293,14 @@ func run() error {
 				return fmt.Errorf("%s, %d partitions: %w", e.name, p, err)
 			}
 		}
-		if *flagLarge > 0 {
+		if *flagLarge > 0 && !*flagOnlyPart {
 			for _, p := range lparts {
 				if err := benchLarge(e, p, res); err != nil {
 					return fmt.Errorf("%s, %d partitions, large table: %w", e.name, p, err)
 				}
 			}
 		}
-		if !e.real {
+		if !e.real && !*flagOnlyPart {
 			if err := benchVersions(e, res); err != nil {
 				return fmt.Errorf("%s, versions: %w", e.name, err)
 			}
@@ -534,6 +536,13 @@ func benchTopic(e *env, parts int, res *results, gokaBin, streamsJar string) err
 	}
 	add := func(fig string, v float64) { res.add(e.name, parts, fig, v) }
 	cacheDir := filepath.Join(e.tmp, topic)
+	if *flagOnlyPart {
+		if parts < 3 {
+			return nil
+		}
+		log.Printf("  partitioned mode")
+		return benchPartitioned(e, d, res)
+	}
 	for r := range *flagRuns {
 		log.Printf("  run %d/%d", r+1, *flagRuns)
 		// (1) raw consume

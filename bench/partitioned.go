@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"os"
 	"path/filepath"
 	"sync"
@@ -38,6 +39,12 @@ func benchPartitioned(e *env, d *dataset, res *results) error {
 		add("part_whole_s", whole.Seconds())
 		add("part_member_s", member.Seconds())
 		add("part_restore_s", restore.Seconds())
+		log.Printf("  partitioned run %d/%d: whole-topic %.2fs, member joining %.2fs (%.2fx), its restore %.2fs (%.2fx)",
+			r+1, *flagRuns, whole.Seconds(), member.Seconds(), member.Seconds()/whole.Seconds(),
+			restore.Seconds(), restore.Seconds()/whole.Seconds())
+		if !*flagFailover {
+			continue
+		}
 		for _, standbys := range []int{0, 1} {
 			took, err := failover(e, d, fmt.Sprintf("%s-failover%d", group, standbys), standbys,
 				filepath.Join(dir, fmt.Sprintf("f%d-%d", standbys, r)))
@@ -83,10 +90,11 @@ func timeOpen(e *env, d *dataset, dir string) (time.Duration, error) {
 	return took, s.Close()
 }
 
-// memberRestore starts two members, then times a third from Open until it
-// serves its share of the partitions (into an empty dir, after the group's
-// rebalance), and the restore alone: from the first partition it was given
-// until the last it owns is served.
+// memberRestore starts two members and waits until they serve every
+// partition, then times a third from Open until it serves its share of the
+// partitions (into an empty dir, after the group's rebalance), and the
+// restore alone: from the first partition it was given until the last it
+// owns is served.
 func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.Duration, err error) {
 	var others []*benchMember
 	defer func() {
@@ -101,6 +109,13 @@ func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.D
 		}
 		others = append(others, m)
 	}
+	// A member joining a running group may own nothing in its first view
+	// (its Open returns then) and restore its share after: the third joins
+	// once the two serve every partition, so that its restore is timed
+	// alone rather than next to the second's.
+	if err := awaitServing(others, d.parts, 2*time.Minute); err != nil {
+		return 0, 0, err
+	}
 	var mu sync.Mutex
 	var given, served time.Time // first Idle->Restoring, last ->Following
 	track := func(c kvstore.StateChange) {
@@ -113,19 +128,62 @@ func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.D
 			served = time.Now()
 		}
 	}
+	passes := &restorePasses{}
 	began := time.Now()
-	m, err := openMember(e, d, group, "measured", filepath.Join(dir, "measured"), 0, kvstore.OnStateChange(track))
+	m, err := openMember(e, d, group, "measured", filepath.Join(dir, "measured"), 0, kvstore.OnStateChange(track),
+		kvstore.OnRestore(passes))
 	if err != nil {
 		return 0, 0, err
 	}
 	defer m.s.Close()
+	// Its Open may return before the group has moved anything to it (its
+	// first view owns nothing, and the others may not have given theirs up
+	// yet, so that they still serve every partition): its share first.
+	if err := awaitShare(m, d.parts/3, 2*time.Minute); err != nil {
+		return 0, 0, err
+	}
 	if err := awaitServing(append(others, m), d.parts, 2*time.Minute); err != nil {
 		return 0, 0, err
 	}
 	total = time.Since(began)
+	log.Printf("  the member's restores: %s", passes)
 	mu.Lock()
 	defer mu.Unlock()
 	return total, served.Sub(given), nil
+}
+
+// restorePasses records the partitions of each restore a store starts, and
+// how long each took.
+type restorePasses struct {
+	mu    sync.Mutex
+	parts [][]int32
+	took  []time.Duration
+}
+
+func (r *restorePasses) OnRestoreStart(rs kvstore.RestoreStart) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var ps []int32
+	for _, pr := range rs.Partitions {
+		ps = append(ps, pr.Partition)
+	}
+	r.parts = append(r.parts, ps)
+}
+
+func (r *restorePasses) OnBatchRestored(kvstore.BatchRestored) {}
+
+func (r *restorePasses) OnRestoreEnd(st kvstore.RestoreStats) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if st.Records > 0 {
+		r.took = append(r.took, st.Duration)
+	}
+}
+
+func (r *restorePasses) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return fmt.Sprintf("partitions %v, took %v", r.parts, r.took)
 }
 
 // failover starts three members with standbys, crashes one (its
@@ -154,6 +212,24 @@ func failover(e *env, d *dataset, group string, standbys int, dir string) (time.
 		return 0, err
 	}
 	return time.Since(began), nil
+}
+
+// awaitShare waits until m serves at least n partitions.
+func awaitShare(m *benchMember, n int, within time.Duration) error {
+	deadline := time.Now().Add(within)
+	for time.Now().Before(deadline) {
+		served := 0
+		for _, ps := range m.s.Stats().Partitions {
+			if ps.Role == kvstore.RoleOwner && ps.State == kvstore.PartitionFollowing {
+				served++
+			}
+		}
+		if served >= n {
+			return nil
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return fmt.Errorf("partitioned mode: the member joining never served %d partitions", n)
 }
 
 // awaitServing waits until the members between them serve every one of

@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"log/slog"
+	"math"
 
 	"github.com/compactkv/compactkv/changelog"
 	"github.com/compactkv/compactkv/internal/extsort"
@@ -108,15 +109,36 @@ func (s *sorter) cleanup() {
 // synced; a bbolt transaction then writes everything else (the meta bucket).
 // The sorter is cleaned up when it returns.
 func (s *sorter) writeBolt(path string, bucket func(p int32) []byte) error {
+	return s.writeBoltKeeping(path, bucket, nil, nil)
+}
+
+// writeBoltKeeping is writeBolt, with the buckets of the partitions keep (in
+// ascending order, none of them in the sorter) copied in between the
+// sorter's: copyKept(w, p) starts p's bucket, if it has keys, and puts them
+// in key order. It may be called twice for a partition, should the page
+// writer fall back to bbolt's API.
+func (s *sorter) writeBoltKeeping(path string, bucket func(p int32) []byte, keep []int32, copyKept func(w pagewriter.Writer, p int32) error) error {
 	defer s.cleanup()
 	if err := s.drain(); err != nil {
 		return err
 	}
 	data := func(w pagewriter.Writer) error {
+		k := 0
+		copyBefore := func(part int64) error { // the kept partitions below part
+			for ; k < len(keep) && int64(keep[k]) < part; k++ {
+				if err := copyKept(w, keep[k]); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
 		var cur int32
 		started := false
-		return s.srt.Each(func(part int32, key, val []byte) error {
+		err := s.srt.Each(func(part int32, key, val []byte) error {
 			if !started || part != cur {
+				if err := copyBefore(int64(part)); err != nil {
+					return err
+				}
 				if err := w.Bucket(bucket(part)); err != nil {
 					return err
 				}
@@ -124,6 +146,10 @@ func (s *sorter) writeBolt(path string, bucket func(p int32) []byte) error {
 			}
 			return w.Put(key, val)
 		})
+		if err != nil {
+			return err
+		}
+		return copyBefore(math.MaxInt64)
 	}
 	return pagewriter.Write(path, data, pagewriter.Options{PageSize: s.pageSize, Logger: s.log})
 }

@@ -140,7 +140,10 @@
 // A partition assigned to a store is served once it has caught up: from
 // its checkpoint through the follower when the cache's record of it passes
 // the guards (a member that held it before, or its standby), otherwise
-// rebuilt from the topic in the background; until then reads of it fail
+// rebuilt from the topic: in the background, one partition at a time, or,
+// for a member starting with an empty or refused cache, all the
+// partitions it owns in one pass through the sort and the page writer, as
+// a full restore, reading only them; until then reads of it fail
 // with ErrNotServed, and so do reads of a partition moving between members
 // (about a heartbeat interval, in a cooperative rebalance). A partition
 // taken away is not served from that moment, and its cache is kept for a

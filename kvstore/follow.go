@@ -91,7 +91,8 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		}
 		if r != nil {
 			if _, ok := s.takeView(); ok {
-				s.applyView(ctx, r, pos, refills)
+				together, after := s.applyView(ctx, r, pos, refills)
+				s.restoreGained(ctx, r, pos, refills, together, after)
 			}
 		}
 		if rebuild != GuardNone {
@@ -122,7 +123,8 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			rebuild, backoff = GuardNone, stallBackoff
 			if s.grp != nil { // partitioned mode: follow what the roles say, whatever views came meanwhile
 				s.takeView()
-				s.applyView(ctx, r, pos, refills)
+				together, after := s.applyView(ctx, r, pos, refills)
+				s.restoreGained(ctx, r, pos, refills, together, after)
 			}
 			continue
 		}

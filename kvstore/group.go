@@ -247,9 +247,15 @@ func (s *Store[V]) takeView() (changelog.Assignment, bool) {
 // stands by for, and no other: a partition taken away leaves the reader
 // (its bucket and checkpoint stay); one given is brought up to date, from
 // its checkpoint through the reader when the cache can be trusted (a
-// delta), otherwise rebuilt in the background. Either way it is served
-// (owned) once it has caught up with the end offset listed here.
-func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[int32]int64, rf *refills) {
+// delta), otherwise rebuilt from the start of the topic. Either way it is
+// served (owned) once it has caught up with the end offset listed here.
+//
+// The rebuilds are refills in the background, one partition at a time,
+// unless restoreSplit picks one pass (a member starting with an empty or
+// refused cache, or after damage): then the owned ones are returned as
+// together, for the caller to restore in one pass (restoreGained), and the
+// standbys as after, refilled once that pass is done.
+func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[int32]int64, rf *refills) (together, after []partGuard) {
 	var gained, promoted []int32
 	for p, rep := range s.reps.all {
 		p := int32(p)
@@ -270,7 +276,7 @@ func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[i
 		}
 	}
 	if len(gained) == 0 && len(promoted) == 0 {
-		return
+		return nil, nil
 	}
 	// Held until each gained partition is read or queued for a rebuild, so
 	// that a rebuild of an earlier turn cannot swap its bucket in between.
@@ -301,13 +307,14 @@ func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[i
 	if err == nil {
 		m, err = readMeta(s.db)
 	}
+	var refused []partGuard
 	for _, p := range gained {
 		if err != nil { // nothing to judge the checkpoint by: rebuild it
-			rf.start(p, GuardCorrupt, "cannot check the partition's checkpoint: "+err.Error())
+			refused = append(refused, partGuard{p, GuardCorrupt, "cannot check the partition's checkpoint: " + err.Error()})
 			continue
 		}
 		if bad := partitionVerdict(m, p, s.info, lo.start, lo.end, time.Now()); bad != nil {
-			rf.start(p, bad.guard, bad.reason)
+			refused = append(refused, *bad)
 			continue
 		}
 		next := m.next[p]
@@ -315,6 +322,90 @@ func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[i
 		r.Add(map[int32]int64{p: next})
 		s.reps.update(p, func(rep *replica) { rep.beginDelta(next, lo.end[p], m.current[p], lo.at) })
 		s.log.Info("kvstore: partition assigned, restoring its delta", "partition", p, "from", next, "to", lo.end[p])
+	}
+	if err == nil {
+		together, after = s.restoreSplit(refused, rf, m, lo)
+	}
+	if len(together) == 0 {
+		for _, g := range refused {
+			rf.start(g.p, g.guard, g.reason)
+		}
+	}
+	return together, after
+}
+
+// restoreSplit says which of the refused partitions just taken on to
+// restore together (restoreTogether), and which to refill once that is
+// done: none unless one of them is owned and no refill runs (refills write
+// the cache file from goroutines of their own). The owned ones are restored
+// together, and the standbys refilled after.
+//
+// Other partitions followed meanwhile wait for it, their buckets copied
+// into the new file: it is picked then only if copying them costs no more
+// than reading the refused ones (their checkpoints, an upper bound on
+// their keys, at most the offsets to read). A member joining a group gets
+// its share in one view, or in two (the members giving partitions up do so
+// in turn), the second finding the first's partitions followed; a member
+// long in the group given a partition (a failover) refills it instead of
+// holding up the partitions it serves.
+func (s *Store[V]) restoreSplit(refused []partGuard, rf *refills, m cacheMeta, lo listed) (together, after []partGuard) {
+	if len(refused) == 0 || !rf.idle() {
+		return nil, nil
+	}
+	in := make(map[int32]bool, len(refused))
+	var read, copied int64
+	for _, g := range refused {
+		in[g.p] = true
+		read += max(0, lo.end[g.p]-lo.start[g.p])
+	}
+	for p := range s.info.Partitions {
+		if !in[p] && s.reps.followed(p) {
+			copied += m.next[p]
+		}
+	}
+	if copied > read {
+		return nil, nil
+	}
+	for _, g := range refused {
+		if rf.owned(g.p) {
+			together = append(together, g)
+		} else {
+			after = append(after, g)
+		}
+	}
+	if len(together) == 0 {
+		// Standbys only: refilled one by one, so that owned partitions
+		// given meanwhile (the second round of a cooperative rebalance
+		// brings them) take their turn first.
+		return nil, nil
+	}
+	return together, after
+}
+
+// restoreGained restores the partitions applyView returned as together in
+// one pass, then starts the refills of those it returned as after. Should
+// the pass fail (a broker gone, a poison record), the partitions are
+// refilled one by one instead, which retry, or stop the follower, as they
+// do.
+func (s *Store[V]) restoreGained(ctx context.Context, r *changelog.Reader, pos map[int32]int64, rf *refills, together, after []partGuard) {
+	if len(together) > 0 {
+		next, err := s.restoreTogether(ctx, together)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			s.log.Warn("kvstore: restoring partitions together failed, rebuilding them one by one", "err", err)
+			after = append(together, after...)
+		}
+		for p, n := range next {
+			pos[p] = n
+			r.Add(map[int32]int64{p: n})
+		}
+	}
+	for _, g := range after {
+		if s.reps.followed(g.p) {
+			rf.start(g.p, g.guard, g.reason)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package kvstore_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -484,4 +485,183 @@ func TestAStaticMemberThatRestartsTakesItsPartitionsBack(t *testing.T) {
 		}
 	}
 	requireRouted(t, ms, after, model)
+}
+
+// restoreLog records every restore a store reports to its listener.
+type restoreLog struct {
+	mu     sync.Mutex
+	starts []kvstore.RestoreStart
+	ends   []kvstore.RestoreStats
+}
+
+func (l *restoreLog) OnRestoreStart(rs kvstore.RestoreStart) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.starts = append(l.starts, rs)
+}
+func (l *restoreLog) OnBatchRestored(kvstore.BatchRestored) {}
+func (l *restoreLog) OnRestoreEnd(st kvstore.RestoreStats) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.ends = append(l.ends, st)
+}
+func (l *restoreLog) get() ([]kvstore.RestoreStart, []kvstore.RestoreStats) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.starts), slices.Clone(l.ends)
+}
+
+// rangesOf returns the partitions a restore reads, ascending.
+func rangesOf(rs kvstore.RestoreStart) []int32 {
+	var ps []int32
+	for _, r := range rs.Partitions {
+		ps = append(ps, r.Partition)
+	}
+	slices.Sort(ps)
+	return ps
+}
+
+// requireOnePass checks that log holds one restore, of exactly the
+// partitions parts, each read from its log start to its end as end lists
+// them (nothing was written since), every record once; and that it is the
+// store's last restore.
+func requireOnePass(t *testing.T, m *member, log *restoreLog, parts []int32, start, end map[int32]int64) {
+	t.Helper()
+	starts, ends := log.get()
+	require.Len(t, starts, 1, "%s restores its partitions in one pass", m.addr)
+	require.Equal(t, "partition", starts[0].Mode)
+	require.Equal(t, parts, rangesOf(starts[0]), "%s reads exactly the partitions it owns", m.addr)
+	var want int64
+	for _, r := range starts[0].Partitions {
+		require.Equal(t, start[r.Partition], r.Start, "partition %d read from its log start", r.Partition)
+		require.Equal(t, end[r.Partition], r.End, "partition %d read to its end", r.Partition)
+		want += end[r.Partition] - start[r.Partition]
+	}
+	// Open's own end comes first: in partitioned mode it restores nothing up front.
+	require.Len(t, ends, 2)
+	require.Zero(t, ends[0].Records)
+	require.Equal(t, "partition", ends[1].Mode)
+	require.Equal(t, want, ends[1].Records, "each record of the partitions read once")
+	require.Equal(t, ends[1], m.s.Stats().Restore)
+}
+
+// ownedBy returns the partitions m owns, ascending.
+func ownedBy(m *member) []int32 {
+	var owned []int32
+	for _, ps := range m.s.Stats().Partitions {
+		if ps.Role == kvstore.RoleOwner {
+			owned = append(owned, ps.Partition)
+		}
+	}
+	return owned
+}
+
+// A member starting with an empty cache restores the partitions it is
+// given in one pass, as a full restore does: one restore of exactly the
+// partitions it owns, each from its log start to its end, not one restore
+// per partition. So does the first member (all of them), and one joining
+// it (its half). Each serves every key of its partitions as written: an
+// overwritten key with its last value, a deleted one not at all.
+func TestAMembersPartitionsAreRestoredInOnePass(t *testing.T) {
+	e := newEnv(t)
+	ctx := ctxT(t)
+	w := e.open("", kvstore.Partitions(6))
+	model := e.seedKeys(w, "k", 240)
+	deleted := map[string]bool{}
+	for i := 0; i < 240; i += 3 {
+		k := fmt.Sprintf("k-%03d", i)
+		model[k] = User{FirstName: k, LastName: "again"}
+		acked(t)(w.Put(ctx, k, model[k]))
+	}
+	for i := 1; i < 240; i += 5 {
+		k := fmt.Sprintf("k-%03d", i)
+		delete(model, k)
+		deleted[k] = true
+		acked(t)(w.Delete(ctx, k))
+	}
+	end, zero := e.endOffsets(), map[int32]int64{}
+
+	a, aLog := &member{addr: "a:1", dir: t.TempDir()}, &restoreLog{}
+	require.NoError(t, e.start(a, kvstore.OnRestore(aLog)))
+	awaitSettled(t, []*member{a}, 6, 40*time.Second)
+	requireOnePass(t, a, aLog, []int32{0, 1, 2, 3, 4, 5}, zero, end)
+
+	c, cLog := &member{addr: "c:1", dir: t.TempDir()}, &restoreLog{}
+	require.NoError(t, e.start(c, kvstore.OnRestore(cLog)))
+	ms := []*member{a, c}
+	owners := awaitSettled(t, ms, 6, 40*time.Second)
+	require.Len(t, ownedBy(c), 3, "c owns its share")
+	requireOnePass(t, c, cLog, ownedBy(c), zero, end)
+
+	for k := range deleted {
+		p, _, _ := c.s.Owner(k)
+		_, ok, err := owners[p].s.Get(ctx, k)
+		require.NoError(t, err)
+		require.False(t, ok, "deleted key %q is not served", k)
+	}
+	requireRouted(t, ms, owners, model)
+}
+
+// A member restarted on its cache, some of its partitions refused (their
+// checkpoints below the log start) and the others fine: the refused ones
+// are restored in one pass, into a new file that keeps the others'
+// buckets and checkpoints, which then carry on as deltas.
+func TestRefusedPartitionsAreRestoredInOnePassKeepingTheOthers(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("DeleteRecords moves the log start offset")
+	ctx := ctxT(t)
+	w := e.open("", kvstore.Partitions(6))
+	model := e.seedKeys(w, "k", 60)
+	a := &member{addr: "a:1", dir: t.TempDir()}
+	require.NoError(t, e.start(a, kvstore.InstanceID("a")))
+	awaitSettled(t, []*member{a}, 6, 40*time.Second)
+	require.NoError(t, a.s.Close()) // a static member does not leave: it gets them back
+
+	// While it is away: partitions 0 to 2 get many records and lose those
+	// below a's checkpoint, the others a few.
+	checkpoint := e.endOffsets()
+	for i := 0; ; i++ {
+		k := fmt.Sprintf("while-away-%03d", i)
+		p, _, _ := w.Owner(k)
+		if p >= 3 && i%4 != 0 {
+			continue
+		}
+		model[k] = User{FirstName: k}
+		acked(t)(w.Put(ctx, k, model[k]))
+		if i >= 160 {
+			break
+		}
+	}
+	for k := range model {
+		if p, _, _ := w.Owner(k); p < 3 {
+			delete(model, k) // the writer's cache still has them: take the topic's word below
+		}
+	}
+	for p := range int32(3) {
+		require.NoError(t, e.cluster.Kafka().DeleteRecords(e.topic, p, checkpoint[p]+1))
+	}
+	left := e.open("") // what the topic holds now, in global mode
+	for k, v := range contents(t, left) {
+		model[k] = v
+	}
+	start, end := map[int32]int64{}, e.endOffsets()
+	for p := range int32(6) {
+		start[p] = checkpoint[p]
+		if p < 3 {
+			start[p]++
+		}
+	}
+
+	log := &restoreLog{}
+	require.NoError(t, e.start(a, kvstore.InstanceID("a"), kvstore.OnRestore(log)))
+	awaitSettled(t, []*member{a}, 6, 40*time.Second)
+	starts, _ := log.get()
+	require.Len(t, starts, 1, "the refused partitions are restored in one pass, the others not at all")
+	require.Equal(t, []int32{0, 1, 2}, rangesOf(starts[0]))
+	for _, r := range starts[0].Partitions {
+		require.Equal(t, start[r.Partition], r.Start)
+		require.Equal(t, end[r.Partition], r.End)
+	}
+	require.Equal(t, int64(3), a.s.Stats().Guards[kvstore.GuardBelowLogStart])
+	require.Equal(t, model, contents(t, a.s), "a serves the restored partitions and the kept ones, caught up")
 }

@@ -214,6 +214,13 @@ func (rf *refills) busy(p int32) bool {
 	return rf.running[p]
 }
 
+// idle says whether no rebuild runs, nor waits to be collected with done.
+func (rf *refills) idle() bool {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	return len(rf.running) == 0
+}
+
 // exempt says whether p's last rebuild took longer than the staleness
 // bound: rebuilding it again could not do better, and would start over for
 // ever.
