@@ -198,3 +198,27 @@ func BenchmarkLastPerKey(b *testing.B) {
 		}
 	})
 }
+
+// TestReachedAll: a delta records the time its cache was current in the
+// poll that brings the last partition to its end, and in no poll before.
+func TestReachedAll(t *testing.T) {
+	end := map[int32]int64{0: 10, 1: 5, 2: 0}
+	pos := map[int32]int64{0: 4, 1: 5, 2: 0}
+	for _, c := range []struct {
+		bs   []changelog.Batch
+		want bool
+	}{
+		{nil, false},
+		{[]changelog.Batch{{Partition: 0, Next: 9}}, false},
+		{[]changelog.Batch{{Partition: 0, Next: 10}}, true},
+		{[]changelog.Batch{{Partition: 1, Next: 6}, {Partition: 0, Next: 12}}, true},
+		{[]changelog.Batch{{Partition: 1, Next: 20}}, false},
+	} {
+		if got := reachedAll(pos, c.bs, end); got != c.want {
+			t.Errorf("reachedAll(%v, %v, %v) = %v, want %v", pos, c.bs, end, got, c.want)
+		}
+	}
+	if !reachedAll(map[int32]int64{0: 10, 1: 5, 2: 0}, nil, end) {
+		t.Error("every partition at its end: reached")
+	}
+}
