@@ -178,6 +178,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 		restore = s.openPartitioned
 	}
 	r, next, err := restore(ctx)
+	s.dropEarly() // taken by then; this only guards against a path that did not
 	if err != nil {
 		return nil, err
 	}
