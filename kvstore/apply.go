@@ -2,6 +2,7 @@ package kvstore
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -42,13 +43,7 @@ func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, o
 			if b == nil {
 				return fmt.Errorf("cache has no bucket for partition %d", bt.Partition)
 			}
-			recs := bt.Records
-			if len(recs) > 1 {
-				recs = slices.Clone(recs)
-				// Key order for locality; stable, so the last version of a key is applied last.
-				slices.SortStableFunc(recs, func(a, b changelog.Record) int { return bytes.Compare(a.Key, b.Key) })
-			}
-			for _, r := range recs {
+			for _, r := range lastPerKey(bt.Records) {
 				var err error
 				if r.Value == nil {
 					err = b.Delete(r.Key)
@@ -91,4 +86,35 @@ func writeOwn(tx *bolt.Tx, r *replica, ws []ownWrite) error {
 		}
 	}
 	return nil
+}
+
+// lastPerKey returns, in key order, the last record of each key in recs
+// (one partition's records, in offset order): what applying every one of
+// them in offset order leaves in the file (a later Put or tombstone of a key
+// replaces whatever the earlier ones did), with each page of the file
+// visited once. It sorts positions in recs rather than the records (a
+// stable sort of the records cost about 1.2 µs a record); a tie on the key
+// goes to the later position, the later offset.
+func lastPerKey(recs []changelog.Record) []changelog.Record {
+	if len(recs) < 2 {
+		return recs
+	}
+	idx := make([]int32, len(recs))
+	for i := range idx {
+		idx[i] = int32(i)
+	}
+	slices.SortFunc(idx, func(a, b int32) int {
+		if c := bytes.Compare(recs[a].Key, recs[b].Key); c != 0 {
+			return c
+		}
+		return cmp.Compare(a, b)
+	})
+	out := make([]changelog.Record, 0, len(recs))
+	for i, j := range idx {
+		if i+1 < len(idx) && bytes.Equal(recs[idx[i+1]].Key, recs[j].Key) {
+			continue // a later version of the key follows
+		}
+		out = append(out, recs[j])
+	}
+	return out
 }

@@ -17,10 +17,14 @@ import (
 // the checkpoint itself; bad lists the partitions to rebuild alone, when
 // only some are refused. A file that cannot be read is moved aside.
 func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason string, next map[int32]int64, bad []partGuard, err error) {
-	if _, err := os.Stat(s.path); errors.Is(err, os.ErrNotExist) {
-		return GuardNoCache, "no cache", nil, nil, nil
+	r, begun := s.takeEarly()
+	if !begun {
+		if _, err := os.Stat(s.path); errors.Is(err, os.ErrNotExist) {
+			return GuardNoCache, "no cache", nil, nil, nil
+		}
+		r.db, r.m, r.err = openAndReadMeta(s.path, s.cfg.lockTimeout)
 	}
-	db, m, err := openAndReadMeta(s.path, s.cfg.lockTimeout)
+	db, m, err := r.db, r.m, r.err
 	if errors.Is(err, berrors.ErrTimeout) {
 		return 0, "", nil, nil, fmt.Errorf("kvstore: cache file %s is locked by another store or process (waited %v; each store needs its own Dir): %w",
 			s.path, s.cfg.lockTimeout, ErrCacheLocked)
@@ -47,6 +51,56 @@ func (s *Store[V]) openExisting(start, end map[int32]int64) (guard Guard, reason
 	}
 	s.db = db
 	return GuardNone, "", m.next, nil, nil
+}
+
+// openedFile is what openAndReadMeta returned.
+type openedFile struct {
+	db  *bolt.DB
+	m   cacheMeta
+	err error
+}
+
+// openEarly begins openAndReadMeta of the cache file, if there is one, on a
+// goroutine of its own: Open calls it before it asks the broker and the
+// registry, which the file's check (it reads every page) does not need, so
+// that the two overlap. openExisting takes the result (takeEarly); an Open
+// that fails before then drops it (dropEarly).
+func (s *Store[V]) openEarly() {
+	if _, err := os.Stat(s.path); err != nil {
+		return // no file (openExisting says so), or one it cannot stat either
+	}
+	ch := make(chan openedFile, 1)
+	s.early = ch
+	go func() {
+		var r openedFile
+		r.db, r.m, r.err = openAndReadMeta(s.path, s.cfg.lockTimeout)
+		ch <- r
+	}()
+}
+
+// takeEarly waits for what openEarly began and returns it; begun is false
+// if it began nothing, or its result was taken already.
+func (s *Store[V]) takeEarly() (r openedFile, begun bool) {
+	if s.early == nil {
+		return r, false
+	}
+	r = <-s.early
+	s.early = nil
+	return r, true
+}
+
+// dropEarly closes the file openEarly opened, if nothing took it, once it
+// is open: on a goroutine, so that an Open failing on the broker does not
+// wait for the lock another process holds on the file.
+func (s *Store[V]) dropEarly() {
+	if ch := s.early; ch != nil {
+		s.early = nil
+		go func() {
+			if r := <-ch; r.db != nil {
+				r.db.Close()
+			}
+		}()
+	}
 }
 
 // openAndReadMeta opens the cache file and reads its metadata. A damaged

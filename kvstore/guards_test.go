@@ -351,3 +351,21 @@ func TestAtOpenACheckpointBelowTheLogStartRebuildsThatPartitionOnly(t *testing.T
 	require.Less(t, s.Stats().Restore.Records, fresh.Stats().Restore.Records,
 		"partition 1 was a delta, not read again from its start")
 }
+
+// Open checks the cache file while it asks the broker and the registry: an
+// Open that fails on the broker meanwhile lets go of the file, and the next
+// Open restores from it (a delta).
+func TestAnOpenFailingOnTheBrokerLetsGoOfTheCacheFile(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	model := e.seeded(dir, 50)
+	for range 3 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // the broker is never asked
+		_, err := kvstore.Open[User](ctx, e.topic, e.opts(dir)...)
+		require.Error(t, err)
+	}
+	s := e.open(dir, kvstore.LockTimeout(2*time.Second))
+	require.Equal(t, "delta", s.Stats().Restore.Mode, s.Stats().Restore.Reason)
+	require.Equal(t, model, contents(t, s))
+}

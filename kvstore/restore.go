@@ -161,12 +161,30 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 			err = s.installCache(next)
 		}
 	} else {
+		// The cache is current as of lo.at only once every partition has
+		// reached end: the poll that brings the last one there records it
+		// in its own transaction (a restore killed midway leaves the time
+		// it was current before), else one more transaction does after
+		// the reading.
+		pos, current := make(map[int32]int64, s.info.Partitions), false
+		for p := range s.info.Partitions {
+			pos[p] = from[p]
+		}
 		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, func(bs []changelog.Batch) error {
-			return s.applyBatches(ctx, bs)
+			var at map[int32]time.Time
+			if reachedAll(pos, bs, end) {
+				at = allAt(s.info.Partitions, lo.at)
+			}
+			if err := s.applyBatchesWith(ctx, bs, nil, at); err != nil {
+				return err
+			}
+			for _, b := range bs {
+				pos[b.Partition] = b.Next
+			}
+			current = current || (at != nil && len(bs) > 0)
+			return nil
 		})
-		if err == nil {
-			// Only now is the cache current as of lo.at: a restore killed
-			// midway leaves the time it was current before.
+		if err == nil && !current {
 			err = safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrent(tx, allAt(s.info.Partitions, lo.at)) })
 		}
 		if err == nil {
@@ -244,6 +262,22 @@ func (s *Store[V]) installCache(next map[int32]int64) error {
 		old.Close()
 	}
 	return nil
+}
+
+// reachedAll says whether every partition in pos (each one's position) is
+// at or past its end once the batches bs are applied.
+func reachedAll(pos map[int32]int64, bs []changelog.Batch, end map[int32]int64) bool {
+	for p, n := range pos {
+		for _, b := range bs {
+			if b.Partition == p {
+				n = max(n, b.Next)
+			}
+		}
+		if n < end[p] {
+			return false
+		}
+	}
+	return true
 }
 
 // readUntil polls r, handing each poll's batches to apply, until every

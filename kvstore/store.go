@@ -35,6 +35,7 @@ type Store[V any] struct {
 	// opened is set once Open's restore is done, before the follower
 	// starts: restores and poison checks behave differently in Open.
 	opened bool
+	early  chan openedFile // openEarly's result, until openExisting takes it
 
 	statsMu sync.Mutex
 	restore RestoreStats
@@ -138,9 +139,11 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 	}
 	s.dead, s.kill = context.WithCancel(context.Background())
 	go s.expireWrites(s.dead)
+	s.openEarly() // the cache file's check, meanwhile
 	ok := false
 	defer func() {
 		if !ok {
+			s.dropEarly()
 			s.closeResources(context.Background())
 		}
 	}()
@@ -175,6 +178,7 @@ func Open[V any](ctx context.Context, topic string, opts ...Option) (*Store[V], 
 		restore = s.openPartitioned
 	}
 	r, next, err := restore(ctx)
+	s.dropEarly() // taken by then; this only guards against a path that did not
 	if err != nil {
 		return nil, err
 	}
