@@ -129,7 +129,11 @@ func openAndReadMeta(path string, timeout time.Duration) (db *bolt.DB, m cacheMe
 	if err != nil {
 		return nil, m, err
 	}
-	db, err = openBolt(path, timeout, true)
+	// Synced commits from the first: a commit without fsync lets the
+	// kernel write its meta page before its data pages, and a power loss
+	// then leaves a checkpoint ahead of the pages it describes, holding
+	// well-formed older contents that no check can tell from current ones.
+	db, err = openBolt(path, timeout, false)
 	if err != nil {
 		return nil, m, err
 	}

@@ -59,7 +59,9 @@
 // by key within a bounded amount of memory (RestoreMemory), spilling sorted
 // runs to the cache directory, and loads them into a new file that replaces
 // the old one atomically, so a process killed during a restore leaves the
-// previous cache or none.
+// previous cache or none. Every commit to the cache file, a delta's
+// included, is synced before the next: a power loss, like a kill -9, never
+// leaves a checkpoint ahead of the pages it describes.
 //
 // A damaged cache file never stops the store. Open checks every page of the
 // file before bbolt reads it (page types, bounds, key order, the freelist,

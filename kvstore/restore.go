@@ -187,10 +187,6 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		if err == nil && !current {
 			err = safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrent(tx, allAt(s.info.Partitions, lo.at)) })
 		}
-		if err == nil {
-			err = s.db.Sync()
-			s.db.NoSync = false
-		}
 	}
 	if err != nil {
 		r.Close()
