@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -338,47 +337,13 @@ func (s *Store[V]) readUntil(ctx context.Context, r *changelog.Reader, from, end
 }
 
 // bulkLoad writes the sorter's contents into a new cache file in key order,
-// with the checkpoint next, and moves it over the old one (installCache then
-// opens it).
+// with the checkpoint next and every partition current as of currentAt, and
+// moves it over the old one (installCache then opens it). The sorter lays
+// the data pages out itself, in key order and packed full (what sorted
+// bbolt Puts with FillPercent 1.0 produce, without their per-key cost);
+// bbolt then adds the meta bucket as usual (see loadKeeping).
 func (s *Store[V]) bulkLoad(srt *sorter, next map[int32]int64, currentAt time.Time) error {
-	tmp := s.path + ".restore"
-	_ = os.Remove(tmp)
-	// The sorter lays the data pages out itself, in key order and packed
-	// full (what sorted bbolt Puts with FillPercent 1.0 produce, without
-	// their per-key cost); bbolt then adds the meta bucket as usual.
-	if err := srt.writeBolt(tmp, func(p int32) []byte { return s.reps.all[p].bucket }); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("load cache: %w", err)
-	}
-	db, err := openBolt(tmp, s.cfg.lockTimeout, true)
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("open loaded cache file: %w", err)
-	}
-	defer func() {
-		if db != nil {
-			db.Close()
-			os.Remove(tmp)
-		}
-	}()
-	err = db.Update(func(tx *bolt.Tx) error {
-		return writeMeta(tx, s.topic, s.info.ID, s.info.Partitions, next, currentAt)
-	})
-	if err == nil {
-		err = db.Sync()
-	}
-	if err == nil {
-		err = db.Close()
-	}
-	db = nil
-	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("write cache file: %w", err)
-	}
-	if err := replaceFile(tmp, s.path); err != nil {
-		return fmt.Errorf("install cache file: %w", err)
-	}
-	return nil
+	return s.loadKeeping(srt, nil, next, allAt(s.info.Partitions, currentAt))
 }
 
 // collectInto returns the apply step of a restore into srt: each poll's
