@@ -29,6 +29,7 @@ type Codec[V any] struct {
 
 	check check      // range checks Encode runs first; nil when none can fail
 	mode  encodeMode // how Encode hands the value to check
+	walk  bool       // V is walkable: Check may walk bodies instead of decoding them
 
 	mu       sync.Mutex                           // serialises registry fetches
 	decoders atomic.Pointer[map[int]writerSchema] // writer id -> resolved schema, copy on write
@@ -162,7 +163,7 @@ func New[V any](ctx context.Context, client *sr.Client, subject, schema string, 
 // newCodec checks V against reader and plans Encode's checks.
 func newCodec[V any](client *sr.Client, subject string, reader avro.Schema) (*Codec[V], error) {
 	t := reflect.TypeFor[V]()
-	c := &Codec[V]{client: client, subject: subject, reader: reader}
+	c := &Codec[V]{client: client, subject: subject, reader: reader, walk: walkable(t)}
 	var err error
 	switch {
 	case t.Kind() == reflect.Struct && deref(reader).Type() == avro.Record:
@@ -193,9 +194,18 @@ func (c *Codec[V]) withID(id int) *Codec[V] {
 	var h sr.ConfluentHeader
 	c.id = id
 	c.header, _ = h.AppendEncode(nil, id, nil) // never fails
-	m := map[int]writerSchema{id: {resolved: c.reader, walk: newWalker(c.reader, c.reader)}}
+	m := map[int]writerSchema{id: {resolved: c.reader, walk: c.walker(c.reader)}}
 	c.decoders.Store(&m)
 	return c
+}
+
+// walker returns Check's fast path for bodies written with writer, nil if
+// there is none (see walker and walkable).
+func (c *Codec[V]) walker(writer avro.Schema) *walker {
+	if !c.walk {
+		return nil
+	}
+	return newWalker(c.reader, writer)
 }
 
 // ID returns the registry ID of the codec's reader schema, the ID Encode writes.
@@ -345,7 +355,7 @@ func (c *Codec[V]) writer(ctx context.Context, id int) (writerSchema, error) {
 	for k, v := range cur {
 		next[k] = v
 	}
-	ws := writerSchema{resolved: resolved, walk: newWalker(c.reader, w)}
+	ws := writerSchema{resolved: resolved, walk: c.walker(w)}
 	next[id] = ws
 	c.decoders.Store(&next)
 	return ws, nil

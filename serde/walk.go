@@ -1,7 +1,9 @@
 package serde
 
 import (
+	"encoding"
 	"encoding/binary"
+	"reflect"
 	"slices"
 
 	"github.com/hamba/avro/v2"
@@ -19,9 +21,11 @@ import (
 //
 // A walker is built only for what it can vouch for: records, the
 // primitive types without a logical type, arrays, maps, and unions whose
-// writer and reader branches pair up one to one with the same types.
-// Anything else (enums, fixed, logical types, type promotions, a union on
-// one side only, recursion) gets no walker, and Check decodes.
+// writer and reader branches pair up one to one with the same types,
+// decoded into a Go type made of plain kinds (walkable). Anything else
+// (enums, fixed, logical types, type promotions, a union on one side only,
+// recursion, Go types that parse text or convert unions) gets no walker,
+// and Check decodes.
 type walker struct {
 	kind  avro.Type
 	items *walker   // array items, map values
@@ -39,9 +43,61 @@ const (
 )
 
 // newWalker returns the walker of bodies written with writer and read with
-// reader, or nil if it cannot vouch for them (see walker).
+// reader, or nil if it cannot vouch for them (see walker). It looks at the
+// schemas only: whether the Go type decoded into can fail on a value is
+// plainGo's to say.
 func newWalker(reader, writer avro.Schema) *walker {
 	return pairWalker(reader, writer, 0)
+}
+
+var (
+	textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
+	unionConverter  = reflect.TypeFor[avro.UnionConverter]()
+)
+
+// walkable reports whether decoding into t can fail only on the bytes,
+// never on the value they hold, so that a walk of the bytes can stand for a
+// decode: t is a struct (or a pointer to one) whose fields, all the way
+// down, are booleans, signed integers, floats, strings, byte slices,
+// pointers, slices, arrays, maps with string keys and structs; no type that
+// parses text (encoding.TextUnmarshaler: time.Time, netip.Addr, ...) or
+// converts unions (avro.UnionConverter), no interfaces, no unsigned
+// integers. Which Go types may hold which Avro types is Open's type check's
+// to enforce (typecheck.go).
+func walkable(t reflect.Type) bool {
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Kind() == reflect.Struct && plainGo(t, map[reflect.Type]bool{})
+}
+
+func plainGo(t reflect.Type, seen map[reflect.Type]bool) bool {
+	if seen[t] {
+		return true // a recursive type: judged where it began
+	}
+	seen[t] = true
+	for _, i := range []reflect.Type{textUnmarshaler, unionConverter} {
+		if t.Implements(i) || reflect.PointerTo(t).Implements(i) {
+			return false
+		}
+	}
+	switch t.Kind() {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Float32, reflect.Float64, reflect.String:
+		return true
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return t.Elem().Kind() == reflect.Uint8 || plainGo(t.Elem(), seen)
+	case reflect.Map:
+		return t.Key().Kind() == reflect.String && plainGo(t.Key(), seen) && plainGo(t.Elem(), seen)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if !plainGo(t.Field(i).Type, seen) {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 func pairWalker(r, w avro.Schema, depth int) *walker {
@@ -166,7 +222,7 @@ func (w *walker) walk(b []byte) ([]byte, bool) {
 		}
 		return b, true
 	case avro.Union:
-		i, rest, ok := readLong(b)
+		i, rest, ok := readInt(b) // the decoder reads a union's index as an int
 		if !ok || i < 0 || i >= int64(len(w.elems)) {
 			return nil, false
 		}
@@ -235,6 +291,17 @@ func readLong(b []byte) (int64, []byte, bool) {
 		return 0, nil, false
 	}
 	return int64(u>>1) ^ -int64(u&1), b[n:], true
+}
+
+// readInt reads a zig-zag varint of at most 5 bytes, as the decoder reads
+// an int.
+func readInt(b []byte) (int64, []byte, bool) {
+	rest, ok := skipVarint(b, 5)
+	if !ok {
+		return 0, nil, false
+	}
+	n, _, ok := readLong(b[:len(b)-len(rest)])
+	return n, rest, ok
 }
 
 // skipVarint skips a varint of at most max bytes (5 for an int, 10 for a

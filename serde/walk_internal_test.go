@@ -1,7 +1,10 @@
 package serde
 
 import (
+	"context"
+	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/hamba/avro/v2"
 )
@@ -183,4 +186,78 @@ func TestAWalkerIsBuiltOnlyForWhatItCanVouchFor(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Check gives Decode's verdict on bodies the walk could misjudge: Go types
+// that parse text (time.Time, netip.Addr, as values and map keys), a V
+// that is no struct, and a union index in a varint longer than an int's
+// (all found by review; each passed the walk and failed to decode).
+func TestCheckAgreesWithDecodeWhereTheGoTypeOrTheVarintDecides(t *testing.T) {
+	ctx := context.Background()
+	agree := func(t *testing.T, check, decode error) {
+		t.Helper()
+		if (check == nil) != (decode == nil) {
+			t.Fatalf("Check = %v, Decode = %v", check, decode)
+		}
+	}
+	hdr := []byte{0, 0, 0, 0, 7}
+	t.Run("time.Time from a string, and a union index of 6 bytes", func(t *testing.T) {
+		s := avro.MustParse(`{"type":"record","name":"Ev","fields":[{"name":"at","type":"string"},{"name":"u","type":["null","long"]}]}`)
+		type Ev struct {
+			At time.Time `avro:"at"`
+			U  *int64    `avro:"u"`
+		}
+		c, err := newCodec[Ev](nil, "ev-value", s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c = c.withID(7)
+		ts := append([]byte{0x28}, "2020-01-01T00:00:00Z"...)
+		for _, body := range [][]byte{
+			{0x06, 'n', 'o', 'w', 0x00},
+			append(append([]byte{}, ts...), 0x80, 0x80, 0x80, 0x80, 0x80, 0x00),
+			append(append([]byte{}, ts...), 0x00),
+		} {
+			b := append(append([]byte{}, hdr...), body...)
+			var v Ev
+			agree(t, c.Check(ctx, b), c.Decode(ctx, b, &v))
+		}
+	})
+	t.Run("netip.Addr as a value and as a map key", func(t *testing.T) {
+		s := avro.MustParse(`{"type":"record","name":"R","fields":[{"name":"ip","type":"string"},{"name":"m","type":{"type":"map","values":"int"}}]}`)
+		type R struct {
+			IP netip.Addr           `avro:"ip"`
+			M  map[netip.Addr]int32 `avro:"m"`
+		}
+		c, err := newCodec[R](nil, "r-value", s)
+		if err != nil {
+			t.Skipf("the type check refuses it now: %v", err)
+		}
+		c = c.withID(7)
+		for _, body := range [][]byte{
+			{0x06, 'x', 'y', 'z', 0x00},
+			append([]byte{0x0e}, "1.2.3.4\x00"...),
+			append(append([]byte{0x0e}, "1.2.3.4"...), 0x02, 0x02, 'k', 0x02, 0x00),
+		} {
+			b := append(append([]byte{}, hdr...), body...)
+			var v R
+			agree(t, c.Check(ctx, b), c.Decode(ctx, b, &v))
+		}
+	})
+	t.Run("a V that is no struct", func(t *testing.T) {
+		c, err := newCodec[string](nil, "x-value", avro.MustParse(`"long"`))
+		if err != nil {
+			t.Skipf("the type check refuses it now: %v", err)
+		}
+		c = c.withID(7)
+		b := append(append([]byte{}, hdr...), 0x02)
+		var v string
+		agree(t, c.Check(ctx, b), c.Decode(ctx, b, &v))
+	})
+	t.Run("a union index of 6 bytes, walked alone", func(t *testing.T) {
+		s := avro.MustParse(`{"type":"record","name":"R","fields":[{"name":"u","type":["null","string"]}]}`)
+		if newWalker(s, s).pass([]byte{0x80, 0x80, 0x80, 0x80, 0x80, 0x00}) {
+			t.Fatal("the walk passed a union index longer than an int")
+		}
+	})
 }
