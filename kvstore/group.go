@@ -324,7 +324,7 @@ func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[i
 		s.log.Info("kvstore: partition assigned, restoring its delta", "partition", p, "from", next, "to", lo.end[p])
 	}
 	if err == nil {
-		together, after = s.restoreSplit(refused, rf, m, lo)
+		together, after = s.restoreSplit(refused, rf)
 	}
 	if len(together) == 0 {
 		for _, g := range refused {
@@ -336,35 +336,33 @@ func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[i
 
 // restoreSplit says which of the refused partitions just taken on to
 // restore together (restoreTogether), and which to refill once that is
-// done: none unless one of them is owned and no refill runs (refills write
-// the cache file from goroutines of their own). The owned ones are restored
-// together, and the standbys refilled after.
-//
-// Other partitions followed meanwhile wait for it, their buckets copied
-// into the new file: it is picked then only if copying them costs no more
-// than reading the refused ones (their checkpoints, an upper bound on
-// their keys, at most the offsets to read). A member joining a group gets
-// its share in one view, or in two (the members giving partitions up do so
-// in turn), the second finding the first's partitions followed; a member
-// long in the group given a partition (a failover) refills it instead of
-// holding up the partitions it serves.
-func (s *Store[V]) restoreSplit(refused []partGuard, rf *refills, m cacheMeta, lo listed) (together, after []partGuard) {
+// done: none unless one of them is owned, no refill runs (refills write the
+// cache file from goroutines of their own) and the member follows no other
+// partition caught up (the pass runs on the follower's goroutine, so a
+// partition served meanwhile would be read no further, nor a standby
+// promoted meanwhile served, until it ends; partitions beginning a delta in
+// the same view wait for it, served no sooner than they would be). The owned ones are restored together,
+// and the standbys refilled after. A member joining a group, or restarting
+// on a cache whose partitions are refused, gets its share in one pass when
+// it comes in one view; in two views (the members giving partitions up do
+// so in turn), the second view's partitions are refilled; a member long in
+// the group given a partition (a failover) refills it.
+func (s *Store[V]) restoreSplit(refused []partGuard, rf *refills) (together, after []partGuard) {
 	if len(refused) == 0 || !rf.idle() {
 		return nil, nil
 	}
 	in := make(map[int32]bool, len(refused))
-	var read, copied int64
 	for _, g := range refused {
 		in[g.p] = true
-		read += max(0, lo.end[g.p]-lo.start[g.p])
 	}
 	for p := range s.info.Partitions {
-		if !in[p] && s.reps.followed(p) {
-			copied += m.next[p]
+		if !in[p] && s.reps.caughtUp(p) {
+			// The pass runs on the follower's goroutine: a partition
+			// caught up meanwhile would be read no further (its reads
+			// frozen, a standby promoted meanwhile not served) until it
+			// ends.
+			return nil, nil
 		}
-	}
-	if copied > read {
-		return nil, nil
 	}
 	for _, g := range refused {
 		if rf.owned(g.p) {
@@ -389,9 +387,15 @@ func (s *Store[V]) restoreSplit(refused []partGuard, rf *refills, m cacheMeta, l
 // do.
 func (s *Store[V]) restoreGained(ctx context.Context, r *changelog.Reader, pos map[int32]int64, rf *refills, together, after []partGuard) {
 	if len(together) > 0 {
+		began := time.Now()
 		next, err := s.restoreTogether(ctx, together)
 		if ctx.Err() != nil {
 			return
+		}
+		if err == nil && time.Since(began) >= rf.bound() {
+			// As for a refill that long: rebuilding them again could not
+			// do better, and would start over for ever.
+			rf.markSlow(together)
 		}
 		if err != nil {
 			s.log.Warn("kvstore: restoring partitions together failed, rebuilding them one by one", "err", err)

@@ -316,13 +316,20 @@ func (s *Store[V]) copyBucket(w pagewriter.Writer, p int32) error {
 		if err := w.Bucket(name); err != nil {
 			return err
 		}
+		var last []byte
 		for ; k != nil; k, v = c.Next() {
 			if v == nil { // a nested bucket: the cache's layout has none
 				continue
 			}
+			// A damaged leaf bbolt reads without a panic can hand keys out
+			// of order; copied, they would pass into a well-formed file.
+			if last != nil && bytes.Compare(k, last) <= 0 {
+				return fmt.Errorf("%w: partition %d's bucket holds keys out of order", errDamaged, p)
+			}
 			if err := w.Put(k, v); err != nil {
 				return err
 			}
+			last = append(last[:0], k...)
 		}
 		return nil
 	})

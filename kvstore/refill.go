@@ -230,6 +230,16 @@ func (rf *refills) exempt(p int32) bool {
 	return rf.slow[p]
 }
 
+// markSlow records that gs were rebuilt (in one pass) in longer than the
+// staleness bound, as a refill that long records its partition: exempt.
+func (rf *refills) markSlow(gs []partGuard) {
+	rf.mu.Lock()
+	defer rf.mu.Unlock()
+	for _, g := range gs {
+		rf.slow[g.p] = true
+	}
+}
+
 // stop cancels every rebuild and waits for them: a full rebuild follows,
 // or the follower ends. Later starts run under a fresh context.
 func (rf *refills) stop() {

@@ -173,6 +173,15 @@ func (rs *replicas) still(p int32) func() bool {
 	}
 }
 
+// caughtUp says whether the follower reads p and p has caught up (it is
+// served, or a standby ready to be).
+func (rs *replicas) caughtUp(p int32) bool {
+	r := rs.all[p]
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.followed && r.warm
+}
+
 // followed says whether the follower is to read p.
 func (rs *replicas) followed(p int32) bool {
 	r := rs.all[p]
