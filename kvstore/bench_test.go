@@ -291,11 +291,10 @@ func (l *latencies) report(b *testing.B) {
 	b.ReportMetric(float64(l.d[len(l.d)*99/100].Nanoseconds()), "p99-ns")
 }
 
-const getKeys = 100_000
-
-// openForGets restores a store of getKeys keys and returns it with its keys.
+// openForGets restores a store of kvbench.n keys and returns it with its
+// keys.
 func openForGets(b *testing.B) (*kvstore.Store[User], []string) {
-	d := newBenchData(b, getKeys, int32(*benchParts))
+	d := newBenchData(b, *benchN, int32(*benchParts))
 	s := d.open(b, b.TempDir())
 	b.Cleanup(func() { s.Close() })
 	keys := make([]string, len(d.keys))
@@ -349,11 +348,11 @@ func BenchmarkGetParallel(b *testing.B) {
 	reportRate(b, "gets/s", int64(b.N), time.Since(start))
 }
 
-// BenchmarkBaselineBoltGet is the bbolt lookup alone (copy of the value, no
-// decode), the storage-side floor of Get.
-func BenchmarkBaselineBoltGet(b *testing.B) {
+// boltForGets writes kvbench.n random 16-byte keys with 44-byte values into
+// a bbolt file and returns it open, with the keys.
+func boltForGets(b *testing.B) (*bolt.DB, [][]byte) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	keys := make([][]byte, getKeys)
+	keys := make([][]byte, *benchN)
 	for i := range keys {
 		keys[i] = binary16(rng)
 	}
@@ -363,7 +362,14 @@ func BenchmarkBaselineBoltGet(b *testing.B) {
 	boltSortedInsert(b, path, sorted, bytes.Repeat([]byte{'v'}, 44))
 	db, err := bolt.Open(path, 0o600, nil)
 	require.NoError(b, err)
-	defer db.Close()
+	b.Cleanup(func() { db.Close() })
+	return db, keys
+}
+
+// BenchmarkBaselineBoltGet is the bbolt lookup alone (copy of the value, no
+// decode) in a table of kvbench.n keys, the storage-side floor of Get.
+func BenchmarkBaselineBoltGet(b *testing.B) {
+	db, keys := boltForGets(b)
 	i := 0
 	for b.Loop() {
 		_ = db.View(func(tx *bolt.Tx) error {
@@ -372,6 +378,26 @@ func BenchmarkBaselineBoltGet(b *testing.B) {
 		})
 		i += 7919
 	}
+}
+
+// BenchmarkBaselineBoltGetParallel is BenchmarkBaselineBoltGet on
+// GOMAXPROCS goroutines: how far bbolt's own read transactions scale.
+func BenchmarkBaselineBoltGetParallel(b *testing.B) {
+	db, keys := boltForGets(b)
+	var seed atomic.Int64
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(seed.Add(1)) * 104729
+		for pb.Next() {
+			_ = db.View(func(tx *bolt.Tx) error {
+				_ = bytes.Clone(tx.Bucket([]byte("data")).Get(keys[i%len(keys)]))
+				return nil
+			})
+			i += 7919
+		}
+	})
+	reportRate(b, "gets/s", int64(b.N), time.Since(start))
 }
 
 // openForPuts restores a store of a small topic (1000 keys) to write to.
