@@ -142,6 +142,11 @@ func reportRate(b *testing.B, what string, n int64, d time.Duration) {
 	b.ReportMetric(float64(n)/d.Seconds(), what)
 }
 
+// reportCPU reports the process's CPU time since cpu0 per operation.
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
 // BenchmarkRestoreFull opens a store on an empty cache directory: a full
 // restore of kvbench.n records.
 func BenchmarkRestoreFull(b *testing.B) {
@@ -311,7 +316,7 @@ func BenchmarkGet(b *testing.B) {
 	var lat latencies
 	ds := make([]time.Duration, 0, 1<<16)
 	i := 0
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for b.Loop() {
 		t := time.Now()
 		_, ok, err := s.Get(ctx, keys[i%len(keys)])
@@ -324,6 +329,7 @@ func BenchmarkGet(b *testing.B) {
 		i += 7919
 	}
 	reportRate(b, "gets/s", int64(b.N), time.Since(start))
+	reportCPU(b, cpu0)
 	lat.add(ds)
 	lat.report(b)
 }
@@ -334,7 +340,7 @@ func BenchmarkGetParallel(b *testing.B) {
 	ctx := context.Background()
 	var seed atomic.Int64
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(seed.Add(1)) * 104729
 		for pb.Next() {
@@ -346,6 +352,7 @@ func BenchmarkGetParallel(b *testing.B) {
 		}
 	})
 	reportRate(b, "gets/s", int64(b.N), time.Since(start))
+	reportCPU(b, cpu0)
 }
 
 // boltForGets writes kvbench.n random 16-byte keys with 44-byte values into
@@ -371,6 +378,7 @@ func boltForGets(b *testing.B) (*bolt.DB, [][]byte) {
 func BenchmarkBaselineBoltGet(b *testing.B) {
 	db, keys := boltForGets(b)
 	i := 0
+	cpu0 := cpuTime()
 	for b.Loop() {
 		_ = db.View(func(tx *bolt.Tx) error {
 			_ = bytes.Clone(tx.Bucket([]byte("data")).Get(keys[i%len(keys)]))
@@ -378,6 +386,7 @@ func BenchmarkBaselineBoltGet(b *testing.B) {
 		})
 		i += 7919
 	}
+	reportCPU(b, cpu0)
 }
 
 // BenchmarkBaselineBoltGetParallel is BenchmarkBaselineBoltGet on
@@ -386,7 +395,7 @@ func BenchmarkBaselineBoltGetParallel(b *testing.B) {
 	db, keys := boltForGets(b)
 	var seed atomic.Int64
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(seed.Add(1)) * 104729
 		for pb.Next() {
@@ -398,6 +407,7 @@ func BenchmarkBaselineBoltGetParallel(b *testing.B) {
 		}
 	})
 	reportRate(b, "gets/s", int64(b.N), time.Since(start))
+	reportCPU(b, cpu0)
 }
 
 // openForPuts restores a store of a small topic (1000 keys) to write to.
