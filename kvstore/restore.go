@@ -162,7 +162,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		if err == nil {
 			// Only now is the cache current as of lo.at: a restore killed
 			// midway leaves the time it was current before.
-			err = safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrent(tx, allAt(s.info.Partitions, lo.at)) })
+			err = s.updateCache(func(tx *bolt.Tx) error { return putCurrent(tx, allAt(s.info.Partitions, lo.at)) })
 		}
 		if err == nil {
 			err = s.db.Sync()
@@ -224,6 +224,7 @@ func (s *Store[V]) installCache(next map[int32]int64) error {
 		db.Close()
 		return ErrClosed
 	}
+	s.snaps.drop() // old.Close would wait for it
 	old := s.db
 	s.db = db
 	for p, n := range next {
