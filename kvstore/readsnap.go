@@ -35,8 +35,11 @@ type readSnaps struct {
 type readSnap struct {
 	db *bolt.DB
 	tx *bolt.Tx
-	// buckets holds each partition's bucket in tx (nil: none), opened once.
+	// buckets holds each partition's bucket in tx (nil: none), opened once,
+	// and roots its root page (0: none, or an inline bucket).
 	buckets []*bolt.Bucket
+	roots   []uint64
+	pages   pageMap // tx's pages (pagewalk.go)
 	// refs counts the slot's reference while the snapshot is current, and
 	// each Get using it; the one that drops it to 0 rolls tx back.
 	refs atomic.Int64
@@ -89,9 +92,11 @@ func (r *readSnaps) begin(db *bolt.DB, reps []*replica) *readSnap {
 			_ = tx.Rollback()
 		}
 	}()
-	p := &readSnap{db: db, tx: tx, buckets: make([]*bolt.Bucket, len(reps))}
+	p := &readSnap{db: db, tx: tx, buckets: make([]*bolt.Bucket, len(reps)), roots: make([]uint64, len(reps)), pages: mapOf(db, tx)}
 	for i, rep := range reps {
-		p.buckets[i] = tx.Bucket(rep.bucket)
+		if b := tx.Bucket(rep.bucket); b != nil {
+			p.buckets[i], p.roots[i] = b, uint64(b.Root())
+		}
 	}
 	p.refs.Store(2) // the slot's and the caller's
 	r.cur.Store(p)
@@ -153,24 +158,28 @@ func (s *Store[V]) updateCache(fn func(*bolt.Tx) error) error {
 // get returns key's value in partition p's bucket, else (unless only) in
 // another partition's; nil if none. The bytes are the memory map's: valid
 // until the snapshot is released.
-func (sn *readSnap) get(p int32, key []byte, only bool) []byte {
-	if v := bucketGet(sn.buckets[p], key); v != nil || only {
-		return v
+func (sn *readSnap) get(p int32, key []byte, only bool) ([]byte, error) {
+	if v, err := sn.getIn(int(p), key); v != nil || err != nil || only {
+		return v, err
 	}
-	for q, b := range sn.buckets {
-		if int32(q) == p {
+	for q := range sn.buckets {
+		if q == int(p) {
 			continue
 		}
-		if v := bucketGet(b, key); v != nil {
-			return v
+		if v, err := sn.getIn(q, key); v != nil || err != nil {
+			return v, err
 		}
 	}
-	return nil
+	return nil, nil
 }
 
-func bucketGet(b *bolt.Bucket, key []byte) []byte {
-	if b == nil {
-		return nil
+// getIn returns key's value in partition q's bucket.
+func (sn *readSnap) getIn(q int, key []byte) ([]byte, error) {
+	switch {
+	case sn.roots[q] != 0:
+		return sn.pages.get(sn.roots[q], key)
+	case sn.buckets[q] != nil: // inline
+		return sn.buckets[q].Get(key), nil
 	}
-	return b.Get(key)
+	return nil, nil
 }

@@ -186,6 +186,6 @@ func TestDamageUnderTheSnapshotIsAnError(t *testing.T) {
 		}
 	}
 	require.ErrorIs(t, damaged, errDamaged)
-	require.Contains(t, damaged.Error(), "invalid page type")
+	require.Contains(t, damaged.Error(), fmt.Sprintf("page %d: type 0x10 where a branch or leaf page belongs", fp.leaf[5]))
 	require.True(t, s.damaged.Load(), "the follower is told to rebuild")
 }

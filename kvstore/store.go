@@ -343,8 +343,9 @@ func (s *Store[V]) fromSnapshot(p int32, kb []byte, v *V) (r snapRead) {
 	}
 	defer sn.release()
 	r.used = true
-	val := sn.get(p, kb, s.grp != nil)
-	if val == nil {
+	val, err := sn.get(p, kb, s.grp != nil)
+	if err != nil || val == nil {
+		r.err = err
 		return r
 	}
 	r.found = true
