@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -188,4 +191,27 @@ func TestDamageUnderTheSnapshotIsAnError(t *testing.T) {
 	require.ErrorIs(t, damaged, errDamaged)
 	require.Contains(t, damaged.Error(), fmt.Sprintf("page %d: type 0x10 where a branch or leaf page belongs", fp.leaf[5]))
 	require.True(t, s.damaged.Load(), "the follower is told to rebuild")
+}
+
+// Every write to the store's file once Open has returned must go through
+// updateCache, or a Gets' snapshot could outlive the write's start and
+// block its commit's remap for good (TestWritesThatGrowTheFileAreNotBlockedByGets).
+// This catches a new write path that calls bbolt or safeUpdate on s.db
+// directly.
+func TestEveryWriteToTheStoresFileGoesThroughUpdateCache(t *testing.T) {
+	direct := regexp.MustCompile(`safeUpdate\(s\.db\b|s\.db\.(Update|Batch|Begin)\(`)
+	files, err := filepath.Glob("*.go")
+	require.NoError(t, err)
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") || f == "readsnap.go" {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		require.NoError(t, err)
+		for i, line := range strings.Split(string(src), "\n") {
+			if direct.MatchString(line) {
+				t.Errorf("%s:%d writes to s.db without updateCache: %s", f, i+1, strings.TrimSpace(line))
+			}
+		}
+	}
 }
