@@ -32,7 +32,7 @@ func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, o
 		return err
 	}
 	s.checkPartitions(bs) // partition.go
-	return safeUpdate(s.db, func(tx *bolt.Tx) error {
+	return s.updateCache(func(tx *bolt.Tx) error {
 		next := make(map[int32]int64, len(bs))
 		for _, bt := range bs {
 			next[bt.Partition] = bt.Next

@@ -142,6 +142,11 @@ func reportRate(b *testing.B, what string, n int64, d time.Duration) {
 	b.ReportMetric(float64(n)/d.Seconds(), what)
 }
 
+// reportCPU reports the process's CPU time since cpu0 per operation.
+func reportCPU(b *testing.B, cpu0 time.Duration) {
+	b.ReportMetric(float64((cpuTime()-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+}
+
 // BenchmarkRestoreFull opens a store on an empty cache directory: a full
 // restore of kvbench.n records.
 func BenchmarkRestoreFull(b *testing.B) {
@@ -291,11 +296,10 @@ func (l *latencies) report(b *testing.B) {
 	b.ReportMetric(float64(l.d[len(l.d)*99/100].Nanoseconds()), "p99-ns")
 }
 
-const getKeys = 100_000
-
-// openForGets restores a store of getKeys keys and returns it with its keys.
+// openForGets restores a store of kvbench.n keys and returns it with its
+// keys.
 func openForGets(b *testing.B) (*kvstore.Store[User], []string) {
-	d := newBenchData(b, getKeys, int32(*benchParts))
+	d := newBenchData(b, *benchN, int32(*benchParts))
 	s := d.open(b, b.TempDir())
 	b.Cleanup(func() { s.Close() })
 	keys := make([]string, len(d.keys))
@@ -312,7 +316,7 @@ func BenchmarkGet(b *testing.B) {
 	var lat latencies
 	ds := make([]time.Duration, 0, 1<<16)
 	i := 0
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	for b.Loop() {
 		t := time.Now()
 		_, ok, err := s.Get(ctx, keys[i%len(keys)])
@@ -325,6 +329,7 @@ func BenchmarkGet(b *testing.B) {
 		i += 7919
 	}
 	reportRate(b, "gets/s", int64(b.N), time.Since(start))
+	reportCPU(b, cpu0)
 	lat.add(ds)
 	lat.report(b)
 }
@@ -335,7 +340,7 @@ func BenchmarkGetParallel(b *testing.B) {
 	ctx := context.Background()
 	var seed atomic.Int64
 	b.ResetTimer()
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(seed.Add(1)) * 104729
 		for pb.Next() {
@@ -347,13 +352,14 @@ func BenchmarkGetParallel(b *testing.B) {
 		}
 	})
 	reportRate(b, "gets/s", int64(b.N), time.Since(start))
+	reportCPU(b, cpu0)
 }
 
-// BenchmarkBaselineBoltGet is the bbolt lookup alone (copy of the value, no
-// decode), the storage-side floor of Get.
-func BenchmarkBaselineBoltGet(b *testing.B) {
+// boltForGets writes kvbench.n random 16-byte keys with 44-byte values into
+// a bbolt file and returns it open, with the keys.
+func boltForGets(b *testing.B) (*bolt.DB, [][]byte) {
 	rng := rand.New(rand.NewPCG(1, 1))
-	keys := make([][]byte, getKeys)
+	keys := make([][]byte, *benchN)
 	for i := range keys {
 		keys[i] = binary16(rng)
 	}
@@ -363,8 +369,16 @@ func BenchmarkBaselineBoltGet(b *testing.B) {
 	boltSortedInsert(b, path, sorted, bytes.Repeat([]byte{'v'}, 44))
 	db, err := bolt.Open(path, 0o600, nil)
 	require.NoError(b, err)
-	defer db.Close()
+	b.Cleanup(func() { db.Close() })
+	return db, keys
+}
+
+// BenchmarkBaselineBoltGet is the bbolt lookup alone (copy of the value, no
+// decode) in a table of kvbench.n keys, the storage-side floor of Get.
+func BenchmarkBaselineBoltGet(b *testing.B) {
+	db, keys := boltForGets(b)
 	i := 0
+	cpu0 := cpuTime()
 	for b.Loop() {
 		_ = db.View(func(tx *bolt.Tx) error {
 			_ = bytes.Clone(tx.Bucket([]byte("data")).Get(keys[i%len(keys)]))
@@ -372,6 +386,28 @@ func BenchmarkBaselineBoltGet(b *testing.B) {
 		})
 		i += 7919
 	}
+	reportCPU(b, cpu0)
+}
+
+// BenchmarkBaselineBoltGetParallel is BenchmarkBaselineBoltGet on
+// GOMAXPROCS goroutines: how far bbolt's own read transactions scale.
+func BenchmarkBaselineBoltGetParallel(b *testing.B) {
+	db, keys := boltForGets(b)
+	var seed atomic.Int64
+	b.ResetTimer()
+	start, cpu0 := time.Now(), cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(seed.Add(1)) * 104729
+		for pb.Next() {
+			_ = db.View(func(tx *bolt.Tx) error {
+				_ = bytes.Clone(tx.Bucket([]byte("data")).Get(keys[i%len(keys)]))
+				return nil
+			})
+			i += 7919
+		}
+	})
+	reportRate(b, "gets/s", int64(b.N), time.Since(start))
+	reportCPU(b, cpu0)
 }
 
 // openForPuts restores a store of a small topic (1000 keys) to write to.

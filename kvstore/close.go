@@ -111,6 +111,7 @@ func (s *Store[V]) closeResources(ctx context.Context) error {
 	s.mu.Lock() // waits only for reads of the file
 	defer s.mu.Unlock()
 	s.closed = true
+	s.snaps.drop() // db.Close would wait for it
 	if s.db != nil {
 		if err := s.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("kvstore: close cache: %w", err))

@@ -348,7 +348,7 @@ func (s *Store[V]) markCurrent() {
 	if at == nil {
 		return
 	}
-	if err := safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrent(tx, at) }); err != nil {
+	if err := s.updateCache(func(tx *bolt.Tx) error { return putCurrent(tx, at) }); err != nil {
 		s.log.Warn("kvstore: cannot record that the cache is current", "err", err)
 		return
 	}
@@ -400,7 +400,7 @@ func (s *Store[V]) applyTail(ctx context.Context, bs []changelog.Batch) error {
 	if testHookLateWindow != nil {
 		testHookLateWindow()
 	}
-	err := safeUpdate(s.db, func(tx *bolt.Tx) error {
+	err := s.updateCache(func(tx *bolt.Tx) error {
 		for p, ws := range late {
 			if err := writeOwn(tx, s.reps.all[p], ws); err != nil {
 				return err

@@ -29,11 +29,14 @@ func bareStore(t *testing.T) *Store[struct{}] {
 	}
 	db, err := openBolt(filepath.Join(t.TempDir(), "t.db"), time.Second, false)
 	require.NoError(t, err)
-	t.Cleanup(func() { db.Close() })
 	require.NoError(t, db.Update(func(tx *bolt.Tx) error {
 		return writeMeta(tx, "t", [16]byte{1}, 1, map[int32]int64{0: 0}, time.Now())
 	}))
 	s.db = db
+	t.Cleanup(func() {
+		s.snaps.drop() // as Close does: db.Close would wait for Gets' read snapshot
+		db.Close()
+	})
 	return s
 }
 

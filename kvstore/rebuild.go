@@ -92,7 +92,7 @@ func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guar
 	if still != nil && !still() {
 		return 0, 0, 0, errStaleRefill
 	}
-	err = safeUpdate(s.db, func(tx *bolt.Tx) error {
+	err = s.updateCache(func(tx *bolt.Tx) error {
 		if tx.Bucket(rep.bucket) != nil {
 			if err := tx.DeleteBucket(rep.bucket); err != nil {
 				return err

@@ -184,7 +184,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 			return nil
 		})
 		if err == nil && !current {
-			err = safeUpdate(s.db, func(tx *bolt.Tx) error { return putCurrent(tx, allAt(s.info.Partitions, lo.at)) })
+			err = s.updateCache(func(tx *bolt.Tx) error { return putCurrent(tx, allAt(s.info.Partitions, lo.at)) })
 		}
 	}
 	if err != nil {
@@ -247,6 +247,7 @@ func (s *Store[V]) installCache(next map[int32]int64) error {
 		db.Close()
 		return ErrClosed
 	}
+	s.snaps.drop() // old.Close would wait for it
 	old := s.db
 	s.db = db
 	for p, n := range next {

@@ -1,15 +1,18 @@
 package kvstore
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/twmb/franz-go/pkg/sr"
 	bolt "go.etcd.io/bbolt"
@@ -60,7 +63,8 @@ type Store[V any] struct {
 	// swap in a rebuilt file or to close it. No one holds it across a
 	// network wait.
 	mu       sync.RWMutex
-	closed   bool // db is closed
+	closed   bool      // db is closed
+	snaps    readSnaps // Gets' shared read transaction of db (readsnap.go)
 	stopTail context.CancelFunc
 	tailDone chan struct{}
 
@@ -232,22 +236,33 @@ func (s *Store[V]) lastRestore() RestoreStats {
 // never waits otherwise. What a plain Get promises about others' writes:
 // see the package doc's Consistency section, WaitFor and Sync.
 func (s *Store[V]) Get(ctx context.Context, key string) (V, bool, error) {
-	var zero V
-	raw, ok, err := s.lookup(key)
+	var zero, v V
+	raw, ok, err := s.read(key, &v)
 	if err != nil || !ok {
 		return zero, false, err
 	}
-	var v V
-	if err := s.codec.Decode(ctx, raw, &v); err != nil {
-		return zero, false, fmt.Errorf("kvstore: get %q: %w", key, err)
+	if raw != nil { // not decoded yet
+		if err := s.codec.Decode(ctx, raw, &v); err != nil {
+			return zero, false, fmt.Errorf("kvstore: get %q: %w", key, err)
+		}
 	}
 	return v, true, nil
 }
 
-// lookup returns the raw bytes of key: the overlay of own writes first, then
-// the partition the partitioner picks, then (for keys another client's
-// partitioner placed elsewhere) the other partitions.
+// lookup returns the raw bytes of key (a copy, or an own write's bytes,
+// which no one changes).
 func (s *Store[V]) lookup(key string) ([]byte, bool, error) {
+	return s.read(key, nil)
+}
+
+// read finds key: in the overlay of own writes first, then in the partition
+// the partitioner picks, then (for keys another client's partitioner placed
+// elsewhere) in the other partitions. When v is not nil and the value is
+// in the file under a writer schema the codec has already resolved, it is
+// decoded into *v straight from the file's memory map, and raw is nil;
+// otherwise raw holds the value's bytes for the caller to decode, never
+// bytes of the memory map. Nothing in it waits on the network.
+func (s *Store[V]) read(key string, v *V) (raw []byte, ok bool, err error) {
 	if s.closing.Load() {
 		return nil, false, ErrClosed
 	}
@@ -256,7 +271,7 @@ func (s *Store[V]) lookup(key string) ([]byte, bool, error) {
 	if s.closed {
 		return nil, false, ErrClosed
 	}
-	kb := []byte(key)
+	kb := keyBytes(key)
 	p := s.part(kb, s.info.Partitions)
 	if err := s.served(p, key); err != nil {
 		return nil, false, err
@@ -264,27 +279,91 @@ func (s *Store[V]) lookup(key string) ([]byte, bool, error) {
 	if e, ok := s.reps.all[p].getOwn(key); ok {
 		return e.value, e.value != nil, nil
 	}
-	var out []byte
-	var found bool
-	err := safeView(s.db, func(tx *bolt.Tx) error {
-		if out, found = lookupIn(tx, s.reps.all[p].bucket, kb); found || s.grp != nil {
-			return nil // partitioned mode: this store serves the key's partition only
-		}
-		for q := range s.info.Partitions {
-			if q == p {
-				continue
+	r := s.fromSnapshot(p, kb, v)
+	if !r.used && r.err == nil { // a write is under way: a transaction of its own
+		r.err = safeView(s.db, func(tx *bolt.Tx) error {
+			if r.raw, r.found = lookupIn(tx, s.reps.all[p].bucket, kb); r.found || s.grp != nil {
+				return nil // partitioned mode: this store serves the key's partition only
 			}
-			if out, found = lookupIn(tx, s.reps.all[q].bucket, kb); found {
-				return nil
+			for q := range s.info.Partitions {
+				if q == p {
+					continue
+				}
+				if r.raw, r.found = lookupIn(tx, s.reps.all[q].bucket, kb); r.found {
+					return nil
+				}
 			}
-		}
-		return nil
-	})
-	if err != nil {
-		s.noteDamage(err)
-		return nil, false, fmt.Errorf("kvstore: read cache: %w", err)
+			return nil
+		})
 	}
-	return out, found, nil
+	switch {
+	case r.err != nil:
+		s.noteDamage(r.err)
+		return nil, false, fmt.Errorf("kvstore: read cache: %w", r.err)
+	case r.decodeErr != nil:
+		return nil, false, fmt.Errorf("kvstore: get %q: %w", key, r.decodeErr)
+	}
+	return r.raw, r.found, nil
+}
+
+// keyBytes returns key's bytes without copying them: for the partitioner
+// and bbolt's lookups, which only read them.
+func keyBytes(key string) []byte {
+	if key == "" {
+		return []byte{}
+	}
+	return unsafe.Slice(unsafe.StringData(key), len(key))
+}
+
+// snapRead is what fromSnapshot found.
+type snapRead struct {
+	used      bool   // a snapshot was read; false: a write is under way
+	found     bool   // the key is in the file
+	raw       []byte // a copy of its value, when not decoded here
+	decodeErr error  // decoding it here failed
+	err       error  // the file is damaged (errDamaged)
+}
+
+// fromSnapshot looks kb up in the read snapshot (readsnap.go), partition p
+// first, and decodes the value into *v (v not nil) while the snapshot
+// holds the memory map, when the codec knows its writer schema: hamba/avro
+// copies the strings and bytes it decodes, so v never points into the map.
+// A panic of bbolt, or a fault reading the map (in bbolt or in the
+// decoder), is returned as damage, as safeView does.
+func (s *Store[V]) fromSnapshot(p int32, kb []byte, v *V) (r snapRead) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	decoding := false
+	defer func() {
+		if x := recover(); x != nil {
+			if _, fault := x.(interface{ Addr() uintptr }); decoding && !fault {
+				panic(x) // the decoder's own bug, not the file's
+			}
+			r.err = fmt.Errorf("%w: bbolt: %v", errDamaged, x)
+		}
+	}()
+	sn := s.snaps.acquire(s.db, s.reps.all)
+	if sn == nil {
+		return r
+	}
+	defer sn.release()
+	r.used = true
+	val, err := sn.get(p, kb, s.grp != nil)
+	if err != nil || val == nil {
+		r.err = err
+		return r
+	}
+	r.found = true
+	if v != nil {
+		decoding = true
+		known, err := s.codec.DecodeKnown(val, v)
+		decoding = false
+		if known {
+			r.decodeErr = err
+			return r
+		}
+	}
+	r.raw = bytes.Clone(val)
+	return r
 }
 
 // noteDamage asks the follower to rebuild the cache when err says a read met
