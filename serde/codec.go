@@ -286,15 +286,22 @@ func (c *Codec[V]) marshalStruct(v V) ([]byte, error) {
 // the cause. On error v may be partly written (decoding goes field by field),
 // so pass a fresh value when that matters.
 func (c *Codec[V]) Decode(ctx context.Context, b []byte, v *V) error {
-	id, body, err := (*sr.ConfluentHeader)(nil).DecodeID(b)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	ws, err := c.writer(ctx, id)
+	ws, id, body, err := c.framed(ctx, b)
 	if err != nil {
 		return err
 	}
 	return decodeBody(ws.resolved, id, body, v) // not avro.Unmarshal: see reader.go
+}
+
+// framed splits b into its writer schema (resolved, fetched the first time)
+// and its Avro body.
+func (c *Codec[V]) framed(ctx context.Context, b []byte) (writerSchema, int, []byte, error) {
+	id, body, err := (*sr.ConfluentHeader)(nil).DecodeID(b)
+	if err != nil {
+		return writerSchema{}, 0, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	ws, err := c.writer(ctx, id)
+	return ws, id, body, err
 }
 
 // Check reports whether b would decode, with the same verdict and error as
@@ -304,11 +311,7 @@ func (c *Codec[V]) Decode(ctx context.Context, b []byte, v *V) error {
 // about a tenth of a decode's cost; whatever the walk does not pass, and
 // bodies of other schemas, it decodes into a scratch value.
 func (c *Codec[V]) Check(ctx context.Context, b []byte) error {
-	id, body, err := (*sr.ConfluentHeader)(nil).DecodeID(b)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrMalformed, err)
-	}
-	ws, err := c.writer(ctx, id)
+	ws, id, body, err := c.framed(ctx, b)
 	if err != nil {
 		return err
 	}
