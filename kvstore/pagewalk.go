@@ -42,6 +42,17 @@ func mapOf(db *bolt.DB, tx *bolt.Tx) pageMap {
 	return pageMap{data: unsafe.Slice((*byte)(base), tx.Size()), pageSize: uint64(info.PageSize)}
 }
 
+// holds says whether the panic x is a fault reading m's memory (a file
+// cut short under the map, or a damaged disk), not elsewhere.
+func (m pageMap) holds(x any) bool {
+	f, ok := x.(interface{ Addr() uintptr })
+	if !ok || len(m.data) == 0 {
+		return false
+	}
+	base := uintptr(unsafe.Pointer(unsafe.SliceData(m.data)))
+	return f.Addr() >= base && f.Addr() < base+uintptr(len(m.data))
+}
+
 // get returns key's value in the tree whose root page is root (nil if
 // key is not there, or holds a nested bucket, as bbolt's Get). The value
 // is the map's bytes.

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/compactkv/compactkv/internal/pagewriter"
 )
 
 // Gets read the cache file through a shared read snapshot: one bbolt read
@@ -31,6 +33,12 @@ type readSnaps struct {
 	writers int        // writes under way (updateCache)
 }
 
+// snapsVerified says whether the binary's bbolt is the one the page walk
+// and the shared snapshot were verified against (see pagewriter.Verified):
+// with another, every Get reads in a transaction of its own through bbolt's
+// API, as the page writer falls back to it.
+var snapsVerified = pagewriter.Verified()
+
 // readSnap is one read transaction shared by Gets.
 type readSnap struct {
 	db *bolt.DB
@@ -51,6 +59,9 @@ type readSnap struct {
 // transaction of its own. The caller holds s.mu for reading, so db is the
 // store's file and stays open.
 func (r *readSnaps) acquire(db *bolt.DB, reps []*replica) *readSnap {
+	if !snapsVerified {
+		return nil
+	}
 	for {
 		p := r.cur.Load()
 		if p == nil {

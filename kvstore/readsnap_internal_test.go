@@ -33,6 +33,28 @@ func putRaw(t testing.TB, s *Store[struct{}], key string, value []byte) {
 	}))
 }
 
+// Built with a bbolt other than the verified one, Gets read in transactions
+// of their own through bbolt's API: no snapshot, no page walk, the same
+// answers.
+func TestWithAnUnverifiedBboltGetsReadThroughBboltsAPI(t *testing.T) {
+	defer func(v bool) { snapsVerified = v }(snapsVerified)
+	snapsVerified = false
+	s := bareStore(t)
+	for i := range 500 { // enough for a bucket of its own pages
+		putRaw(t, s, fmt.Sprintf("k%04d", i), bytes.Repeat([]byte{byte(i)}, 40))
+	}
+	for i := range 500 {
+		v, ok, err := s.lookup(fmt.Sprintf("k%04d", i))
+		require.NoError(t, err)
+		require.True(t, ok)
+		require.Equal(t, bytes.Repeat([]byte{byte(i)}, 40), v)
+	}
+	_, ok, err := s.lookup("absent")
+	require.NoError(t, err)
+	require.False(t, ok)
+	require.Nil(t, s.snaps.cur.Load(), "no shared snapshot is begun")
+}
+
 // Gets share one read snapshot; a write retires it before it begins, no
 // snapshot is begun while it is under way, and the next Get sees what it
 // wrote.

@@ -333,15 +333,18 @@ type snapRead struct {
 func (s *Store[V]) fromSnapshot(p int32, kb []byte, v *V) (r snapRead) {
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	decoding := false
+	var sn *readSnap
 	defer func() {
 		if x := recover(); x != nil {
-			if _, fault := x.(interface{ Addr() uintptr }); decoding && !fault {
-				panic(x) // the decoder's own bug, not the file's
+			if decoding && !sn.pages.holds(x) {
+				// The decoder's own bug, not the file's: raised again, with
+				// the stack it had.
+				panic(fmt.Sprintf("%v\n%s", x, debug.Stack()))
 			}
 			r.err = fmt.Errorf("%w: bbolt: %v", errDamaged, x)
 		}
 	}()
-	sn := s.snaps.acquire(s.db, s.reps.all)
+	sn = s.snaps.acquire(s.db, s.reps.all)
 	if sn == nil {
 		return r
 	}

@@ -70,3 +70,44 @@ func TestDecodedValuesDoNotAliasTheirBytes(t *testing.T) {
 	}
 	require.Equal(t, want, u)
 }
+
+// The same for every kind a value can hold bytes in: bytes, nullable bytes,
+// arrays of strings, maps (keys and values), nested records, enums.
+func TestDecodedValuesOfEveryKindDoNotAliasTheirBytes(t *testing.T) {
+	ctx := context.Background()
+	_, rc := fakeRegistry(t)
+	const schema = `{"type":"record","name":"Kinds","fields":[
+	 {"name":"b","type":"bytes"},
+	 {"name":"nb","type":["null","bytes"]},
+	 {"name":"a","type":{"type":"array","items":"string"}},
+	 {"name":"m","type":{"type":"map","values":"string"}},
+	 {"name":"e","type":{"type":"enum","name":"Color","symbols":["RED","GREEN"]}},
+	 {"name":"r","type":{"type":"record","name":"In","fields":[{"name":"s","type":"string"}]}}]}`
+	type in struct {
+		S string `avro:"s"`
+	}
+	type kinds struct {
+		B  []byte            `avro:"b"`
+		NB *[]byte           `avro:"nb"`
+		A  []string          `avro:"a"`
+		M  map[string]string `avro:"m"`
+		E  string            `avro:"e"`
+		R  in                `avro:"r"`
+	}
+	c, err := serde.New[kinds](ctx, rc, "kinds-value", schema, sr.CompatNone)
+	require.NoError(t, err)
+	nb := []byte(strings.Repeat("n", 3000))
+	want := kinds{B: []byte("short"), NB: &nb, A: []string{"x", strings.Repeat("y", 2000)},
+		M: map[string]string{"key": "v", strings.Repeat("K", 1500): strings.Repeat("V", 1500)}, E: "GREEN",
+		R: in{S: strings.Repeat("s", 1200)}}
+	b, err := c.Encode(want)
+	require.NoError(t, err)
+	var got kinds
+	known, err := c.DecodeKnown(b, &got)
+	require.NoError(t, err)
+	require.True(t, known)
+	for i := range b {
+		b[i] = 0xFF
+	}
+	require.Equal(t, want, got)
+}

@@ -193,7 +193,12 @@ func TestPagesPinTheBboltVersion(t *testing.T) {
 			"internal/common (page.go, meta.go, inbucket.go: page header, element, meta and freelist layouts, Version), "+
 			"db.go (Open, loadFreelist, mmap) and tx_check.go; run TestWritePassesTxCheckAtEveryPageSize and "+
 			"boltcheck's TestCheckAcceptsWhatBboltWrites; then set VerifiedBbolt to %s. Until then a binary built with "+
-			"another version loads through bbolt's API (slower) and says so in a warning.",
+			"another version loads through bbolt's API (slower) and says so in a warning. kvstore's Get path reads the "+
+			"same pages in bbolt's memory map (kvstore/pagewalk.go) through a read transaction Gets share "+
+			"(kvstore/readsnap.go), relying on bbolt v1.4's behaviour: Info().Data maps the whole file, an open read "+
+			"transaction blocks a remap, pages a read transaction reaches are never rewritten; run kvstore's "+
+			"TestThePageWalk* and TestWritesThatGrowTheFileAreNotBlockedByGets too. Until then such a binary's Gets "+
+			"read through a transaction of their own with bbolt's API.",
 			got, VerifiedBbolt, got)
 	}
 }

@@ -78,7 +78,7 @@ func Write(path string, data Data, opts Options) error {
 	if log == nil {
 		log = slog.Default()
 	}
-	if v := builtBbolt(); v != "" && v != VerifiedBbolt {
+	if v := builtBbolt(); !Verified() {
 		log.Warn("pagewriter: bbolt is not the version the page writer was verified against; loading through bbolt's API",
 			"bbolt", v, "verified", VerifiedBbolt)
 		return load(path, ps, data)
@@ -97,6 +97,15 @@ func Write(path string, data Data, opts Options) error {
 		return load(path, ps, data)
 	}
 	return nil
+}
+
+// Verified reports whether the binary was built with the bbolt the page
+// writer was verified against (VerifiedBbolt), or with one whose version
+// cannot be told (no build information). kvstore's Get path, which reads
+// bbolt's pages in its memory map by the same layout, asks it too.
+func Verified() bool {
+	v := builtBbolt()
+	return v == "" || v == VerifiedBbolt
 }
 
 // builtBbolt returns the version of bbolt built into the binary; tests
