@@ -28,11 +28,11 @@ type sorter struct {
 	ferr error                  // the goroutine's error; read after fed is closed
 }
 
-// feedDepth is how many polls' batches addBatches holds while the sorting
-// goroutine is busy: each holds at most a fetch's bytes (see changelog's
-// reader), so the restore's memory stays bounded by RestoreMemory plus a
-// few fetches.
-const feedDepth = 1
+// feedDepth is how many polls' batches addBatches queues while the sorting
+// goroutine is busy: none, so a restore holds at most the poll being sorted
+// and the one being screened (each at most a fetch's bytes: see changelog's
+// reader), besides the sort's RestoreMemory.
+const feedDepth = 0
 
 // newSorter returns a sorter holding about limit bytes in memory that spills
 // runs named "<name>.restore-run-*.tmp" into dir.

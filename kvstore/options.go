@@ -245,7 +245,10 @@ func KeyPartitioner(p Partitioner) Option {
 
 // RestoreMemory bounds the memory a full restore uses to sort records before
 // loading them; beyond it sorted runs are spilled to files in the cache
-// directory. Default 64 MiB; at least 1 MiB.
+// directory. Default 64 MiB; at least 1 MiB. The restore also holds up to
+// three fetches of the topic at once (4 MiB each by default), and the Go
+// heap's own slack: at the defaults a restore's peak Go heap was 130 to
+// 235 MiB at 1M and at 4M records (BENCHMARKS.md).
 func RestoreMemory(bytes int) Option { return optFn(func(c *config) { c.restoreMemory = bytes }) }
 
 // LockTimeout bounds how long Open waits for the cache file while another
