@@ -156,7 +156,11 @@ func writeReport(res *results, envs []*env, parts, lparts []int, took time.Durat
 		}
 	}
 	for k, v := range versions {
-		w("- %s %s (bench/goka, goka's path)\n", k, v)
+		where := "bench/goka, goka's path"
+		if k == "Kafka Streams" {
+			where = "bench/streams"
+		}
+		w("- %s %s (%s)\n", k, v, where)
 	}
 	if *flagReal != "" {
 		kv := os.Getenv("COMPACTKV_KAFKA_VERSION")
@@ -166,7 +170,7 @@ func writeReport(res *results, envs []*env, parts, lparts []int, took time.Durat
 		w("- real broker: Apache Kafka %s, single node KRaft (scripts/kafka.sh)\n", kv)
 	}
 	w("\n## Settings\n\n")
-	w("- N = %d records per topic: random 16-byte keys, Avro User values (testdata/user-v2.avsc, Confluent framing, %s bytes on average)\n", *flagN, avgVal(res))
+	w("- N = %d records per topic (and %d in the table-growth section): random 16-byte keys, Avro User values (testdata/user-v2.avsc, Confluent framing, %s bytes on average)\n", *flagN, *flagLarge, avgVal(res))
 	w("- partitions: %s; records are partitioned with murmur2 (the store's default); producer: franz-go, linger 5 ms, no compression\n", *flagParts)
 	w("- runs: %d; Get/Put measurements run %v each; Put->visible: 200 samples per run\n", *flagRuns, *flagOpDur)
 	w("- ours: kvstore.Open on an empty cache directory in a subprocess of the bench binary (so its VmHWM is its own); RestoreMemory = %d MiB; records/s = records read / Open wall clock (connect, topic check, schema registration, restore, install)\n", *flagMem>>20)
@@ -245,23 +249,27 @@ func writeReport(res *results, envs []*env, parts, lparts []int, took time.Durat
 const unmetNotes = `
 ### What stands in the way
 
-- **Full restore >= 0.4 of a raw consume, on a broker in another process.** A raw
-  consume of Kafka reads 4-6M records/s on this machine; the restore reads the same
-  topic, screens every record (a walk of its Avro bytes, about 60 ns; see
-  docs/reliability.md), sorts it within RestoreMemory on a goroutine of its own, then
-  merges the sorted runs and writes the cache file's pages, in a process of its own
-  (its start and Open's round trips are in its time, not in the raw consume's). The
-  restore's log line splits its time: at 4M records against Kafka 4.1.1 it read for
-  1.36-1.44 s and wrote for 1.14-1.56 s (by hand, same machine, this commit). The
-  reading alone runs at about 0.7 of a raw consume; the writing cannot start before the
-  last record is read (any record may replace any key), so the two add up. Meeting 0.4
-  at 4M would need the writing to overlap the reading, which a sort of the whole topic
-  does not allow, or a larger RestoreMemory (fewer runs to merge: 8 at 4M with 64 MiB)
-  at the cost of the heap bound.
+- **Full restore >= 0.4 of a raw consume, on a broker in another process.** The raw
+  consume (baseline 1: 64 MiB fetches, 16 MiB a partition, records dropped, timed in
+  this process) read Kafka at 3.5-6.3M records/s in this run; the restore (4 MiB
+  fetches, 2 MiB a partition) reads the same topic, screens every record (a walk of its
+  Avro bytes, about 60 ns; see docs/reliability.md), sorts it within RestoreMemory on a
+  goroutine of its own, then merges the sorted runs and writes the cache file's pages,
+  in a process of its own (its start and Open's round trips are in its time). The
+  restore's log line splits its time: by hand against Kafka 4.1.1 at 4M records (same
+  machine, at b7ae298, runs other than this file's), it read for 1.36-1.44 s and wrote
+  for 1.14-1.56 s, 2.5-2.9 s in all, while a raw consume in the same harness took
+  0.98-1.30 s. The writing cannot start before the last record is read (any record may
+  replace any key), so the two add up. Meeting 0.4 at 4M would need the writing to
+  overlap the reading, which a sort of the whole topic does not allow, or a larger
+  RestoreMemory (fewer runs to merge: 8 at 4M with 64 MiB) at the cost of the heap bound.
 - **Peak heap at 4M within 1.2x of 1M, on 6 partitions.** The sort is bounded
   (internal/extsort's BenchmarkRestore: 57 MiB at 1M and at 4M); what grows is how often
-  a restore holds its two fetches while the sort spills (8 times at 4M, 2 at 1M), and
-  the Go heap's slack around them. The fetches are 4 MiB at most.
+  a restore holds its fetches (up to three: kgo's next one, the poll being screened and
+  the one being sorted) while the sort spills (8 times at 4M, 2 at 1M), and the Go
+  heap's slack around them. The fetches are 4 MiB at most. Peak RSS, unlike the heap,
+  grows with the table: it counts the pages of the cache file the restore wrote and
+  then checked (reclaimable file pages: about 220 MiB at 1M, 440-500 MiB at 4M).
 - **Delta (1% changed) <= 10% of a full restore's time.** A delta Open costs about the
   same as before issue 14 (0.18-0.26 s), while the full restore got faster, so the
   ratio rose. Its breakdown (KVTRACE timing in a throwaway copy, 1M keys): of a later

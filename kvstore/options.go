@@ -246,9 +246,13 @@ func KeyPartitioner(p Partitioner) Option {
 // RestoreMemory bounds the memory a full restore uses to sort records before
 // loading them; beyond it sorted runs are spilled to files in the cache
 // directory. Default 64 MiB; at least 1 MiB. The restore also holds up to
-// three fetches of the topic at once (4 MiB each by default), and the Go
-// heap's own slack: at the defaults a restore's peak Go heap was 130 to
-// 235 MiB at 1M and at 4M records (BENCHMARKS.md).
+// three fetches of the topic at once (4 MiB each, 2 MiB a partition; a
+// kgo.FetchMaxBytes or kgo.FetchMaxPartitionBytes given with KafkaOpts
+// changes them), and the Go heap's own slack: at the defaults a restore's
+// peak Go heap was 124 to 202 MiB at 1M and at 4M records of ~58 bytes
+// (BENCHMARKS.md). Its peak RSS also counts the pages of the cache file it
+// wrote and then checked, which grow with the table (about 220 MiB at 1M,
+// 440 to 500 MiB at 4M): file pages the kernel can reclaim, not heap.
 func RestoreMemory(bytes int) Option { return optFn(func(c *config) { c.restoreMemory = bytes }) }
 
 // LockTimeout bounds how long Open waits for the cache file while another

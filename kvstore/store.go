@@ -77,7 +77,9 @@ type Store[V any] struct {
 
 // RestoreStats describes one restore: the one in Open, or a rebuild the
 // running store made later. Stats().Restore holds the last one, and
-// RestoreListener.OnRestoreEnd is handed each.
+// RestoreListener.OnRestoreEnd is handed each. A full restore's Info log
+// line ("kvstore: restored") also splits its Duration into reading (fetch,
+// screen, sort) and writing (merge, pages, install).
 type RestoreStats struct {
 	// Mode is "full" (the cache was built from the start of the topic),
 	// "delta" (it was brought up to date from its checkpoint), or
@@ -234,7 +236,14 @@ func (s *Store[V]) lastRestore() RestoreStats {
 // schema it was written with against the store's schema. ctx bounds only
 // the registry lookup of a writer schema the store has not seen yet; a read
 // never waits otherwise. What a plain Get promises about others' writes:
-// see the package doc's Consistency section, WaitFor and Sync.
+// see the package doc's Consistency section, WaitFor and Sync. The value
+// returned is the caller's: it shares no memory with the cache file and
+// stays valid after the file is rebuilt or the store closed. A key another
+// client's partitioner placed in another partition is found there too
+// (global mode). Errors: ErrClosed; in partitioned mode a *NotOwnerError
+// (wrapping ErrNotServed) for a key of a partition this member does not
+// serve; a decoding error naming the key; a damaged cache file (the store
+// then rebuilds it).
 func (s *Store[V]) Get(ctx context.Context, key string) (V, bool, error) {
 	var zero, v V
 	raw, ok, err := s.read(key, &v)
