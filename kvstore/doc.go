@@ -31,7 +31,9 @@
 // ErrTypeMismatch naming the field and both types, never as a poison
 // record. Put refuses a value that would not be stored whole (a Go int
 // beyond int32 for an Avro int) with ErrInvalidValue, naming the field, and
-// produces nothing. The schema is registered under FULL_TRANSITIVE by
+// produces nothing. Logical types keep the precision Avro defines and no
+// more: a time.Time under timestamp-millis comes back cut to milliseconds,
+// in UTC (compare with Equal after Truncate(time.Millisecond)). The schema is registered under FULL_TRANSITIVE by
 // default (SchemaCompatibility), or the registry's own level if stricter: a
 // rolling deploy runs old and new versions side by side, each reading what
 // the other writes.
