@@ -177,9 +177,8 @@ func (s *Store[V]) restoreTogether(ctx context.Context, gs []partGuard) (map[int
 		from[g.p], end[g.p] = lo.start[g.p], lo.end[g.p]
 		ranges = append(ranges, PartitionRange{Partition: g.p, Start: from[g.p], End: end[g.p]})
 		total += max(0, end[g.p]-from[g.p])
-		s.guards[g.guard].Add(1)
 		s.reps.update(g.p, func(r *replica) {
-			if r.state != PartitionStopped {
+			if r.state != PartitionStopped && r.state != PartitionIdle { // idle: given up meanwhile
 				r.state, r.err = PartitionRestoring, nil
 			}
 		})
@@ -239,6 +238,9 @@ func (s *Store[V]) restoreTogether(ctx context.Context, gs []partGuard) (map[int
 	}
 	if err := s.installCache(out); err != nil {
 		return nil, fmt.Errorf("kvstore: restore partitions of %q: %w", s.topic, err)
+	}
+	for _, g := range gs { // counted once done: a pass that fails falls back on refills, which count them
+		s.guards[g.guard].Add(1)
 	}
 	st := RestoreStats{Mode: "partition", Reason: gs[0].reason, Guard: gs[0].guard, Records: records, Bytes: nbytes,
 		Duration: time.Since(began), Partitions: s.info.Partitions}
