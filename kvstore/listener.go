@@ -13,7 +13,8 @@ type RestoreListener interface {
 	// OnRestoreStart is called once the store knows what it will read.
 	OnRestoreStart(RestoreStart)
 	// OnBatchRestored is called after each batch of records is applied (delta)
-	// or collected for loading (full).
+	// or screened and handed to the sort for loading (full and partition
+	// restores: the sort may still fail, and OnRestoreEnd is then not called).
 	OnBatchRestored(BatchRestored)
 	// OnRestoreEnd is called when the cache is up to date.
 	OnRestoreEnd(RestoreStats)
