@@ -37,12 +37,8 @@ func benchLarge(e *env, parts int, res *results) error {
 	ctx := context.Background()
 	n := *flagLarge
 	topic := fmt.Sprintf("bench-large-%d-%s", parts, e.suffix)
-	log.Printf("%s, %d partitions: producing %d records to %s", e.name, parts, n, topic)
-	d, err := createTopic(ctx, e, topic, parts)
+	d, err := filledTopic(ctx, e, topic, parts, n)
 	if err != nil {
-		return err
-	}
-	if err := d.fill(ctx, e, n); err != nil {
 		return err
 	}
 	d.keys, d.vals = nil, nil // not needed: let the GC have them

@@ -510,16 +510,23 @@ func pct(ds []time.Duration, p int) float64 {
 	return float64(ds[min(len(ds)*p/100, len(ds)-1)].Nanoseconds()) / 1e3 // µs
 }
 
+// filledTopic creates topic with parts partitions and produces n records
+// of random keys and User values to it.
+func filledTopic(ctx context.Context, e *env, topic string, parts, n int) (*dataset, error) {
+	log.Printf("%s, %d partitions: producing %d records to %s", e.name, parts, n, topic)
+	d, err := createTopic(ctx, e, topic, parts)
+	if err != nil {
+		return nil, err
+	}
+	return d, d.fill(ctx, e, n)
+}
+
 func benchTopic(e *env, parts int, res *results, gokaBin, streamsJar string) error {
 	ctx := context.Background()
 	n := *flagN
 	topic := fmt.Sprintf("bench-%d-%s", parts, e.suffix)
-	log.Printf("%s, %d partitions: producing %d records to %s", e.name, parts, n, topic)
-	d, err := createTopic(ctx, e, topic, parts)
+	d, err := filledTopic(ctx, e, topic, parts, n)
 	if err != nil {
-		return err
-	}
-	if err := d.fill(ctx, e, n); err != nil {
 		return err
 	}
 	if e.real {
