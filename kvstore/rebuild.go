@@ -57,13 +57,7 @@ func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guar
 	s.guards[guard].Add(1)
 	s.log.Warn("kvstore: a partition cannot be trusted, rebuilding that partition from the topic",
 		"partition", p, "guard", guard.String(), "reason", reason)
-	s.reps.update(p, func(r *replica) {
-		// An idle partition was given up before this rebuild began (it is
-		// stale, and will not swap anything in): it stays idle.
-		if r.state != PartitionStopped && r.state != PartitionIdle {
-			r.state, r.err = PartitionRestoring, nil
-		}
-	})
+	s.reps.rebuilding(p)
 	from, end := map[int32]int64{p: lo.start[p]}, map[int32]int64{p: lo.end[p]}
 	if l := s.cfg.listener; l != nil {
 		l.OnRestoreStart(RestoreStart{Mode: "partition", Reason: reason, Guard: guard,
@@ -177,11 +171,7 @@ func (s *Store[V]) restoreTogether(ctx context.Context, gs []partGuard) (map[int
 		from[g.p], end[g.p] = lo.start[g.p], lo.end[g.p]
 		ranges = append(ranges, PartitionRange{Partition: g.p, Start: from[g.p], End: end[g.p]})
 		total += max(0, end[g.p]-from[g.p])
-		s.reps.update(g.p, func(r *replica) {
-			if r.state != PartitionStopped && r.state != PartitionIdle { // idle: given up meanwhile
-				r.state, r.err = PartitionRestoring, nil
-			}
-		})
+		s.reps.rebuilding(g.p)
 	}
 	slices.SortFunc(ranges, func(a, b PartitionRange) int { return cmp.Compare(a.Partition, b.Partition) })
 	var keep []int32

@@ -173,6 +173,17 @@ func (rs *replicas) still(p int32) func() bool {
 	}
 }
 
+// rebuilding marks p restoring as a rebuild of it begins, unless it is
+// stopped, or idle: given up before the rebuild began (the rebuild is stale
+// and will swap nothing in).
+func (rs *replicas) rebuilding(p int32) {
+	rs.update(p, func(r *replica) {
+		if r.state != PartitionStopped && r.state != PartitionIdle {
+			r.state, r.err = PartitionRestoring, nil
+		}
+	})
+}
+
 // caughtUp says whether the follower reads p and p has caught up (it is
 // served, or a standby ready to be).
 func (rs *replicas) caughtUp(p int32) bool {
