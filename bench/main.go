@@ -406,6 +406,17 @@ func (d *dataset) fill(ctx context.Context, e *env, n int) error {
 	return produce(ctx, e, d.topic, d.keys, d.vals)
 }
 
+// fullRestore runs our restore of topic in a subprocess on an empty cacheDir
+// and checks that it was a full one.
+func fullRestore(e *env, topic, cacheDir string) (restoreResult, error) {
+	os.RemoveAll(cacheDir)
+	o, err := childRun(e, topic, cacheDir)
+	if err == nil && o.Mode != "full" {
+		err = fmt.Errorf("expected a full restore, got %q", o.Mode)
+	}
+	return o, err
+}
+
 // childRun runs our restore in a subprocess.
 func childRun(e *env, topic, dir string) (restoreResult, error) {
 	var out restoreResult
@@ -586,13 +597,9 @@ func benchTopic(e *env, parts int, res *results, gokaBin, streamsJar string) err
 			}
 		}
 		// ours, full
-		os.RemoveAll(cacheDir)
-		o, err := childRun(e, topic, cacheDir)
+		o, err := fullRestore(e, topic, cacheDir)
 		if err != nil {
 			return err
-		}
-		if o.Mode != "full" {
-			return fmt.Errorf("expected a full restore, got %q", o.Mode)
 		}
 		add("full", float64(o.Records)/o.Seconds)
 		add("full_s", o.Seconds)
