@@ -106,6 +106,7 @@ type restoreResult struct {
 	HeapPeak  uint64  `json:"heap_peak_bytes"` // peak of /memory/classes/heap/objects:bytes
 	RSSPeak   uint64  `json:"rss_peak_bytes"`  // VmHWM
 	HeapStart uint64  `json:"heap_start_bytes"`
+	Close     float64 `json:"close_seconds"` // Close, wall clock: it waits for the follower to write a delta Open served from memory
 }
 
 func childRestore() {
@@ -142,10 +143,11 @@ func childRestore() {
 		log.Fatal(err)
 	}
 	st := s.Stats().Restore
+	closing := time.Now()
 	s.Close()
 	json.NewEncoder(os.Stdout).Encode(restoreResult{Mode: st.Mode, Records: st.Records, Bytes: st.Bytes,
 		Seconds: took.Seconds(), Restore: st.Duration.Seconds(), HeapPeak: peak.Load(), RSSPeak: vmHWM(),
-		HeapStart: start.Load()})
+		HeapStart: start.Load(), Close: time.Since(closing).Seconds()})
 }
 
 func vmHWM() uint64 {
@@ -631,6 +633,7 @@ func benchTopic(e *env, parts int, res *results, gokaBin, streamsJar string) err
 		add("delta", float64(o.Records)/o.Restore)
 		add("delta_s", o.Seconds)
 		add("delta_restore_s", o.Restore)
+		add("delta_durable_s", o.Seconds+o.Close)
 		if r == 0 {
 			add("delta_first_s", o.Seconds)
 		} else {

@@ -32,6 +32,11 @@ func (s *Store[V]) applyBatchesWith(ctx context.Context, bs []changelog.Batch, o
 		return err
 	}
 	s.checkPartitions(bs) // partition.go
+	return s.writeBatches(bs, own, current)
+}
+
+// writeBatches is applyBatchesWith for batches already screened and checked.
+func (s *Store[V]) writeBatches(bs []changelog.Batch, own map[int32][]ownWrite, current map[int32]time.Time) error {
 	return s.updateCache(func(tx *bolt.Tx) error {
 		next := make(map[int32]int64, len(bs))
 		for _, bt := range bs {

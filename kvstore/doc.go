@@ -61,9 +61,13 @@
 // by key within a bounded amount of memory (RestoreMemory), spilling sorted
 // runs to the cache directory, and loads them into a new file that replaces
 // the old one atomically, so a process killed during a restore leaves the
-// previous cache or none. Every commit to the cache file, a delta's
-// included, is synced before the next: a power loss, like a kill -9, never
-// leaves a checkpoint ahead of the pages it describes.
+// previous cache or none. A delta read in Open is served from memory when
+// Open returns, and written into the file by the follower right after
+// (within RestoreMemory; a larger delta is written as it is read): the
+// file's checkpoint moves only with that commit, so a crash before it costs
+// the next Open the same delta again, never a record. Every commit to the
+// cache file, a delta's included, is synced before the next: a power loss,
+// like a kill -9, never leaves a checkpoint ahead of the pages it describes.
 //
 // A damaged cache file never stops the store. Open checks every page of the
 // file before bbolt reads it (page types, bounds, key order, the freelist,

@@ -270,6 +270,16 @@ func (r *replica) reset(next int64) {
 	}
 }
 
+// forget drops every entry of the overlay (a delta restore's records it
+// held, when the restore failed).
+func (r *replica) forget() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k := range r.own {
+		r.deleteOwnLocked(k)
+	}
+}
+
 // dropOwn drops the own writes ws, now in the file, unless a newer write of
 // their key replaced them meanwhile.
 func (r *replica) dropOwn(ws []ownWrite) {

@@ -158,6 +158,17 @@ func (rs *replicas) restored(p int32, next, end int64, at time.Time) {
 	})
 }
 
+// overlaid records that a delta restore, which listed the end offsets at
+// at and found end, holds p's records from its checkpoint next on in the
+// overlay for the follower to write (overlay.go): reads show everything
+// below end, as after restored, while the file still holds p up to next
+// only and records an older time p was current (so the time is written
+// with the follower's first commit past end).
+func (rs *replicas) overlaid(p int32, next, end int64, at time.Time) {
+	rs.restored(p, next, end, at)
+	rs.update(p, func(r *replica) { r.marked = time.Time{} })
+}
+
 // still returns a function that says whether p is still taken on as it is
 // now (partitioned mode: not given up, nor given up and taken on again
 // since): a background rebuild must not swap in a bucket otherwise.

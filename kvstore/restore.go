@@ -165,14 +165,49 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		// in its own transaction (a restore killed midway leaves the time
 		// it was current before), else one more transaction does after
 		// the reading.
+		//
+		// Read in Open, the records are held in memory instead, within
+		// RestoreMemory, and written by the follower (overlay.go).
 		pos, current := make(map[int32]int64, s.info.Partitions), false
 		for p := range s.info.Partitions {
 			pos[p] = from[p]
+		}
+		var ov *deltaOverlay
+		if !s.opened {
+			ov = &deltaOverlay{budget: int64(s.cfg.restoreMemory)}
 		}
 		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, func(bs []changelog.Batch) error {
 			var at map[int32]time.Time
 			if reachedAll(pos, bs, end) {
 				at = allAt(s.info.Partitions, lo.at)
+			}
+			if ov != nil {
+				var err error
+				if bs, err = s.screen(ctx, bs); err != nil { // poison.go
+					return err
+				}
+				s.checkPartitions(bs) // partition.go
+				if ov.fits(bs) {
+					ov.hold(s.reps, bs)
+					for _, b := range bs {
+						pos[b.Partition] = b.Next
+					}
+					return nil
+				}
+				// Over the budget: what is held goes into the file with
+				// this poll, and the rest as it comes.
+				if err := s.writeBatches(append(ov.held, bs...), nil, at); err != nil {
+					return err
+				}
+				for _, b := range bs {
+					pos[b.Partition] = b.Next
+				}
+				for p, n := range pos {
+					s.reps.all[p].reset(n) // drops the overlay's entries: the file holds them
+				}
+				ov = nil
+				current = current || (at != nil && len(bs) > 0)
+				return nil
 			}
 			if err := s.applyBatchesWith(ctx, bs, nil, at); err != nil {
 				return err
@@ -183,7 +218,15 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 			current = current || (at != nil && len(bs) > 0)
 			return nil
 		})
-		if err == nil && !current {
+		if ov != nil && len(ov.held) > 0 {
+			if err == nil {
+				s.overlaid = ov.held
+			} else {
+				for _, rep := range s.reps.all {
+					rep.forget() // nothing of it is served
+				}
+			}
+		} else if err == nil && !current {
 			err = s.updateCache(func(tx *bolt.Tx) error { return putCurrent(tx, allAt(s.info.Partitions, lo.at)) })
 		}
 	}
@@ -192,7 +235,11 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		return nil, nil, fmt.Errorf("kvstore: restore %q: %w", s.topic, err)
 	}
 	for p := range s.info.Partitions {
-		s.reps.restored(p, next[p], end[p], lo.at)
+		if s.overlaid != nil {
+			s.reps.overlaid(p, from[p], end[p], lo.at)
+		} else {
+			s.reps.restored(p, next[p], end[p], lo.at)
+		}
 	}
 	s.reps.setAll(PartitionFollowing, nil)
 	st := RestoreStats{Mode: mode, Reason: reason, Guard: guard, Records: records, Bytes: nbytes,

@@ -64,13 +64,17 @@ type PartitionStats struct {
 	// Owner is the advertised address of the partition's owner in
 	// partitioned mode ("" while none, and in global mode).
 	Owner string
-	// Applied is the next offset the cache will apply: every record below it
-	// is in the cache (the checkpoint).
+	// Applied is the next offset the cache file will apply: every record
+	// below it is in the file (its checkpoint). Reads may show more: own
+	// writes, and for a moment after Open, the records of a delta restore
+	// that the follower has yet to write into the file.
 	Applied int64
 	// End is the partition's end offset (for read_committed readers) as the
 	// store last saw it, at most about a second ago while the broker answers.
 	End int64
-	// Lag is End - Applied, never below 0: records the cache has yet to apply.
+	// Lag is End minus the offset below which reads show every record
+	// (Applied, or beyond it as above), never below 0: records the store
+	// has yet to read.
 	Lag int64
 	// CaughtUpAt is the latest moment at which the cache held every record
 	// then in the partition; zero before the first restore ends. Now minus

@@ -39,6 +39,9 @@ type Store[V any] struct {
 	// starts: restores and poison checks behave differently in Open.
 	opened bool
 	early  chan openedFile // openEarly's result, until openExisting takes it
+	// overlaid is what Open's delta restore read and holds in the
+	// replicas' overlays, for the follower to write first (overlay.go).
+	overlaid []changelog.Batch
 
 	statsMu sync.Mutex
 	restore RestoreStats
@@ -99,7 +102,11 @@ type RestoreStats struct {
 	// key and value bytes they held.
 	Records int64
 	Bytes   int64
-	// Duration is the restore's wall-clock time.
+	// Duration is the restore's wall-clock time, until its records are
+	// served. A delta restore in Open holds what it read in memory
+	// (within RestoreMemory) and the follower writes it into the cache
+	// file after Open returns; that write is not counted (Close waits for
+	// it, as for the store's own writes).
 	Duration time.Duration
 	// Partitions is the topic's partition count.
 	Partitions int32

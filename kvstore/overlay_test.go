@@ -1,0 +1,124 @@
+package kvstore_test
+
+import (
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/compactkv/compactkv/kvstore"
+)
+
+// changedWhileAway seeds a cache in dir, then changes the topic through
+// another store (Puts and Deletes, n of them): what the next Open of dir
+// restores as a delta. It returns the model and the end offsets the cache's
+// checkpoint stands at.
+func (e *env) changedWhileAway(dir string, seed, n int, extra ...kvstore.Option) (map[string]User, map[int32]int64) {
+	e.t.Helper()
+	model := e.seeded(dir, seed, extra...)
+	before := e.endOffsets()
+	w := e.open("", extra...)
+	randomOps(e.t, w, model, n, rand.New(rand.NewPCG(5, uint64(n))))
+	require.NoError(e.t, w.Close())
+	return model, before
+}
+
+func TestADeltaRestoreServesWhatItReadBeforeTheFileHoldsIt(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	model, before := e.changedWhileAway(dir, 300, 120, kvstore.Partitions(3))
+	release := kvstore.HoldOverlaid()
+	defer release()
+
+	s := e.open(dir)
+	st := s.Stats().Restore
+	require.Equal(t, "delta", st.Mode, st.Reason)
+	require.EqualValues(t, 120, st.Records)
+
+	// The file still holds what it held: only memory has the delta, and
+	// the store serves it, Puts and Deletes alike, caught up.
+	cp, err := kvstore.FileCheckpoint(s)
+	require.NoError(t, err)
+	require.Equal(t, before, cp)
+	require.Equal(t, model, contents(t, s))
+	for k, u := range model {
+		got, ok, err := s.Get(ctxT(t), k)
+		require.NoError(t, err)
+		require.True(t, ok, k)
+		require.Equal(t, u, got)
+	}
+	for _, ps := range s.Stats().Partitions {
+		require.Equal(t, kvstore.PartitionFollowing, ps.State)
+		require.Zero(t, ps.Lag, "partition %d", ps.Partition)
+	}
+
+	// Once the follower writes it, the file holds the topic's end.
+	release()
+	end := e.endOffsets()
+	require.Eventually(t, func() bool {
+		cp, err := kvstore.FileCheckpoint(s)
+		require.NoError(t, err)
+		return equalOffsets(cp, end)
+	}, 10*time.Second, 5*time.Millisecond)
+	require.Equal(t, model, contents(t, s))
+	require.NoError(t, s.Close())
+
+	again := e.open(dir)
+	require.Equal(t, "delta", again.Stats().Restore.Mode)
+	require.Zero(t, again.Stats().Restore.Records, "the file held the delta")
+	require.Equal(t, model, contents(t, again))
+}
+
+func TestAStoreClosedBeforeItWroteItsDeltaReadsTheSameDeltaAgain(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	model, before := e.changedWhileAway(dir, 200, 80)
+	release := kvstore.HoldOverlaid()
+	s := e.open(dir)
+	require.EqualValues(t, 80, s.Stats().Restore.Records)
+	require.NoError(t, s.Close()) // as a crash would: the follower never wrote it
+	release()
+
+	// The file's checkpoint did not move past what it holds: the next
+	// Open reads the same records again and ends with the topic's state.
+	s = e.open(dir)
+	st := s.Stats().Restore
+	require.Equal(t, "delta", st.Mode, st.Reason)
+	require.EqualValues(t, 80, st.Records)
+	require.Equal(t, model, contents(t, s))
+	require.Eventually(t, func() bool {
+		cp, err := kvstore.FileCheckpoint(s)
+		require.NoError(t, err)
+		return !equalOffsets(cp, before)
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
+func TestADeltaLargerThanRestoreMemoryIsInTheFileWhenOpenReturns(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	// About 220 bytes an entry held (RestoreMemory's count): 6,000 changes
+	// overflow 1 MiB.
+	model, _ := e.changedWhileAway(dir, 200, 6000)
+	release := kvstore.HoldOverlaid() // would hold a delta kept in memory
+	defer release()
+
+	s := e.open(dir, kvstore.RestoreMemory(1<<20))
+	require.Equal(t, "delta", s.Stats().Restore.Mode)
+	cp, err := kvstore.FileCheckpoint(s)
+	require.NoError(t, err)
+	require.Equal(t, e.endOffsets(), cp, "over the budget, the delta goes into the file as it is read")
+	require.Equal(t, model, contents(t, s))
+}
+
+func equalOffsets(a, b map[int32]int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for p, o := range a {
+		if b[p] != o {
+			return false
+		}
+	}
+	return true
+}
