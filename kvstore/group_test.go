@@ -124,10 +124,15 @@ func awaitSettled(t *testing.T, live []*member, partitions int, within time.Dura
 
 // requireRouted checks every key of model through every live member: its
 // owner answers with the model's value, the others refuse with a
-// NotOwnerError naming the owner.
+// NotOwnerError naming the owner. Each member first passes a read barrier
+// (Sync), since the model's last writes may still be on their way to it.
 func requireRouted(t *testing.T, live []*member, owners map[int32]*member, model map[string]User) {
 	t.Helper()
 	ctx := ctxT(t)
+	for _, m := range live {
+		_, err := m.s.Sync(ctx)
+		require.NoError(t, err, "member %s: read barrier", m.addr)
+	}
 	for key, want := range model {
 		for _, m := range live {
 			p, addr, local := m.s.Owner(key)
