@@ -30,7 +30,7 @@ var rows = []row{
 	{"Delta restore after 1% of keys changed (records/s, restore phase)", "delta", "rate"},
 	{"Delta restore: restore phase (seconds)", "delta_restore_s", "s"},
 	{"Delta restore: Open wall clock (seconds)", "delta_s", "s"},
-	{"Delta restore: Open and then Close, which waits until the file holds the delta (seconds)", "delta_durable_s", "s"},
+	{"Delta restore: Open and then Close (which waits, up to 2 s, until the file holds the delta) (seconds)", "delta_durable_s", "s"},
 	{"Delta restore: the first after a full restore, Open wall clock (seconds)", "delta_first_s", "s"},
 	{"Delta restore: the later ones (on a file earlier deltas wrote), Open wall clock (seconds)", "delta_later_s", "s"},
 	{"Get + decode, 1 goroutine (Gets/s)", "get1", "rate"},

@@ -63,7 +63,8 @@
 // the old one atomically, so a process killed during a restore leaves the
 // previous cache or none. A delta read in Open is served from memory when
 // Open returns, and written into the file by the follower right after
-// (within RestoreMemory; a larger delta is written as it is read): the
+// (up to a quarter of RestoreMemory; a larger delta is written as it is
+// read, as is one holding keys another partitioner placed): the
 // file's checkpoint moves only with that commit, so a crash before it costs
 // the next Open the same delta again, never a record. Every commit to the
 // cache file, a delta's included, is synced before the next: a power loss,
@@ -84,8 +85,8 @@
 //
 // Stats is one snapshot of the store: per partition its state (restoring,
 // following, stalled, stopped), the offset applied, the end offset last
-// seen, the lag between them, and CaughtUpAt, the latest moment at which the
-// cache held everything the partition then held (the follower asks the
+// seen, the lag between them, and CaughtUpAt, the latest moment at which
+// reads showed everything the partition then held (the follower asks the
 // broker for the end offsets about once a second, so it is that fine).
 // OnStateChange is told of every change. A broker that cannot be
 // reached stalls the follower (TailErr says why) without stopping it; it

@@ -31,11 +31,12 @@ func HoldOverlaid() (release func()) {
 	}
 }
 
-// FileCheckpoint returns the checkpoint s's cache file records: the next
-// offset of each partition it holds.
-func FileCheckpoint[V any](s *Store[V]) (map[int32]int64, error) {
+// FileCheckpoint returns the checkpoint s's cache file records (the next
+// offset of each partition it holds) and when it records each partition
+// was current.
+func FileCheckpoint[V any](s *Store[V]) (map[int32]int64, map[int32]time.Time, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	m, err := readMeta(s.db)
-	return m.next, err
+	return m.next, m.current, err
 }

@@ -74,7 +74,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 		r.Remove(p)
 		refills.start(p, guard, why)
 	}
-	if held := s.takeOverlaid(); len(held) > 0 {
+	if held := s.takeOverlaid(); len(held.polls) > 0 {
 		// Open's delta restore: its records are served from the overlay
 		// and go into the file before anything polled (overlay.go).
 		if h := testHookOverlaid.Load(); h != nil {
@@ -85,7 +85,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			}
 		}
 		began := time.Now()
-		if err := s.applyTail(ctx, held, true); err != nil {
+		if err := s.writeOverlaid(ctx, held); err != nil {
 			if ctx.Err() != nil {
 				return
 			}
@@ -95,10 +95,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			}
 			rebuild, reason = GuardCorrupt, "cache file damaged: "+err.Error()
 		} else {
-			for _, b := range held {
-				s.reps.applied(b.Partition, b.Next)
-			}
-			s.log.Debug("kvstore: the delta restore's records are in the cache file", "batches", len(held), "took", time.Since(began))
+			s.log.Debug("kvstore: the delta restore's records are in the cache file", "polls", len(held.polls), "took", time.Since(began))
 		}
 	}
 	for ctx.Err() == nil {
@@ -183,7 +180,7 @@ func (s *Store[V]) follow(ctx context.Context, r *changelog.Reader, pos map[int3
 			continue
 		}
 		if len(bs) > 0 {
-			if aerr := s.applyTail(ctx, bs, false); aerr != nil {
+			if aerr := s.applyTail(ctx, bs, false, nil); aerr != nil {
 				if ctx.Err() != nil {
 					return
 				}
@@ -393,8 +390,10 @@ var testHookCommitted, testHookLateWindow func()
 
 // applyTail applies batches and advances the overlay past them; screened
 // says the batches went through the poison screen and the misrouted-key
-// check already (a delta restore's, overlay.go), which are not repeated.
-func (s *Store[V]) applyTail(ctx context.Context, bs []changelog.Batch, screened bool) error {
+// check already (a delta restore's, overlay.go), which are not repeated,
+// and current, if not nil, is recorded as the time each of its partitions
+// was current (the partitions toMark names too).
+func (s *Store[V]) applyTail(ctx context.Context, bs []changelog.Batch, screened bool, current map[int32]time.Time) error {
 	if len(bs) == 0 {
 		return nil
 	}
@@ -413,7 +412,14 @@ func (s *Store[V]) applyTail(ctx context.Context, bs []changelog.Batch, screened
 	// the cache's fsync. Until the replicas advance just below, a Get may
 	// still see an own write the file now holds a newer version of: the
 	// same as if the follower were those microseconds slower.
-	current := s.reps.toMark(currentEvery) // piggybacked: saves markCurrent a commit of its own
+	for p, t := range s.reps.toMark(currentEvery) { // piggybacked: saves markCurrent a commit of its own
+		if current == nil {
+			current = map[int32]time.Time{}
+		}
+		if t.After(current[p]) {
+			current[p] = t
+		}
+	}
 	apply := s.applyBatchesWith
 	if screened {
 		apply = func(_ context.Context, bs []changelog.Batch, own map[int32][]ownWrite, current map[int32]time.Time) error {

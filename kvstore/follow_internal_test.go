@@ -60,7 +60,7 @@ func TestAnOwnWriteLeavesTheOverlayOnlyOnceItIsInTheFile(t *testing.T) {
 	// The poll covers offsets 0..9 and carries only a tombstone of another
 	// key: offset 5, the own write, was compacted away.
 	bs := []changelog.Batch{{Partition: 0, Next: 10, Records: []changelog.Record{{Key: []byte("other"), Offset: 7}}}}
-	require.NoError(t, s.applyTail(t.Context(), bs, false))
+	require.NoError(t, s.applyTail(t.Context(), bs, false, nil))
 
 	require.True(t, foundInWindow, "the acknowledged write vanished between the overlay's advance and the file's commit")
 	require.Equal(t, mine, inWindow)

@@ -12,11 +12,14 @@ import (
 type RestoreListener interface {
 	// OnRestoreStart is called once the store knows what it will read.
 	OnRestoreStart(RestoreStart)
-	// OnBatchRestored is called after each batch of records is applied (delta)
-	// or screened and handed to the sort for loading (full and partition
-	// restores: the sort may still fail, and OnRestoreEnd is then not called).
+	// OnBatchRestored is called after each batch of records is screened
+	// and then applied or held for the follower to write (delta), or handed
+	// to the sort for loading (full and partition restores: the sort may
+	// still fail, and OnRestoreEnd is then not called).
 	OnBatchRestored(BatchRestored)
-	// OnRestoreEnd is called when the cache is up to date.
+	// OnRestoreEnd is called when reads show the topic as of the end
+	// offsets the restore listed (a delta in Open may still be on its way
+	// into the cache file: see RestoreStats.Duration).
 	OnRestoreEnd(RestoreStats)
 }
 

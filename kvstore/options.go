@@ -245,11 +245,11 @@ func KeyPartitioner(p Partitioner) Option {
 
 // RestoreMemory bounds the memory a full restore uses to sort records before
 // loading them; beyond it sorted runs are spilled to files in the cache
-// directory. Default 64 MiB; at least 1 MiB. It also bounds what a delta
-// restore in Open holds in memory for the follower to write into the file
-// after Open returns (each record counted as its key twice, its value and
-// 152 bytes); a larger delta is written into the file as it is read. A full
-// restore also holds up to
+// directory. Default 64 MiB; at least 1 MiB. A quarter of it bounds what a
+// delta restore in Open holds in memory for the follower to write into the
+// file after Open returns (each record counted as its key twice, its value
+// and 152 bytes); a larger delta is written into the file as it is read. A
+// full restore also holds up to
 // three fetches of the topic at once (4 MiB each, 2 MiB a partition; a
 // kgo.FetchMaxBytes or kgo.FetchMaxPartitionBytes given with KafkaOpts
 // changes them), and the Go heap's own slack: at the defaults a restore's

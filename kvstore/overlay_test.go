@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/compactkv/compactkv/kvstore"
 )
@@ -38,7 +39,7 @@ func TestADeltaRestoreServesWhatItReadBeforeTheFileHoldsIt(t *testing.T) {
 
 	// The file still holds what it held: only memory has the delta, and
 	// the store serves it, Puts and Deletes alike, caught up.
-	cp, err := kvstore.FileCheckpoint(s)
+	cp, _, err := kvstore.FileCheckpoint(s)
 	require.NoError(t, err)
 	require.Equal(t, before, cp)
 	require.Equal(t, model, contents(t, s))
@@ -57,7 +58,7 @@ func TestADeltaRestoreServesWhatItReadBeforeTheFileHoldsIt(t *testing.T) {
 	release()
 	end := e.endOffsets()
 	require.Eventually(t, func() bool {
-		cp, err := kvstore.FileCheckpoint(s)
+		cp, _, err := kvstore.FileCheckpoint(s)
 		require.NoError(t, err)
 		return equalOffsets(cp, end)
 	}, 10*time.Second, 5*time.Millisecond)
@@ -88,24 +89,24 @@ func TestAStoreClosedBeforeItWroteItsDeltaReadsTheSameDeltaAgain(t *testing.T) {
 	require.EqualValues(t, 80, st.Records)
 	require.Equal(t, model, contents(t, s))
 	require.Eventually(t, func() bool {
-		cp, err := kvstore.FileCheckpoint(s)
+		cp, _, err := kvstore.FileCheckpoint(s)
 		require.NoError(t, err)
 		return !equalOffsets(cp, before)
 	}, 10*time.Second, 5*time.Millisecond)
 }
 
-func TestADeltaLargerThanRestoreMemoryIsInTheFileWhenOpenReturns(t *testing.T) {
+func TestADeltaLargerThanAQuarterOfRestoreMemoryIsInTheFileWhenOpenReturns(t *testing.T) {
 	e := newEnv(t)
 	dir := t.TempDir()
 	// About 220 bytes an entry held (RestoreMemory's count): 6,000 changes
-	// overflow 1 MiB.
+	// overflow a quarter of 1 MiB.
 	model, _ := e.changedWhileAway(dir, 200, 6000)
 	release := kvstore.HoldOverlaid() // would hold a delta kept in memory
 	defer release()
 
 	s := e.open(dir, kvstore.RestoreMemory(1<<20))
 	require.Equal(t, "delta", s.Stats().Restore.Mode)
-	cp, err := kvstore.FileCheckpoint(s)
+	cp, _, err := kvstore.FileCheckpoint(s)
 	require.NoError(t, err)
 	require.Equal(t, e.endOffsets(), cp, "over the budget, the delta goes into the file as it is read")
 	require.Equal(t, model, contents(t, s))
@@ -121,4 +122,67 @@ func equalOffsets(a, b map[int32]int64) bool {
 		}
 	}
 	return true
+}
+
+func TestWritesDuringTheDeltaWindowWinAndTheFileEndsWithTheTopicsState(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	// Fetches of a few records each: the delta comes in many polls, each
+	// written in a transaction of its own.
+	small := kvstore.KafkaOpts(kgo.FetchMaxBytes(512), kgo.FetchMaxPartitionBytes(512))
+	model, before := e.changedWhileAway(dir, 300, 150, kvstore.Partitions(3))
+	release := kvstore.HoldOverlaid()
+	defer release()
+
+	s := e.open(dir, small)
+	_, wasCurrent, err := kvstore.FileCheckpoint(s)
+	require.NoError(t, err)
+	// Puts and Deletes through the store, some of keys the delta holds.
+	randomOps(t, s, model, 100, rand.New(rand.NewPCG(9, 9)))
+	require.Equal(t, model, contents(t, s))
+	cp, current, err := kvstore.FileCheckpoint(s)
+	require.NoError(t, err)
+	require.Equal(t, before, cp)
+	require.Equal(t, wasCurrent, current, "the file may not claim to be current before it holds the delta")
+
+	release()
+	end := e.endOffsets()
+	require.Eventually(t, func() bool {
+		cp, _, err := kvstore.FileCheckpoint(s)
+		require.NoError(t, err)
+		return equalOffsets(cp, end)
+	}, 10*time.Second, 5*time.Millisecond)
+	_, current, err = kvstore.FileCheckpoint(s)
+	require.NoError(t, err)
+	for p, at := range current {
+		require.True(t, at.After(wasCurrent[p]), "partition %d: current %v, was %v", p, at, wasCurrent[p])
+	}
+	require.Equal(t, model, contents(t, s))
+	require.NoError(t, s.Close())
+	require.Equal(t, model, contents(t, e.open(dir)))
+}
+
+func TestADeltaWithKeysAnotherPartitionerPlacedIsInTheFileWhenOpenReturns(t *testing.T) {
+	e := newEnv(t)
+	dir := t.TempDir()
+	e.seeded(dir, 50, kvstore.Partitions(6))
+	// librdkafka's default partitioner: most keys land on a partition
+	// other than the one this store's (murmur2) picks, where Get would not
+	// look for them in memory.
+	w := e.foreignProducer(librdkafkaCRC32)
+	keys := w.users(60, "crc32")
+	release := kvstore.HoldOverlaid()
+	defer release()
+
+	s := e.open(dir)
+	require.Equal(t, "delta", s.Stats().Restore.Mode)
+	cp, _, err := kvstore.FileCheckpoint(s)
+	require.NoError(t, err)
+	require.Equal(t, e.endOffsets(), cp)
+	for _, k := range keys {
+		got, ok, err := s.Get(ctxT(t), k)
+		require.NoError(t, err)
+		require.True(t, ok, k)
+		require.Equal(t, "crc32", got.FirstName)
+	}
 }

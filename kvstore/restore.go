@@ -174,7 +174,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		}
 		var ov *deltaOverlay
 		if !s.opened {
-			ov = &deltaOverlay{budget: int64(s.cfg.restoreMemory)}
+			ov = newDeltaOverlay(s.cfg.restoreMemory)
 		}
 		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, func(bs []changelog.Batch) error {
 			var at map[int32]time.Time
@@ -187,16 +187,22 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 					return err
 				}
 				s.checkPartitions(bs) // partition.go
-				if ov.fits(bs) {
+				if ov.fits(bs, s.part, s.info.Partitions) {
 					ov.hold(s.reps, bs)
 					for _, b := range bs {
 						pos[b.Partition] = b.Next
 					}
 					return nil
 				}
-				// Over the budget: what is held goes into the file with
-				// this poll, and the rest as it comes.
-				if err := s.writeBatches(append(ov.held, bs...), nil, at); err != nil {
+				// Not to be held: what is held goes into the file first, a
+				// poll a transaction, then this poll, and the rest as it
+				// comes.
+				for _, held := range ov.held {
+					if err := s.writeBatches(held, nil, nil); err != nil {
+						return err
+					}
+				}
+				if err := s.writeBatches(bs, nil, at); err != nil {
 					return err
 				}
 				for _, b := range bs {
@@ -220,7 +226,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		})
 		if ov != nil && len(ov.held) > 0 {
 			if err == nil {
-				s.overlaid = ov.held
+				s.overlaid = overlaidPolls{polls: ov.held, currentAt: lo.at}
 			} else {
 				for _, rep := range s.reps.all {
 					rep.forget() // nothing of it is served
@@ -235,7 +241,7 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 		return nil, nil, fmt.Errorf("kvstore: restore %q: %w", s.topic, err)
 	}
 	for p := range s.info.Partitions {
-		if s.overlaid != nil {
+		if len(s.overlaid.polls) > 0 {
 			s.reps.overlaid(p, from[p], end[p], lo.at)
 		} else {
 			s.reps.restored(p, next[p], end[p], lo.at)

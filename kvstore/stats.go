@@ -76,7 +76,7 @@ type PartitionStats struct {
 	// (Applied, or beyond it as above), never below 0: records the store
 	// has yet to read.
 	Lag int64
-	// CaughtUpAt is the latest moment at which the cache held every record
+	// CaughtUpAt is the latest moment at which reads showed every record
 	// then in the partition; zero before the first restore ends. Now minus
 	// CaughtUpAt is how stale a read of this partition can be.
 	CaughtUpAt time.Time

@@ -41,7 +41,7 @@ type Store[V any] struct {
 	early  chan openedFile // openEarly's result, until openExisting takes it
 	// overlaid is what Open's delta restore read and holds in the
 	// replicas' overlays, for the follower to write first (overlay.go).
-	overlaid []changelog.Batch
+	overlaid overlaidPolls
 
 	statsMu sync.Mutex
 	restore RestoreStats
@@ -103,10 +103,11 @@ type RestoreStats struct {
 	Records int64
 	Bytes   int64
 	// Duration is the restore's wall-clock time, until its records are
-	// served. A delta restore in Open holds what it read in memory
-	// (within RestoreMemory) and the follower writes it into the cache
-	// file after Open returns; that write is not counted (Close waits for
-	// it, as for the store's own writes).
+	// served. A delta restore in Open may hold what it read in memory
+	// (up to a quarter of RestoreMemory) for the follower to write into
+	// the cache file after Open returns; that write is not counted (Close
+	// waits for it, up to 2s, as for the store's own writes; should it not
+	// be done, the next Open reads the same delta again).
 	Duration time.Duration
 	// Partitions is the topic's partition count.
 	Partitions int32
