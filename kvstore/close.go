@@ -22,12 +22,14 @@ import (
 // cut off are reported to their callers, and logged, not returned here. It
 // is idempotent: later calls return nil at once.
 func (s *Store[V]) Close() error {
-	s.wmu.Lock()
-	if s.closing.Load() {
-		s.wmu.Unlock()
+	if !s.closing.CompareAndSwap(false, true) {
 		return nil
 	}
-	s.closing.Store(true)
+	// A write that saw closing unset registers in pending under wmu shared:
+	// once wmu is taken here, every such write is in pending, and every
+	// later one sees closing.
+	s.wmu.Lock()
+	//lint:ignore SA2001 an empty critical section is the barrier meant here
 	s.wmu.Unlock()
 
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.closeTimeout)

@@ -24,7 +24,7 @@ func TestConcurrentCallsAndCloseNeitherRaceNorPanic(t *testing.T) {
 	s := e.open("", kvstore.Partitions(3))
 	ctx := ctxT(t)
 
-	var closed atomic.Bool // set just before Close is called
+	var closed atomic.Bool // set once Close has returned
 	var calls, afterClose atomic.Int64
 	check := func(err error, startedAfterClose bool) {
 		calls.Add(1)
@@ -85,8 +85,8 @@ func TestConcurrentCallsAndCloseNeitherRaceNorPanic(t *testing.T) {
 
 	// Close once the workers have had some of everything done, not on a timer.
 	require.Eventually(t, func() bool { return calls.Load() > 400 }, 20*time.Second, time.Millisecond)
-	closed.Store(true)
 	require.NoError(t, s.Close())
+	closed.Store(true) // a call begun before this may have overlapped Close
 	// Let every worker run at least a few calls after Close.
 	require.Eventually(t, func() bool { return afterClose.Load() > 50 }, 10*time.Second, time.Millisecond)
 	close(stop)
