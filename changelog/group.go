@@ -56,10 +56,12 @@ type Membership struct {
 // The group uses the cooperative protocol: a rebalance takes from a member
 // only what moves, in two rounds. In the first, the partitions that move
 // are taken from their owners (Owners says "" for them) and named Incoming
-// (and Standby) to the members they go to; in the second, which follows
-// within about a heartbeat interval, their new owners get them. So the
-// first view of a member joining a running group may own nothing; members
-// starting together settle over a few generations.
+// (and Standby) to the members they go to; in the second, their new owners
+// get them. A member that gives nothing up in the first round rejoins at
+// once (the members giving partitions up do so once they have), so that the
+// second round follows within a few round trips rather than at its next
+// heartbeat. So the first view of a member joining a running group may own
+// nothing; members starting together settle over a few generations.
 // Partitions that no member owned (the first member, the partitions of a
 // member that left or died) are handed out in a single round, to their
 // standbys where the balance allows.

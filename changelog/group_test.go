@@ -458,6 +458,36 @@ func TestAJoiningMemberGetsPartitionsOnlyAfterTheirOwnersGaveThemUp(t *testing.T
 	require.Len(t, d.Assignment().Owned, 4)
 }
 
+// The second round of a cooperative rebalance waits for every member to
+// rejoin. The members giving partitions up rejoin once they have; the
+// member they go to (and any other that gives nothing up) rejoins as soon
+// as it has the first round's view, rather than at its next heartbeat (kgo
+// looks 500 ms into a cooperative session, then every heartbeat interval):
+// with a heartbeat interval of 2s, the newcomer owns its partitions well
+// within 500 ms of hearing they are incoming.
+func TestTheSecondRoundOfAMoveFollowsTheFirstAtOnce(t *testing.T) {
+	c, ctx, _ := groupTopic(t)
+	slow := func(cfg *changelog.GroupConfig) { cfg.HeartbeatInterval = 2 * time.Second }
+	a := join(t, ctx, c, "a:1", slow)
+	require.Eventually(t, func() bool { return settled(12, a) }, 10*time.Second, tick)
+	d := join(t, ctx, c, "d:3", slow)
+	require.Eventually(t, func() bool { return settled(12, a, d) }, 20*time.Second, tick)
+	checkHistory(t, a, d)
+
+	var heard time.Time
+	for _, v := range d.seen() {
+		if len(v.Incoming) > 0 && heard.IsZero() {
+			heard = v.at
+		}
+		if len(v.Owned) > 0 {
+			require.False(t, heard.IsZero(), "d heard of its partitions as incoming first")
+			require.Less(t, v.at.Sub(heard), 450*time.Millisecond, "the second round followed the first at once")
+			return
+		}
+	}
+	t.Fatal("d never owned a partition")
+}
+
 func TestAStaticMemberThatRestartsGetsItsPartitionsBack(t *testing.T) {
 	c, ctx, _ := groupTopic(t)
 	static := func(cfg *changelog.GroupConfig) { cfg.InstanceID = "s1" }

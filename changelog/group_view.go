@@ -152,10 +152,23 @@ func (m *Membership) onRevoked(_ context.Context, cl *kgo.Client, lost map[strin
 
 // onAssigned runs once in every session, after onRevoked and before any
 // offsets are fetched.
+//
+// A view of the first round of a cooperative rebalance (a partition has no
+// owner) that reaches this member here gave it nothing up (onRevoked took
+// the view of a member that gives partitions up, and kgo rejoins such a
+// member once it has): it rejoins at once, so that the second round, which
+// waits for every member, does not wait for this one's next heartbeat.
 func (m *Membership) onAssigned(_ context.Context, cl *kgo.Client, _ map[string][]int32) {
 	cl.PauseFetchTopics(m.cfg.Topic)
 	_, gen := cl.GroupMetadata()
-	m.deliver(func(cur Assignment) (Assignment, bool) { return m.fromSync(cur, gen) })
+	var moving bool
+	m.deliver(func(cur Assignment) (Assignment, bool) {
+		moving = m.pending != nil && m.pending.gm != nil && m.pending.gm.moving()
+		return m.fromSync(cur, gen)
+	})
+	if moving {
+		cl.ForceRebalance()
+	}
 }
 
 // onLost runs when a session ended in an error: expired, fenced, or the
