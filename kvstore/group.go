@@ -174,8 +174,13 @@ func (s *Store[V]) onAssign(v changelog.Assignment) {
 		s.reps.update(int32(p), func(rep *replica) {
 			if r == RoleOwner && rep.role == RoleStandby && rep.followed {
 				// A standby may lag: served once it has caught up with the
-				// end the follower lists when it applies this view.
+				// end the follower lists when it applies this view, and
+				// restoring until then (as a delta is), not following: its
+				// keys are not served yet.
 				rep.warm, rep.promoted = false, true
+				if rep.state == PartitionFollowing {
+					rep.state = PartitionRestoring
+				}
 			}
 			rep.role, rep.owner = r, v.Owners[int32(p)]
 		})
@@ -298,6 +303,9 @@ func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[i
 			rep.promoted = false
 			if rep.reached() >= end {
 				rep.warm = true
+				if rep.state == PartitionRestoring { // restored while it was promoted
+					rep.state = PartitionFollowing
+				}
 			} else {
 				rep.target = end
 			}
