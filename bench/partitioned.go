@@ -93,8 +93,8 @@ func timeOpen(e *env, d *dataset, dir string) (time.Duration, error) {
 // memberRestore starts two members and waits until they serve every
 // partition, then times a third from Open until it serves its share of the
 // partitions (into an empty dir, after the group's rebalance), and the
-// restore alone: from the first partition it was given until the last it
-// owns is served.
+// restore alone: from the first partition it began to restore (owned, or
+// incoming and not yet owned) until it serves its share.
 func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.Duration, err error) {
 	var others []*benchMember
 	defer func() {
@@ -117,15 +117,12 @@ func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.D
 		return 0, 0, err
 	}
 	var mu sync.Mutex
-	var given, served time.Time // first Idle->Restoring, last ->Following
+	var given time.Time // first Idle->Restoring
 	track := func(c kvstore.StateChange) {
 		mu.Lock()
 		defer mu.Unlock()
-		switch {
-		case c.To == kvstore.PartitionRestoring && given.IsZero():
+		if c.To == kvstore.PartitionRestoring && given.IsZero() {
 			given = time.Now()
-		case c.To == kvstore.PartitionFollowing:
-			served = time.Now()
 		}
 	}
 	passes := &restorePasses{}
@@ -139,7 +136,8 @@ func memberRestore(e *env, d *dataset, group, dir string) (total, restore time.D
 	// Its Open may return before the group has moved anything to it (its
 	// first view owns nothing, and the others may not have given theirs up
 	// yet, so that they still serve every partition): its share first.
-	if err := awaitShare(m, d.parts/3, 2*time.Minute); err != nil {
+	served, err := awaitShare(m, d.parts, d.parts/3, 2*time.Minute)
+	if err != nil {
 		return 0, 0, err
 	}
 	if err := awaitServing(append(others, m), d.parts, 2*time.Minute); err != nil {
@@ -214,22 +212,33 @@ func failover(e *env, d *dataset, group string, standbys int, dir string) (time.
 	return time.Since(began), nil
 }
 
-// awaitShare waits until m serves at least n partitions.
-func awaitShare(m *benchMember, n int, within time.Duration) error {
+// awaitShare waits until m serves at least n of the topic's parts
+// partitions, and returns when it saw them served: owned and caught up, as
+// Owner says of a key of each (a partition a standby before it was owned
+// is following before it is served).
+func awaitShare(m *benchMember, parts, n int, within time.Duration) (time.Time, error) {
+	key := map[int32]string{} // a key of each partition
+	for i := 0; len(key) < parts; i++ {
+		k := fmt.Sprint("share-", i)
+		p, _, _ := m.s.Owner(k)
+		if _, ok := key[p]; !ok {
+			key[p] = k
+		}
+	}
 	deadline := time.Now().Add(within)
 	for time.Now().Before(deadline) {
 		served := 0
-		for _, ps := range m.s.Stats().Partitions {
-			if ps.Role == kvstore.RoleOwner && ps.State == kvstore.PartitionFollowing {
+		for _, k := range key {
+			if _, _, local := m.s.Owner(k); local {
 				served++
 			}
 		}
 		if served >= n {
-			return nil
+			return time.Now(), nil
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return fmt.Errorf("partitioned mode: the member joining never served %d partitions", n)
+	return time.Time{}, fmt.Errorf("partitioned mode: the member joining never served %d partitions", n)
 }
 
 // awaitServing waits until the members between them serve every one of

@@ -284,12 +284,17 @@ const unmetNotes = `
   10% needs a structure whose write cost follows the changed bytes (an LSM, or a delta
   overlay merged in the background), not a faster loop around bbolt.
 - **Partitioned mode: one member of three restores in <= 40% of a whole-topic restore.**
-  A member given its share in one view restores it in one pass through the sort and the
-  page writer (0.32-0.41x in-process). The group often hands a joining member its share
-  in two views (the members giving partitions up do so in turn, about 0.5 s apart);
-  the second view's partition is then refilled on its own while the first is already
-  served, and the two restores add up (0.64-0.77x against Kafka in this run, where every
-  run split).
+  A joining member hears in its first view which partitions are moving to it (incoming,
+  group protocol v2) and restores them in one pass through the sort and the page writer
+  while their owners give them up; it rejoins at once, so the group hands them over
+  within milliseconds rather than at its next heartbeat. A share that arrives in two
+  views no longer costs a second restore (before, it was refilled alone after the first:
+  0.60-1.04x against Kafka). What is left is the pass itself, a third of the records
+  from two partitions into a new file: by hand, 9 runs a side, binaries alternated, the
+  median of per-run ratios was 0.33x against Kafka (0.25-0.56x) and 0.40x in-process,
+  next to 0.65x and 0.44x for the code before. Its fixed costs (a new file, sorted and
+  synced at the end rather than overlapping the read) weigh more on a third of the
+  records, and the machine's noise swings it either side of the target.
 - **Delta >= 300k records/s and <= 5% of the full time (issue 6).** As above.
 - **150k Puts/s (issue 6).** 64 synchronous callers are bounded by the produce round trip
   (64 records per in-flight request); PutAsync, many writes in flight from one caller,

@@ -25,18 +25,26 @@ import (
 // chooses the standbys, and only then applies the cooperative adjustment.
 // Every member's SyncGroup assignment, including a member given no
 // partitions, carries the whole groupMap in its UserData: the members'
-// addresses, each partition's owner and standbys, the generation, and which
-// member the receiver is.
+// addresses, each partition's owner and standbys, the generation, which
+// member the receiver is, and (protocol v2) the member each moving partition
+// is going to, so that it can restore that partition while its owner gives
+// it up.
 //
-// The protocol name carries the wire version, so members of incompatible
-// versions are refused by the broker (INCONSISTENT_GROUP_PROTOCOL) rather
-// than misreading each other; the version byte of each encoding guards the
-// rest.
+// The protocol name carries the wire version. A member offers both
+// protocols, v2 first; the broker picks one that every member offers, so a
+// group of this release speaks v2, and a group in the middle of a rolling
+// deploy from a release that knows only v1 (which refuses a map of any
+// other version) speaks v1 until its last old member is gone. Members
+// sharing no protocol are refused by the broker
+// (INCONSISTENT_GROUP_PROTOCOL) rather than misreading each other; the
+// version byte of each encoding guards the rest.
 
 const (
-	// groupProtocolName is the name of the group protocol (and so of the
-	// balancer) every member of a partitioned-mode group must agree on.
-	groupProtocolName = "compactkv-sticky-v1"
+	// groupProtocolV1 and groupProtocolV2 are the names of the group
+	// protocols (and so of the balancers) of partitioned mode; the members
+	// of a group must share one.
+	groupProtocolV1 = "compactkv-sticky-v1"
+	groupProtocolV2 = "compactkv-sticky-v2"
 )
 
 var errEngineGone = errors.New("changelog: franz-go's sticky balancer no longer offers its engine " +
@@ -49,6 +57,7 @@ var errEngineGone = errors.New("changelog: franz-go's sticky balancer no longer 
 type groupBalancer struct {
 	topic    string
 	standbys int
+	version  byte // the group map's: wireVersion (protocol v1) or mapVersionIncoming (v2)
 	engine   kgo.ConsumerBalancerBalance
 
 	self   func() joinMeta // this member's address and current standbys
@@ -61,19 +70,25 @@ type syncView struct {
 	gm    *groupMap // nil when the assignment carried no map
 }
 
-// newGroupBalancer returns the balancer for topic with n standbys per
+// newGroupBalancer returns the balancer of protocol v1 (version
+// wireVersion) or v2 (mapVersionIncoming) for topic with n standbys per
 // partition. It fails if franz-go's sticky engine cannot be reached (see
 // TestTheStickyEngineIsReachable).
-func newGroupBalancer(topic string, n int, self func() joinMeta, synced func(syncView)) (*groupBalancer, error) {
+func newGroupBalancer(topic string, n int, version byte, self func() joinMeta, synced func(syncView)) (*groupBalancer, error) {
 	engine, ok := kgo.StickyBalancer().(kgo.ConsumerBalancerBalance)
 	if !ok {
 		return nil, errEngineGone
 	}
-	return &groupBalancer{topic: topic, standbys: n, engine: engine, self: self, synced: synced}, nil
+	return &groupBalancer{topic: topic, standbys: n, version: version, engine: engine, self: self, synced: synced}, nil
 }
 
 // ProtocolName implements kgo.GroupBalancer.
-func (*groupBalancer) ProtocolName() string { return groupProtocolName }
+func (b *groupBalancer) ProtocolName() string {
+	if b.version == mapVersionIncoming {
+		return groupProtocolV2
+	}
+	return groupProtocolV1
+}
 
 // IsCooperative implements kgo.GroupBalancer: members keep what they are not
 // losing while the group rebalances.
@@ -258,6 +273,17 @@ func (b *groupBalancer) Balance(cb *kgo.ConsumerBalancer, topics map[string]int3
 	}
 
 	gm := &groupMap{generation: cb.Info().Generation, addrs: addrs, owner: now, standby: standby}
+	if b.version == mapVersionIncoming {
+		// Where the moving partitions are going (never to one of their
+		// standbys: those were chosen against it), so that their next
+		// owners restore them while their owners give them up.
+		gm.incoming = filled(np, -1)
+		for p, o := range owner {
+			if now[p] < 0 {
+				gm.incoming[p] = o
+			}
+		}
+	}
 	out := make(syncAssignments, 0, nm)
 	for i, id := range ids {
 		gm.self = i

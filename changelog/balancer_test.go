@@ -34,7 +34,7 @@ func joinResponse(t *testing.T, topic string, ms []simMember) []kmsg.JoinGroupRe
 	t.Helper()
 	out := make([]kmsg.JoinGroupResponseMember, 0, len(ms))
 	for _, m := range ms {
-		b, err := newGroupBalancer(topic, 0, func() joinMeta { return joinMeta{addr: m.addr, standby: m.standby} }, nil)
+		b, err := newGroupBalancer(topic, 0, mapVersionIncoming, func() joinMeta { return joinMeta{addr: m.addr, standby: m.standby} }, nil)
 		require.NoError(t, err)
 		current := map[string][]int32{}
 		if len(m.owned) > 0 {
@@ -59,11 +59,18 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// balanceRaw runs the leader's side once and returns the SyncGroup
-// assignments.
+// balanceRaw runs the leader's side once, with the balancer of protocol v2,
+// and returns the SyncGroup assignments.
 func balanceRaw(t *testing.T, topic string, np int32, standbys int, gen int32, ms []simMember) []kmsg.SyncGroupRequestGroupAssignment {
 	t.Helper()
-	b, err := newGroupBalancer(topic, standbys, nil, nil)
+	return balanceVersion(t, mapVersionIncoming, topic, np, standbys, gen, ms)
+}
+
+// balanceVersion runs the leader's side once with the balancer of the
+// protocol whose map has version v.
+func balanceVersion(t *testing.T, v byte, topic string, np int32, standbys int, gen int32, ms []simMember) []kmsg.SyncGroupRequestGroupAssignment {
+	t.Helper()
+	b, err := newGroupBalancer(topic, standbys, v, nil, nil)
 	require.NoError(t, err)
 	gmb, topics, err := b.MemberBalancer(joinResponse(t, topic, ms))
 	require.NoError(t, err)
@@ -83,7 +90,7 @@ func balance(t *testing.T, np int32, standbys int, gen int32, ms []simMember) ma
 	out := make(map[string]syncView)
 	for _, a := range balanceRaw(t, "t", np, standbys, gen, ms) {
 		var got syncView
-		r, err := newGroupBalancer("t", standbys, nil, func(sv syncView) { got = sv })
+		r, err := newGroupBalancer("t", standbys, mapVersionIncoming, nil, func(sv syncView) { got = sv })
 		require.NoError(t, err)
 		assigned, err := r.ParseSyncAssignment(a.MemberAssignment)
 		require.NoError(t, err)
@@ -102,12 +109,16 @@ func sortedCopy(ps []int32) []int32 {
 	return ps
 }
 
-// apply makes every member's next join metadata from what it received.
+// apply makes every member's next join metadata from what it received:
+// its standbys include its incoming partitions, as Membership advertises
+// them.
 func apply(ms []simMember, views map[string]syncView, gen int32) []simMember {
 	out := slices.Clone(ms)
 	for i := range out {
 		v := views[out[i].id]
-		out[i].gen, out[i].owned, out[i].standby = gen, v.owned, v.gm.standbyOf(v.gm.self)
+		sb := append(v.gm.standbyOf(v.gm.self), v.gm.incomingOf(v.gm.self)...)
+		slices.Sort(sb)
+		out[i].gen, out[i].owned, out[i].standby = gen, v.owned, sb
 	}
 	return out
 }
@@ -152,6 +163,7 @@ func checkMap(t *testing.T, np int32, n int, ms []simMember, views map[string]sy
 		require.Equal(t, ref.addrs, v.gm.addrs)
 		require.Equal(t, ref.owner, v.gm.owner)
 		require.Equal(t, ref.standby, v.gm.standby)
+		require.Equal(t, ref.incoming, v.gm.incoming)
 	}
 	require.Len(t, ref.owner, int(np))
 	k := min(n, len(ms)-1)
@@ -178,7 +190,7 @@ func TestTheStickyEngineIsReachable(t *testing.T) {
 	require.NoError(t, err)
 	into := engine.Balance(cb, map[string]int32{"t": 4})
 	require.IsType(t, &kgo.BalancePlan{}, into, "the sticky engine no longer returns a *kgo.BalancePlan")
-	_, err = newGroupBalancer("t", 1, nil, nil)
+	_, err = newGroupBalancer("t", 1, mapVersionIncoming, nil, nil)
 	require.NoError(t, err)
 }
 
@@ -261,6 +273,116 @@ func TestAMovingPartitionBelongsToNobodyUntilTheSecondRound(t *testing.T) {
 	}
 	require.Len(t, round2["m03"].owned, 3)
 	require.Equal(t, gm1.standby, gm2.standby, "standbys do not change between the two rounds")
+}
+
+// In the first round of a cooperative move the map names, for each moving
+// partition, the member it is going to (its incoming partitions), so that
+// the member can restore them while their owners give them up; the second
+// round makes them its own and names nothing incoming any more. Here a
+// third member joins two that serve all six partitions, without standbys.
+func TestAMovingPartitionIsIncomingToItsNextOwnerInTheFirstRound(t *testing.T) {
+	ms, _, gen := settle(t, 6, 0, 0, simMembers(2))
+	ms = append(ms, simMember{id: "m02", addr: "host02:80", gen: -1})
+
+	gen++
+	round1 := balance(t, 6, 0, gen, ms)
+	gm1 := checkMap(t, 6, 0, ms, round1)
+	var moving []int32
+	for p, o := range gm1.owner {
+		if o < 0 {
+			moving = append(moving, int32(p))
+			require.Equal(t, 2, gm1.incoming[p], "partition %d is going to the new member", p)
+		} else {
+			require.Equal(t, -1, gm1.incoming[p], "partition %d stays where it is", p)
+		}
+	}
+	require.Len(t, moving, 2, "the new member's share moves")
+	require.Empty(t, round1["m02"].owned)
+	require.Equal(t, moving, gm1.incomingOf(2), "the new member's first view names its incoming partitions")
+	require.Empty(t, gm1.incomingOf(0))
+	require.Empty(t, gm1.incomingOf(1))
+	require.True(t, gm1.moving())
+
+	ms = apply(ms, round1, gen)
+	require.Equal(t, moving, ms[2].standby, "the new member advertises its incoming partitions as kept warm")
+	gen++
+	round2 := balance(t, 6, 0, gen, ms)
+	gm2 := checkMap(t, 6, 0, ms, round2)
+	require.Equal(t, moving, round2["m02"].owned, "the second round gives it what was incoming")
+	require.Equal(t, filled(6, -1), gm2.incoming, "nothing is incoming once nothing moves")
+	require.False(t, gm2.moving())
+}
+
+// Should a moving partition's owner hold on to it past the first round
+// (its revocation missed the second), the partition is still incoming to
+// the member it is going to; should the member it was going to leave, it
+// goes elsewhere, and is incoming to nobody.
+func TestAnIncomingPartitionStaysIncomingUntilItArrivesOrItsTargetLeaves(t *testing.T) {
+	ms, _, gen := settle(t, 6, 0, 0, simMembers(2))
+	ms = append(ms, simMember{id: "m02", addr: "host02:80", gen: -1})
+	gen++
+	round1 := balance(t, 6, 0, gen, ms)
+	moving := round1["m02"].gm.incomingOf(2)
+	require.Len(t, moving, 2)
+
+	// m00 revoked, m01 did not (it missed the round): its partition is
+	// still on its way to m02.
+	after1 := apply(ms, round1, gen)
+	missed := slices.Clone(after1)
+	missed[1].owned, missed[1].gen = ms[1].owned, ms[1].gen
+	round2 := balance(t, 6, 0, gen+1, missed)
+	got := append(slices.Clone(round2["m02"].owned), round2["m02"].gm.incomingOf(2)...)
+	slices.Sort(got)
+	require.Equal(t, moving, got, "each moving partition is m02's or still incoming to it")
+
+	// m02 leaves before the second round: nothing is incoming to anyone,
+	// and the two others own every partition.
+	for _, v := range balance(t, 6, 0, gen+1, after1[:2]) {
+		require.Equal(t, filled(6, -1), v.gm.incoming)
+		require.NotContains(t, v.gm.owner, -1)
+	}
+}
+
+// A group speaks protocol v1 while any member offers nothing else (a
+// rolling deploy from the release before v2): its maps are version 1,
+// byte for byte as that release writes them and refuses any other, and
+// name nothing incoming. A member of this release reads them.
+func TestAMapOfProtocolV1IsWhatTheOlderReleaseReads(t *testing.T) {
+	// As the release before v2 encoded this map (its encoder, run once).
+	gm := &groupMap{generation: 7, self: 1, addrs: []string{"a:1", "b:2", "c:3"},
+		owner: []int{0, -1, 2, 1}, standby: [][]int{{1}, {0, 2}, {}, {0}}}
+	golden := []byte{0x1, 0x1, 0xe, 0x3, 0x3, 0x61, 0x3a, 0x31, 0x3, 0x62, 0x3a, 0x32, 0x3, 0x63, 0x3a, 0x33,
+		0x4, 0x1, 0x0, 0x3, 0x2, 0x1, 0x1, 0x2, 0x0, 0x2, 0x0, 0x1, 0x0}
+	require.Equal(t, golden, encodeGroupMap(gm))
+	got, err := decodeGroupMap(golden)
+	require.NoError(t, err)
+	require.Nil(t, got.incoming, "a version-1 map says nothing of incoming partitions")
+	require.Empty(t, got.incomingOf(1))
+	require.Equal(t, []byte{0x1, 0x4, 0x6d, 0x65, 0x3a, 0x39, 0x3, 0x1, 0x5, 0xac, 0x2},
+		encodeJoinMeta(joinMeta{addr: "me:9", standby: []int32{1, 5, 300}}), "the join metadata is unchanged")
+
+	v1, err := newGroupBalancer("t", 0, wireVersion, nil, nil)
+	require.NoError(t, err)
+	v2, err := newGroupBalancer("t", 0, mapVersionIncoming, nil, nil)
+	require.NoError(t, err)
+	require.Equal(t, "compactkv-sticky-v1", v1.ProtocolName(), "the older release's protocol name")
+	require.Equal(t, "compactkv-sticky-v2", v2.ProtocolName())
+
+	// The first round of a move under v1: version-1 maps, nothing incoming.
+	ms, _, gen := settle(t, 6, 0, 0, simMembers(2))
+	ms = append(ms, simMember{id: "m02", addr: "host02:80", gen: -1})
+	for _, a := range balanceVersion(t, wireVersion, "t", 6, 0, gen+1, ms) {
+		var ca kmsg.ConsumerMemberAssignment
+		require.NoError(t, ca.ReadFrom(a.MemberAssignment))
+		require.Equal(t, wireVersion, ca.UserData[0], "%s gets a version-1 map", a.MemberID)
+		var got syncView
+		r, err := newGroupBalancer("t", 0, wireVersion, nil, func(sv syncView) { got = sv })
+		require.NoError(t, err)
+		_, err = r.ParseSyncAssignment(a.MemberAssignment)
+		require.NoError(t, err)
+		require.True(t, got.gm.moving(), "partitions move through nobody, as before")
+		require.Nil(t, got.gm.incoming)
+	}
 }
 
 func TestAnOrphanedPartitionGoesToItsStandby(t *testing.T) {
@@ -382,7 +504,31 @@ func TestTheEncodingsRefuseGarbage(t *testing.T) {
 	_, err = decodeJoinMeta(append([]byte{2}, jenc[1:]...))
 	require.ErrorContains(t, err, "version 2, want 1")
 
+	// Version 2: the same, then where the moving partitions go.
+	gm.incoming = []int{-1, 1, -1, -1}
+	enc2 := encodeGroupMap(gm)
+	require.Equal(t, mapVersionIncoming, enc2[0])
+	require.Equal(t, append([]byte{mapVersionIncoming}, enc[1:]...), enc2[:len(enc)])
+	got, err = decodeGroupMap(enc2)
+	require.NoError(t, err)
+	require.Equal(t, gm.incoming, got.incoming)
+	require.Equal(t, []int32{1}, got.incomingOf(1))
+	require.Empty(t, got.incomingOf(0))
+	for i := range enc2 {
+		_, err := decodeGroupMap(enc2[:i])
+		require.ErrorIs(t, err, errBadGroupMap, "truncated to %d bytes", i)
+	}
+	_, err = decodeGroupMap(append([]byte{3}, enc[1:]...))
+	require.ErrorContains(t, err, "version 3, want 1 or 2")
+	gm.incoming = nil
+
 	bad := func(g *groupMap) error { _, err := decodeGroupMap(encodeGroupMap(g)); return err }
+	require.ErrorContains(t, bad(&groupMap{addrs: []string{"a", "b"}, owner: []int{0}, standby: [][]int{nil}, incoming: []int{1}}),
+		"incoming to member 1 while it has an owner")
+	require.ErrorContains(t, bad(&groupMap{addrs: []string{"a", "b"}, owner: []int{-1}, standby: [][]int{{1}}, incoming: []int{1}}),
+		"that member is its standby")
+	require.ErrorContains(t, bad(&groupMap{addrs: []string{"a", "b"}, owner: []int{-1}, standby: [][]int{nil}, incoming: []int{2}}),
+		"incoming member 2 is not one of 2 members")
 	require.ErrorContains(t, bad(&groupMap{self: 3, addrs: []string{"a"}}), "self 3 is not one of 1 members")
 	require.ErrorContains(t, bad(&groupMap{addrs: []string{"a"}, owner: []int{1}, standby: [][]int{nil}}), "owner 1 is not one of 1 members")
 	require.ErrorContains(t, bad(&groupMap{addrs: []string{"a", "b"}, owner: []int{0}, standby: [][]int{{0}}}), "is its owner")
@@ -401,7 +547,7 @@ func TestTheEncodingsRefuseGarbage(t *testing.T) {
 			b[i] = byte(rng.IntN(256))
 		}
 		if rng.IntN(2) == 0 && len(b) > 0 {
-			b[0] = wireVersion
+			b[0] = wireVersion + byte(rng.IntN(2))
 		}
 		if g, err := decodeGroupMap(b); err == nil {
 			require.Less(t, g.self, len(g.addrs))
@@ -412,7 +558,7 @@ func TestTheEncodingsRefuseGarbage(t *testing.T) {
 
 	// A member refuses an assignment whose map disagrees with its
 	// partitions, and takes one without a map as it is.
-	r, err := newGroupBalancer("t", 0, nil, nil)
+	r, err := newGroupBalancer("t", 0, mapVersionIncoming, nil, nil)
 	require.NoError(t, err)
 	a := kmsg.NewConsumerMemberAssignment()
 	at := kmsg.NewConsumerMemberAssignmentTopic()
@@ -435,6 +581,8 @@ func TestTheEncodingsRefuseGarbage(t *testing.T) {
 
 func FuzzDecodeGroupMap(f *testing.F) {
 	f.Add(encodeGroupMap(&groupMap{generation: 3, addrs: []string{"a", "b"}, owner: []int{0, 1}, standby: [][]int{{1}, {0}}}))
+	f.Add(encodeGroupMap(&groupMap{generation: 3, addrs: []string{"a", "b"}, owner: []int{0, -1}, standby: [][]int{{1}, nil},
+		incoming: []int{-1, 1}}))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if g, err := decodeGroupMap(b); err == nil && !bytes.Equal(b, encodeGroupMap(g)) {
 			t.Fatalf("%x decodes to %+v, which encodes differently", b, g)

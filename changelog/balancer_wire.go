@@ -8,8 +8,13 @@ import (
 )
 
 const (
-	// wireVersion is the first byte of both encodings.
+	// wireVersion is the first byte of the join metadata, and of a group
+	// map of protocol v1 (no incoming partitions).
 	wireVersion byte = 1
+
+	// mapVersionIncoming is the first byte of a group map of protocol v2:
+	// a version-1 map followed by where each moving partition is going.
+	mapVersionIncoming byte = 2
 
 	// maxAdvertiseLen bounds an advertised address, on both sides.
 	maxAdvertiseLen = 1024
@@ -34,6 +39,10 @@ type groupMap struct {
 	addrs      []string // by member index, in the order the leader balanced them
 	owner      []int    // by partition: the owner's member index, -1 while it has none
 	standby    [][]int  // by partition: the standbys' member indices, ascending
+	// incoming is, by partition, the member index a partition moving in a
+	// cooperative rebalance goes to (its owner then -1), -1 for the others;
+	// nil in a map of protocol v1, which does not say.
+	incoming []int
 }
 
 // owners returns every partition's owner address ("" when it has none).
@@ -60,7 +69,8 @@ func (g *groupMap) ownedBy(i int) []int32 {
 	return ps
 }
 
-// standbyOf returns the partitions member i is a standby of, ascending.
+// standbyOf returns the partitions member i is a standby of, ascending
+// (not those incoming to it).
 func (g *groupMap) standbyOf(i int) []int32 {
 	var ps []int32
 	for p, sb := range g.standby {
@@ -69,6 +79,24 @@ func (g *groupMap) standbyOf(i int) []int32 {
 		}
 	}
 	return ps
+}
+
+// incomingOf returns the partitions moving to member i, ascending: none in
+// a map of protocol v1.
+func (g *groupMap) incomingOf(i int) []int32 {
+	var ps []int32
+	for p, m := range g.incoming {
+		if m == i {
+			ps = append(ps, int32(p))
+		}
+	}
+	return ps
+}
+
+// moving says whether a partition has no owner: the map is of the first
+// round of a cooperative rebalance, and a second round follows.
+func (g *groupMap) moving() bool {
+	return slices.Contains(g.owner, -1)
 }
 
 // encodeJoinMeta encodes: version, address (uvarint length, bytes),
@@ -113,9 +141,16 @@ func decodeJoinMeta(b []byte) (joinMeta, error) {
 // encodeGroupMap encodes: version, self (uvarint), generation (varint),
 // member count and addresses, partition count, each partition's owner
 // (uvarint, 0 for none, else index+1), then each partition's standbys
-// (uvarint count, uvarint indices).
+// (uvarint count, uvarint indices); in version 2 (g.incoming set), then
+// each partition's incoming member (uvarint, 0 for none, else index+1).
+// Version 1 is the whole map of protocol v1, which members of an older
+// release read and refuse anything else.
 func encodeGroupMap(g *groupMap) []byte {
-	b := []byte{wireVersion}
+	v := wireVersion
+	if g.incoming != nil {
+		v = mapVersionIncoming
+	}
+	b := []byte{v}
 	b = binary.AppendUvarint(b, uint64(g.self))
 	b = binary.AppendVarint(b, int64(g.generation))
 	b = binary.AppendUvarint(b, uint64(len(g.addrs)))
@@ -133,16 +168,22 @@ func encodeGroupMap(g *groupMap) []byte {
 			b = binary.AppendUvarint(b, uint64(m))
 		}
 	}
+	for _, m := range g.incoming {
+		b = binary.AppendUvarint(b, uint64(m+1))
+	}
 	return b
 }
 
-// decodeGroupMap reads what encodeGroupMap wrote and refuses anything else:
-// another version, a short or long buffer, a member index out of range, a
-// standby that is also the owner or listed twice.
+// decodeGroupMap reads what encodeGroupMap wrote, in either version, and
+// refuses anything else: another version, a short or long buffer, a member
+// index out of range, a standby that is also the owner or listed twice, a
+// partition incoming to a member while it has an owner or to one of its
+// standbys.
 func decodeGroupMap(b []byte) (*groupMap, error) {
 	r := wireReader{b: b}
-	if v := r.byte(); v != wireVersion {
-		return nil, fmt.Errorf("%w: version %d, want %d", errBadGroupMap, v, wireVersion)
+	v := r.byte()
+	if v != wireVersion && v != mapVersionIncoming {
+		return nil, fmt.Errorf("%w: version %d, want %d or %d", errBadGroupMap, v, wireVersion, mapVersionIncoming)
 	}
 	g := &groupMap{}
 	self := r.uvarint()
@@ -189,6 +230,20 @@ func decodeGroupMap(b []byte) (*groupMap, error) {
 		}
 		if r.err != nil {
 			break
+		}
+	}
+	if v == mapVersionIncoming && r.err == nil {
+		g.incoming = make([]int, np)
+		for p := range np {
+			m := r.uvarint()
+			if m > uint64(nm) {
+				r.fail(fmt.Sprintf("partition %d: incoming member %d is not one of %d members", p, m-1, nm))
+				break
+			}
+			g.incoming[p] = int(m) - 1
+			if m > 0 && (g.owner[p] >= 0 || slices.Contains(g.standby[p], g.incoming[p])) {
+				r.fail(fmt.Sprintf("partition %d: incoming to member %d while it has an owner or that member is its standby", p, m-1))
+			}
 		}
 	}
 	if err := r.done(); err != nil {

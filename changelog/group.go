@@ -55,9 +55,12 @@ type Membership struct {
 //
 // The group uses the cooperative protocol: a rebalance takes from a member
 // only what moves, in two rounds. In the first, the partitions that move
-// are taken from their owners (Owners says "" for them); in the second,
-// which follows within about a heartbeat interval, their new owners get
-// them. So the first view of a member joining a running group may own
+// are taken from their owners (Owners says "" for them) and named Incoming
+// (and Standby) to the members they go to; in the second, their new owners
+// get them. A member that gives nothing up in the first round rejoins at
+// once (the members giving partitions up do so once they have), so that the
+// second round follows within a few round trips rather than at its next
+// heartbeat. So the first view of a member joining a running group may own
 // nothing; members starting together settle over a few generations.
 // Partitions that no member owned (the first member, the partitions of a
 // member that left or died) are handed out in a single round, to their
@@ -76,7 +79,12 @@ func JoinGroup(ctx context.Context, cfg GroupConfig) (*Membership, error) {
 	}
 	m.cur.Generation = -1
 	m.latest.Store(&Assignment{Generation: -1})
-	bal, err := newGroupBalancer(cfg.Topic, cfg.Standbys, m.joinMeta, m.synced)
+	// Both protocols, v2 preferred: see the top of balancer.go.
+	bal2, err := newGroupBalancer(cfg.Topic, cfg.Standbys, mapVersionIncoming, m.joinMeta, m.synced)
+	if err != nil {
+		return nil, err
+	}
+	bal1, err := newGroupBalancer(cfg.Topic, cfg.Standbys, wireVersion, m.joinMeta, m.synced)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +92,7 @@ func JoinGroup(ctx context.Context, cfg GroupConfig) (*Membership, error) {
 	opts = append(opts,
 		kgo.ConsumerGroup(cfg.Group),
 		kgo.ConsumeTopics(cfg.Topic),
-		kgo.Balancers(bal),
+		kgo.Balancers(bal2, bal1),
 		kgo.SessionTimeout(cfg.SessionTimeout),
 		kgo.HeartbeatInterval(cfg.HeartbeatInterval),
 		kgo.DisableAutoCommit(), // the store keeps its own offsets; the group's mean nothing

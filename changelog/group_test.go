@@ -201,7 +201,8 @@ func settled(np int, ms ...*member) bool {
 
 // checkHistory checks every view the members were handed: in each
 // generation no two members own one partition, what a member owns its map
-// says it owns, and Standby never overlaps Owned.
+// says it owns, Standby never overlaps Owned, and an incoming partition is
+// a standby without an owner.
 func checkHistory(t *testing.T, ms ...*member) {
 	t.Helper()
 	byGen := map[int32]map[int32]string{}
@@ -211,6 +212,10 @@ func checkHistory(t *testing.T, ms ...*member) {
 			require.GreaterOrEqual(t, v.Generation, last, "%s: views in generation order", m.addr)
 			last = v.Generation
 			require.Empty(t, intersect(v.Owned, v.Standby), "%s: standby overlaps owned", m.addr)
+			for _, p := range v.Incoming {
+				require.Contains(t, v.Standby, p, "%s: incoming partitions are standbys", m.addr)
+				require.Empty(t, v.Owners[p], "%s: an incoming partition has no owner", m.addr)
+			}
 			if v.Lost {
 				require.Empty(t, v.Owned)
 				continue
@@ -438,14 +443,49 @@ func TestAJoiningMemberGetsPartitionsOnlyAfterTheirOwnersGaveThemUp(t *testing.T
 		}
 	}
 	require.True(t, sawNobody, "in the first round a moving partition has no owner")
+	incoming := map[int32]bool{}
 	for _, v := range d.seen() {
+		for _, p := range v.Incoming {
+			incoming[p] = true
+		}
 		for _, p := range v.Owned {
 			at, ok := gaveUp[p]
 			require.True(t, ok, "partition %d: its previous owner gave it up", p)
 			require.True(t, at.Before(v.at), "partition %d: given up at %v, taken at %v", p, at, v.at)
+			require.True(t, incoming[p], "partition %d: the newcomer heard of it as incoming first", p)
 		}
 	}
 	require.Len(t, d.Assignment().Owned, 4)
+}
+
+// The second round of a cooperative rebalance waits for every member to
+// rejoin. The members giving partitions up rejoin once they have; the
+// member they go to (and any other that gives nothing up) rejoins as soon
+// as it has the first round's view, rather than at its next heartbeat (kgo
+// looks 500 ms into a cooperative session, then every heartbeat interval):
+// with a heartbeat interval of 2s, the newcomer owns its partitions well
+// within 500 ms of hearing they are incoming.
+func TestTheSecondRoundOfAMoveFollowsTheFirstAtOnce(t *testing.T) {
+	c, ctx, _ := groupTopic(t)
+	slow := func(cfg *changelog.GroupConfig) { cfg.HeartbeatInterval = 2 * time.Second }
+	a := join(t, ctx, c, "a:1", slow)
+	require.Eventually(t, func() bool { return settled(12, a) }, 10*time.Second, tick)
+	d := join(t, ctx, c, "d:3", slow)
+	require.Eventually(t, func() bool { return settled(12, a, d) }, 20*time.Second, tick)
+	checkHistory(t, a, d)
+
+	var heard time.Time
+	for _, v := range d.seen() {
+		if len(v.Incoming) > 0 && heard.IsZero() {
+			heard = v.at
+		}
+		if len(v.Owned) > 0 {
+			require.False(t, heard.IsZero(), "d heard of its partitions as incoming first")
+			require.Less(t, v.at.Sub(heard), 450*time.Millisecond, "the second round followed the first at once")
+			return
+		}
+	}
+	t.Fatal("d never owned a partition")
 }
 
 func TestAStaticMemberThatRestartsGetsItsPartitionsBack(t *testing.T) {

@@ -19,6 +19,16 @@ type Assignment struct {
 	// Standby are the partitions this member keeps warm (follows, does
 	// not serve), ascending. Never overlaps Owned.
 	Standby []int32
+	// Incoming are the partitions of Standby that the group is moving to
+	// this member, ascending: in the first round of a cooperative
+	// rebalance they belong to nobody (Owners says "") while their owners
+	// give them up, and the second round, which follows at once, makes
+	// them Owned, unless the group changed meanwhile (they then go
+	// wherever the group says, as any standby). Kept warm meanwhile, so
+	// that the member can serve them as soon as they are its. Always empty
+	// while the group speaks protocol v1 (a rolling deploy from a release
+	// that knows no other: see JoinGroup).
+	Incoming []int32
 	// Owners maps every partition of the topic to its owner's advertised
 	// address. It is "" while a partition has no owner: in the first
 	// round of a cooperative rebalance a partition moving from one member
@@ -41,13 +51,15 @@ type Assignment struct {
 func (a Assignment) clone() Assignment {
 	a.Owned = slices.Clone(a.Owned)
 	a.Standby = slices.Clone(a.Standby)
+	a.Incoming = slices.Clone(a.Incoming)
 	a.Owners = maps.Clone(a.Owners)
 	return a
 }
 
 func (a Assignment) equal(b Assignment) bool {
 	return a.Generation == b.Generation && a.Lost == b.Lost &&
-		slices.Equal(a.Owned, b.Owned) && slices.Equal(a.Standby, b.Standby) && maps.Equal(a.Owners, b.Owners)
+		slices.Equal(a.Owned, b.Owned) && slices.Equal(a.Standby, b.Standby) &&
+		slices.Equal(a.Incoming, b.Incoming) && maps.Equal(a.Owners, b.Owners)
 }
 
 // without returns a with nothing owned or kept warm, this member's
@@ -97,7 +109,8 @@ func (m *Membership) fromSync(cur Assignment, generation int32) (Assignment, boo
 	a := Assignment{Generation: generation, Owned: sv.owned}
 	if sv.gm != nil {
 		a.Owners = sv.gm.owners()
-		a.Standby = sv.gm.standbyOf(sv.gm.self)
+		a.Incoming = sv.gm.incomingOf(sv.gm.self)
+		a.Standby = slices.Sorted(slices.Values(append(sv.gm.standbyOf(sv.gm.self), a.Incoming...)))
 	} else { // no map this generation: keep what we knew of the others
 		a.Owners = maps.Clone(cur.Owners)
 		if a.Owners == nil {
@@ -139,10 +152,23 @@ func (m *Membership) onRevoked(_ context.Context, cl *kgo.Client, lost map[strin
 
 // onAssigned runs once in every session, after onRevoked and before any
 // offsets are fetched.
+//
+// A view of the first round of a cooperative rebalance (a partition has no
+// owner) that reaches this member here gave it nothing up (onRevoked took
+// the view of a member that gives partitions up, and kgo rejoins such a
+// member once it has): it rejoins at once, so that the second round, which
+// waits for every member, does not wait for this one's next heartbeat.
 func (m *Membership) onAssigned(_ context.Context, cl *kgo.Client, _ map[string][]int32) {
 	cl.PauseFetchTopics(m.cfg.Topic)
 	_, gen := cl.GroupMetadata()
-	m.deliver(func(cur Assignment) (Assignment, bool) { return m.fromSync(cur, gen) })
+	var moving bool
+	m.deliver(func(cur Assignment) (Assignment, bool) {
+		moving = m.pending != nil && m.pending.gm != nil && m.pending.gm.moving()
+		return m.fromSync(cur, gen)
+	})
+	if moving {
+		cl.ForceRebalance()
+	}
 }
 
 // onLost runs when a session ended in an error: expired, fenced, or the
@@ -154,7 +180,9 @@ func (m *Membership) onLost(context.Context, *kgo.Client, map[string][]int32) {
 	})
 }
 
-// joinMeta is what this member advertises when it joins.
+// joinMeta is what this member advertises when it joins. Its standbys
+// include its incoming partitions: the leader then prefers it for them
+// should they have no owner when it balances (promoteStandbys).
 func (m *Membership) joinMeta() joinMeta {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -154,7 +154,13 @@
 // partitions it owns in one pass through the sort and the page writer, as
 // a full restore, reading only them; until then reads of it fail
 // with ErrNotServed, and so do reads of a partition moving between members
-// (about a heartbeat interval, in a cooperative rebalance). A partition
+// (in a cooperative rebalance, until its new owner has rejoined the group
+// and caught up). A member joining a running group hears which partitions
+// are moving to it before they are its own (incoming: kept warm as
+// standbys while their owners give them up) and starts that one pass then,
+// so that it serves them as soon as the group hands them over; in a group
+// still running members of a release before this one, it hears of them
+// only as they are handed over. A partition
 // taken away is not served from that moment, and its cache is kept for a
 // later delta. A member that loses the group (its session expired, or the
 // coordinator stopped answering) stops serving at once; the others take its

@@ -105,3 +105,32 @@ func TestAQuietTailCountsAsCaughtUpAndIsLeftBehindByNewRecords(t *testing.T) {
 	require.Zero(t, ps.Lag)
 	require.Equal(t, int64(9), ps.Applied)
 }
+
+// A standby made owner while a restore reads it is served once it has
+// caught up with the end listed when it was made owner, not with the end
+// its restore listed before (its previous owner may have served records
+// past that): the restore's end leaves it restoring, not served, and so
+// does a target set by the promotion past what the restore reached, until
+// the follower applies it.
+func TestAStandbyMadeOwnerDuringItsRestoreIsServedOnceCaughtUpWithThePromotion(t *testing.T) {
+	s := bareStore(t)
+	s.reps.update(0, func(r *replica) {
+		r.role, r.followed, r.warm, r.state = RoleOwner, true, false, PartitionRestoring
+		r.promoted = true // onAssign made the standby owner; applyView has not listed its end yet
+	})
+	s.reps.restored(0, 10, 10, time.Now())
+	r := s.reps.all[0]
+	require.False(t, r.warm, "not served on the restore's end")
+
+	s.reps.update(0, func(r *replica) { r.promoted, r.target = false, 12 }) // applyView listed 12
+	s.reps.restored(0, 10, 10, time.Now())                                  // a refill that listed before
+	require.False(t, r.warm, "not served below the end listed at the promotion")
+	require.Equal(t, PartitionRestoring, s.reps.snapshot()[0].State)
+	s.reps.applied(0, 12)
+	require.True(t, r.warm)
+	require.Equal(t, PartitionFollowing, s.reps.snapshot()[0].State)
+
+	s.reps.update(0, func(r *replica) { r.warm, r.state = false, PartitionRestoring })
+	s.reps.restored(0, 20, 20, time.Now()) // nothing promoted, no target: served at its end
+	require.True(t, r.warm)
+}

@@ -15,7 +15,10 @@ import (
 // and restores, follows and serves only the partitions the group assigns it
 // (its owned partitions), keeps its standby partitions warm (followed, not
 // served), and leaves the rest alone, their buckets and checkpoints kept
-// for the day they come back.
+// for the day they come back. Among the standbys, the incoming partitions
+// (on their way to this member in a cooperative rebalance, their owners
+// giving them up) are restored as owned ones are, so that the member serves
+// them as soon as the group makes them its own.
 
 // group is the store's membership in partitioned mode.
 type group struct {
@@ -157,8 +160,14 @@ func (s *Store[V]) join(ctx context.Context) error {
 // follower's: it is kicked to apply the view at once.
 func (s *Store[V]) onAssign(v changelog.Assignment) {
 	role := make([]PartitionRole, s.info.Partitions)
+	incoming := make([]bool, s.info.Partitions)
 	for p := range role {
 		role[p] = RoleNone
+	}
+	for _, p := range v.Incoming {
+		if p >= 0 && p < s.info.Partitions {
+			incoming[p] = true
+		}
 	}
 	for _, p := range v.Standby {
 		if p >= 0 && p < s.info.Partitions {
@@ -174,10 +183,15 @@ func (s *Store[V]) onAssign(v changelog.Assignment) {
 		s.reps.update(int32(p), func(rep *replica) {
 			if r == RoleOwner && rep.role == RoleStandby && rep.followed {
 				// A standby may lag: served once it has caught up with the
-				// end the follower lists when it applies this view.
+				// end the follower lists when it applies this view, and
+				// restoring until then (as a delta is), not following: its
+				// keys are not served yet.
 				rep.warm, rep.promoted = false, true
+				if rep.state == PartitionFollowing {
+					rep.state = PartitionRestoring
+				}
 			}
-			rep.role, rep.owner = r, v.Owners[int32(p)]
+			rep.role, rep.owner, rep.incoming = r, v.Owners[int32(p)], incoming[p] && r == RoleStandby
 		})
 	}
 	g := s.grp
@@ -194,7 +208,7 @@ func (s *Store[V]) onAssign(v changelog.Assignment) {
 		kick()
 	}
 	s.log.Info("kvstore: group view", "group", s.cfg.group, "generation", v.Generation,
-		"owned", v.Owned, "standby", v.Standby, "lost", v.Lost)
+		"owned", v.Owned, "standby", v.Standby, "incoming", v.Incoming, "lost", v.Lost)
 }
 
 // pollContext returns the context of the follower's next poll: in
@@ -252,9 +266,10 @@ func (s *Store[V]) takeView() (changelog.Assignment, bool) {
 //
 // The rebuilds are refills in the background, one partition at a time,
 // unless restoreSplit picks one pass (a member starting with an empty or
-// refused cache, or after damage): then the owned ones are returned as
-// together, for the caller to restore in one pass (restoreGained), and the
-// standbys as after, refilled once that pass is done.
+// refused cache, or after damage): then the owned and incoming ones are
+// returned as together, for the caller to restore in one pass
+// (restoreGained), and the other standbys as after, refilled once that pass
+// is done.
 func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[int32]int64, rf *refills) (together, after []partGuard) {
 	var gained, promoted []int32
 	for p, rep := range s.reps.all {
@@ -298,6 +313,9 @@ func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[i
 			rep.promoted = false
 			if rep.reached() >= end {
 				rep.warm = true
+				if rep.state == PartitionRestoring { // restored while it was promoted
+					rep.state = PartitionFollowing
+				}
 			} else {
 				rep.target = end
 			}
@@ -336,17 +354,25 @@ func (s *Store[V]) applyView(ctx context.Context, r *changelog.Reader, pos map[i
 
 // restoreSplit says which of the refused partitions just taken on to
 // restore together (restoreTogether), and which to refill once that is
-// done: none unless one of them is owned, no refill runs (refills write the
-// cache file from goroutines of their own) and the member follows no other
-// partition caught up (the pass runs on the follower's goroutine, so a
-// partition served meanwhile would be read no further, nor a standby
-// promoted meanwhile served, until it ends; partitions beginning a delta in
-// the same view wait for it, served no sooner than they would be). The owned ones are restored together,
-// and the standbys refilled after. A member joining a group, or restarting
-// on a cache whose partitions are refused, gets its share in one pass when
-// it comes in one view; in two views (the members giving partitions up do
-// so in turn), the second view's partitions are refilled; a member long in
-// the group given a partition (a failover) refills it.
+// done: none unless one of them is owned or incoming, no refill runs
+// (refills write the cache file from goroutines of their own) and the
+// member follows no other partition caught up (the pass runs on the
+// follower's goroutine, so a partition served meanwhile would be read no
+// further, nor a standby promoted meanwhile served, until it ends;
+// partitions beginning a delta in the same view wait for it, served no
+// sooner than they would be). The owned and incoming ones are restored
+// together, and the other standbys refilled after.
+//
+// A member joining a group, or restarting on a cache whose partitions are
+// refused, so gets its share in one pass: its first view names the
+// partitions moving to it as incoming (protocol v2), and the pass begins
+// while their owners give them up; when the second round makes them owned,
+// they are served as soon as the pass has caught them up (promoted, as a
+// standby made owner is). With no incoming partitions named (a group
+// speaking protocol v1, in a rolling deploy), its share comes owned, in one
+// view or in two (the members giving partitions up do so in turn), and the
+// second view's partitions are refilled. A member long in the group given a
+// partition (a failover) refills it.
 func (s *Store[V]) restoreSplit(refused []partGuard, rf *refills) (together, after []partGuard) {
 	if len(refused) == 0 || !rf.idle() {
 		return nil, nil
@@ -365,7 +391,7 @@ func (s *Store[V]) restoreSplit(refused []partGuard, rf *refills) (together, aft
 		}
 	}
 	for _, g := range refused {
-		if rf.owned(g.p) {
+		if rf.ahead(g.p) {
 			together = append(together, g)
 		} else {
 			after = append(after, g)
@@ -373,8 +399,7 @@ func (s *Store[V]) restoreSplit(refused []partGuard, rf *refills) (together, aft
 	}
 	if len(together) == 0 {
 		// Standbys only: refilled one by one, so that owned partitions
-		// given meanwhile (the second round of a cooperative rebalance
-		// brings them) take their turn first.
+		// given meanwhile take their turn first.
 		return nil, nil
 	}
 	return together, after

@@ -1,15 +1,19 @@
 package kvstore_test
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/compactkv/compactkv/embedded"
 	"github.com/compactkv/compactkv/kvstore"
@@ -669,4 +673,82 @@ func TestRefusedPartitionsAreRestoredInOnePassKeepingTheOthers(t *testing.T) {
 	}
 	require.Equal(t, int64(3), a.s.Stats().Guards[kvstore.GuardBelowLogStart])
 	require.Equal(t, model, contents(t, a.s), "a serves the restored partitions and the kept ones, caught up")
+}
+
+// holdSecondJoins holds, from now until release is closed, every JoinGroup
+// of the member advertising addr that comes from a member already in the
+// group (its metadata names a generation): a joining member's first join
+// passes, and the round after its first view waits.
+func holdSecondJoins(kc *kfake.Cluster, addr string) (held *atomic.Int32, release chan struct{}) {
+	held, release = new(atomic.Int32), make(chan struct{})
+	kc.ControlKey(kmsg.JoinGroup.Int16(), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		kc.KeepControl()
+		jr := req.(*kmsg.JoinGroupRequest)
+		for _, p := range jr.Protocols {
+			var meta kmsg.ConsumerMemberMetadata
+			if meta.ReadFrom(p.Metadata) != nil || meta.Generation < 0 || !bytes.Contains(meta.UserData, []byte(addr)) {
+				continue
+			}
+			select {
+			case <-release:
+			default:
+				held.Add(1)
+				kc.SleepControl(func() { <-release })
+			}
+			break
+		}
+		return nil, nil, false
+	})
+	return held, release
+}
+
+// A member joining a running group hears in its first view which
+// partitions are moving to it (incoming: standbys, their owners giving them
+// up) and restores them then, in one pass, before it owns any of them;
+// held there (the next round of the group waits), it has restored them and
+// serves none. Once the group makes them its own, it serves them without
+// reading them again: its only restore is that pass, of exactly the
+// partitions it owns.
+func TestAJoiningMemberRestoresItsIncomingPartitionsInOnePassBeforeOwningThem(t *testing.T) {
+	e := newEnv(t)
+	e.requireKfake("holding the group's second round")
+	w := e.open("", kvstore.Partitions(6))
+	model := e.seedKeys(w, "k", 240)
+	end, zero := e.endOffsets(), map[int32]int64{}
+
+	a := &member{addr: "a:1", dir: t.TempDir()}
+	require.NoError(t, e.start(a))
+	awaitSettled(t, []*member{a}, 6, 40*time.Second)
+
+	held, release := holdSecondJoins(e.cluster.Kafka(), "c:1")
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	c, cLog := &member{addr: "c:1", dir: t.TempDir()}, &restoreLog{}
+	require.NoError(t, e.start(c, kvstore.OnRestore(cLog)))
+	require.Eventually(t, func() bool {
+		_, ends := cLog.get()
+		return held.Load() > 0 && len(ends) == 2
+	}, 40*time.Second, time.Millisecond, "c restores its incoming partitions while the group's next round waits")
+	starts, _ := cLog.get()
+	restored := rangesOf(starts[0])
+	require.Len(t, restored, 3, "c's share")
+	require.Empty(t, ownedBy(c), "c owns nothing yet")
+	for _, p := range restored {
+		ps := c.s.Stats().Partitions[p]
+		require.Equal(t, kvstore.RoleStandby, ps.Role, "partition %d is incoming: kept warm, not served", p)
+		require.Equal(t, kvstore.PartitionFollowing, ps.State, "partition %d is restored", p)
+		require.Empty(t, ps.Owner, "partition %d has no owner while it moves", p)
+	}
+
+	close(release)
+	ms := []*member{a, c}
+	owners := awaitSettled(t, ms, 6, 40*time.Second)
+	require.Equal(t, restored, ownedBy(c), "c owns what it restored")
+	requireOnePass(t, c, cLog, restored, zero, end)
+	requireRouted(t, ms, owners, model)
 }

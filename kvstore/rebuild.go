@@ -118,7 +118,7 @@ func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guar
 	rep.reset(next)
 	s.reps.restored(p, next, end[p], lo.at)
 	s.reps.update(p, func(r *replica) {
-		if r.state == PartitionRestoring {
+		if r.state == PartitionRestoring && r.warm { // else a standby made owner meanwhile: see restored
 			r.state = PartitionFollowing
 		}
 	})
@@ -240,7 +240,7 @@ func (s *Store[V]) restoreTogether(ctx context.Context, gs []partGuard) (map[int
 	for p, n := range out {
 		s.reps.restored(p, n, end[p], lo.at)
 		s.reps.update(p, func(r *replica) {
-			if r.state == PartitionRestoring {
+			if r.state == PartitionRestoring && r.warm { // else a standby made owner meanwhile: see restored
 				r.state = PartitionFollowing
 			}
 		})

@@ -9,8 +9,8 @@ import (
 
 // refills runs the rebuilds of single partitions in the background, one
 // goroutine each, so that the follower reads the other partitions on
-// meanwhile. One rebuild reads at a time (the others queue, owned
-// partitions before standbys), so that their sorts together stay within
+// meanwhile. One rebuild reads at a time (the others queue, owned and
+// incoming partitions before other standbys), so that their sorts together stay within
 // RestoreMemory. A rebuild that fails for a reason that passes (the network,
 // the broker) is tried again with a growing backoff; its partition shows
 // as stalled in between. The follower collects finished rebuilds with done
@@ -19,7 +19,7 @@ type refills struct {
 	parent  context.Context
 	run     func(ctx context.Context, p int32, guard Guard, reason string, still func() bool) (int64, error)
 	still   func(p int32) func() bool
-	owned   func(p int32) bool // partitioned mode: owned partitions take their turn before standbys
+	ahead   func(p int32) bool // partitioned mode: owned and incoming partitions take their turn before other standbys
 	stalled func(p int32, err error, retryIn time.Duration)
 	bound   func() time.Duration // a rebuild at least this long exempts its partition (see slow)
 
@@ -56,11 +56,11 @@ func newRefills[V any](ctx context.Context, s *Store[V]) *refills {
 		parent: ctx,
 		run:    s.rebuildPartition,
 		still:  s.reps.still,
-		owned: func(p int32) bool {
+		ahead: func(p int32) bool {
 			r := s.reps.all[p]
 			r.mu.RLock()
 			defer r.mu.RUnlock()
-			return r.role == RoleOwner
+			return r.role == RoleOwner || r.incoming
 		},
 		stalled: func(p int32, err error, retryIn time.Duration) {
 			s.log.Warn("kvstore: rebuilding a partition failed, will try again", "partition", p, "err", err, "in", retryIn)
@@ -126,8 +126,9 @@ func (rf *refills) start(p int32, guard Guard, reason string) {
 }
 
 // takeTurn waits until p's rebuild may read: one at a time, and a standby's
-// only while no owned partition's waits (Kafka Streams, too, restores
-// active tasks before it updates standbys). false if ctx ended.
+// only while no owned or incoming partition's waits (Kafka Streams, too,
+// restores active tasks before it updates standbys; an incoming one is
+// about to be owned). false if ctx ended.
 func (rf *refills) takeTurn(ctx context.Context, p int32) bool {
 	rf.mu.Lock()
 	rf.waiting[p] = true
@@ -138,10 +139,10 @@ func (rf *refills) takeTurn(ctx context.Context, p int32) bool {
 		rf.mu.Unlock()
 	}()
 	for {
-		if rf.owned(p) || !rf.ownedWaiting() {
+		if rf.ahead(p) || !rf.aheadWaiting() {
 			select {
 			case rf.turn <- struct{}{}:
-				if rf.owned(p) || !rf.ownedWaiting() {
+				if rf.ahead(p) || !rf.aheadWaiting() {
 					return true
 				}
 				<-rf.turn // an owned one came meanwhile: after it
@@ -159,12 +160,13 @@ func (rf *refills) takeTurn(ctx context.Context, p int32) bool {
 	}
 }
 
-// ownedWaiting says whether an owned partition's rebuild waits for its turn.
-func (rf *refills) ownedWaiting() bool {
+// aheadWaiting says whether the rebuild of an owned or incoming partition
+// waits for its turn.
+func (rf *refills) aheadWaiting() bool {
 	rf.mu.Lock()
 	defer rf.mu.Unlock()
 	for q := range rf.waiting {
-		if rf.owned(q) {
+		if rf.ahead(q) {
 			return true
 		}
 	}

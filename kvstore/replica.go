@@ -51,6 +51,7 @@ type replica struct {
 	warm     bool   // caught up since it was last taken on: served if owned
 	target   int64  // a delta through the follower ends here; 0 if none
 	promoted bool   // a standby made owner: applyView sets target to the listed end
+	incoming bool   // a standby the group is moving to this member (changelog.Assignment.Incoming)
 	gen      uint64 // counts the times the partition was taken on or given up
 	// handover orders a background rebuild's swap of the bucket against
 	// the follower taking the partition on or giving it up (never held

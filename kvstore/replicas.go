@@ -146,6 +146,12 @@ func (rs *replicas) recover(cause stallCause) {
 // records left below end are ones a reader cannot see (aborted, or
 // compacted to empty batches), so the cache holds everything visible up to
 // end and counts as caught up as of at, its checkpoint staying at next.
+//
+// A standby made owner while it was restored (an incoming partition, say)
+// is served once caught up with the end listed when it was made owner
+// (applyView lists it, or has set target to it), not with this restore's:
+// its previous owner may have served records past this restore's end. It
+// stays PartitionRestoring until then.
 func (rs *replicas) restored(p int32, next, end int64, at time.Time) {
 	rs.update(p, func(r *replica) {
 		r.applied, r.obs, r.quietEnd = next, r.obs[:0], 0
@@ -154,6 +160,10 @@ func (rs *replicas) restored(p int32, next, end int64, at time.Time) {
 			r.quietEnd = end
 		}
 		r.caughtUpAt, r.marked = at, at // the restore recorded at in the file
+		if r.promoted || r.target > r.reached() {
+			r.warm = false
+			return
+		}
 		r.warm, r.target = r.followed, 0
 	})
 }
