@@ -65,7 +65,7 @@ func (pw *pageWriter) run(f *os.File, full <-chan []byte, free chan<- []byte) {
 	var off int64
 	for b := range full {
 		if err := writeFile(f, b); err != nil {
-			pw.err = fmt.Errorf("pagewriter: write %s: %w", f.Name(), err)
+			pw.err = fmt.Errorf("pagewriter: %w", err) // a *PathError: "write <path>: ..."
 			return
 		}
 		startWriteback(f, off, int64(len(b)))
