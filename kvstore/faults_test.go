@@ -337,6 +337,10 @@ func TestAFullDiskFailsTheRestoreAndNoWriteIsReportedApplied(t *testing.T) {
 	_, err := kvstore.Open[User](ctxT(t), e.topic, e.opts(small)...)
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "no space left on device")
+	// The page writer's goroutine met it writing the new file: the file is
+	// gone and nothing was installed.
+	require.NoFileExists(t, filepath.Join(small, e.topic+".db.restore"), "the half-written file is removed")
+	require.NoFileExists(t, filepath.Join(small, e.topic+".db"), "no cache is installed")
 	t.Logf("full disk at Open: %v", err)
 
 	// A store whose disk fills while it runs: Put is acknowledged by the

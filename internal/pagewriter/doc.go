@@ -25,8 +25,15 @@
 //
 // The file is not synced: the caller syncs it, typically with the bbolt
 // transaction that adds what else the file holds (kvstore adds its meta
-// bucket), and renames it into place. On error the file may be left
-// half-written; the caller removes it.
+// bucket), and renames it into place. Write only starts the writeback of
+// what it wrote (on Linux, sync_file_range without waiting), so that the
+// caller's fsync has less left to wait for; it promises nothing. On error
+// the file may be left half-written; the caller removes it.
+//
+// Pages are laid out in place in a few write buffers (4 MiB in all); a
+// goroutine of Write's own writes each full one to the file while the next
+// fills. It has ended when Write returns, also on error; a write it failed
+// is Write's error.
 //
 // # Caveats
 //

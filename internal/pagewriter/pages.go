@@ -1,12 +1,10 @@
 package pagewriter
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"fmt"
 	"os"
-	"slices"
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
@@ -29,8 +27,13 @@ func writePages(path string, ps int, data Data) (err error) {
 			err = cerr
 		}
 	}()
-	pw := &pageWriter{w: bufio.NewWriterSize(f, 4<<20), pageSize: ps}
-	if err := pw.emit(make([]byte, 2*pw.pageSize)); err != nil {
+	pw := newPageWriter(f, ps)
+	defer func() {
+		if ferr := pw.finish(); err == nil {
+			err = ferr
+		}
+	}()
+	if _, err := pw.alloc(2 * pw.pageSize); err != nil { // the meta pages, written last
 		return err
 	}
 	pf := &pageFile{pw: pw, root: &treeBuilder{pw: pw}}
@@ -48,7 +51,7 @@ func writePages(path string, ps int, data Data) (err error) {
 	if err := pw.emitFreelist(); err != nil {
 		return err
 	}
-	if err := pw.w.Flush(); err != nil {
+	if err := pw.finish(); err != nil {
 		return err
 	}
 	_, err = f.WriteAt(metaPages(ps, rootPg, freelistPg, pw.next), 0)
@@ -122,26 +125,16 @@ func (pf *pageFile) finishBucket() error {
 	return pf.root.add(pf.name, v[:], boltfmt.BucketLeaf)
 }
 
-// pageWriter appends pages to the file sequentially.
-type pageWriter struct {
-	w        *bufio.Writer
-	pageSize int
-	next     uint64 // id of the next page
-	buf      []byte
-}
-
 // emitFreelist writes an empty freelist page.
 func (pw *pageWriter) emitFreelist() error {
-	buf := make([]byte, pw.pageSize)
-	binary.NativeEndian.PutUint64(buf[0:], pw.next)
+	id := pw.next
+	buf, err := pw.alloc(pw.pageSize)
+	if err != nil {
+		return err
+	}
+	binary.NativeEndian.PutUint64(buf[0:], id)
 	binary.NativeEndian.PutUint16(buf[8:], boltfmt.FreelistPage) // count 0: no free pages
-	return pw.emit(buf)
-}
-
-func (pw *pageWriter) emit(b []byte) error {
-	_, err := pw.w.Write(b)
-	pw.next += uint64(len(b) / pw.pageSize)
-	return err
+	return nil
 }
 
 // treeBuilder builds one B+tree (a bucket) from elements added in key order.
@@ -204,10 +197,11 @@ func (tb *treeBuilder) flush(level int) error {
 	n := len(pb.elems)
 	size := boltfmt.PageHeaderSize + boltfmt.ElemSize*n + len(pb.data)
 	npages := max((size+pw.pageSize-1)/pw.pageSize, 1)
-	buf := slices.Grow(pw.buf[:0], npages*pw.pageSize)[:npages*pw.pageSize]
-	clear(buf)
-	pw.buf = buf
 	id := pw.next
+	buf, err := pw.alloc(npages * pw.pageSize) // laid out in place, zeroed
+	if err != nil {
+		return err
+	}
 	binary.NativeEndian.PutUint64(buf[0:], id)
 	flags := uint16(boltfmt.LeafPage)
 	if pb.branch {
@@ -232,9 +226,6 @@ func (tb *treeBuilder) flush(level int) error {
 			binary.NativeEndian.PutUint32(el[12:], e.vsize)
 		}
 		dataAt += int(e.ksize + e.vsize)
-	}
-	if err := pw.emit(buf); err != nil {
-		return err
 	}
 	if level+1 == len(tb.levels) {
 		tb.levels = append(tb.levels, &pageBuilder{branch: true})
@@ -272,8 +263,12 @@ func (tb *treeBuilder) finish() (uint64, error) {
 }
 
 func (tb *treeBuilder) flushEmpty() error {
-	buf := make([]byte, tb.pw.pageSize)
-	binary.NativeEndian.PutUint64(buf[0:], tb.pw.next)
+	id := tb.pw.next
+	buf, err := tb.pw.alloc(tb.pw.pageSize)
+	if err != nil {
+		return err
+	}
+	binary.NativeEndian.PutUint64(buf[0:], id)
 	binary.NativeEndian.PutUint16(buf[8:], boltfmt.LeafPage)
-	return tb.pw.emit(buf)
+	return nil
 }
