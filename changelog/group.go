@@ -33,6 +33,8 @@ type Membership struct {
 	pending   *syncView // the last SyncGroup answer, until its view is delivered
 	wdLost    bool      // the watchdog declared the session lost and no SyncGroup came since
 	forced    bool      // a rejoin was asked for since wdLost
+	moving    bool      // the last view from a SyncGroup had partitions without owner
+	hurry     bool      // that view is the first of a move: onAssigned hurries the second round
 	closing   bool
 	lastErr   error // the last error that ended a group session
 

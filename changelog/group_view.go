@@ -4,6 +4,7 @@ import (
 	"context"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -106,6 +107,9 @@ func (m *Membership) fromSync(cur Assignment, generation int32) (Assignment, boo
 		return cur, false
 	}
 	m.pending = nil
+	wasMoving := m.moving
+	m.moving = sv.gm != nil && sv.gm.moving()
+	m.hurry = m.moving && !wasMoving
 	a := Assignment{Generation: generation, Owned: sv.owned}
 	if sv.gm != nil {
 		a.Owners = sv.gm.owners()
@@ -156,20 +160,37 @@ func (m *Membership) onRevoked(_ context.Context, cl *kgo.Client, lost map[strin
 // A view of the first round of a cooperative rebalance (a partition has no
 // owner) that reaches this member here gave it nothing up (onRevoked took
 // the view of a member that gives partitions up, and kgo rejoins such a
-// member once it has): it rejoins at once, so that the second round, which
-// waits for every member, does not wait for this one's next heartbeat.
+// member once it has): it rejoins hurryDelay later, so that the second
+// round, which waits for every member, does not wait for this one's next
+// heartbeat. Only for the first view of a move, and only if no other
+// generation came meanwhile: a rejoin that reached the broker before a
+// slow member's SyncGroup would keep that member from ever seeing the map
+// it must give partitions up by, and forcing again at every generation
+// would then never let the group settle (a rebalance storm). Views that
+// go on moving wait for the heartbeats, as without the hurry.
 func (m *Membership) onAssigned(_ context.Context, cl *kgo.Client, _ map[string][]int32) {
 	cl.PauseFetchTopics(m.cfg.Topic)
 	_, gen := cl.GroupMetadata()
-	var moving bool
+	var hurry bool
 	m.deliver(func(cur Assignment) (Assignment, bool) {
-		moving = m.pending != nil && m.pending.gm != nil && m.pending.gm.moving()
-		return m.fromSync(cur, gen)
+		a, ok := m.fromSync(cur, gen)
+		hurry, m.hurry = m.hurry && ok, false
+		return a, ok
 	})
-	if moving {
-		cl.ForceRebalance()
+	if hurry {
+		time.AfterFunc(hurryDelay, func() {
+			if _, now := cl.GroupMetadata(); now == gen {
+				cl.ForceRebalance()
+			}
+		})
 	}
 }
+
+// hurryDelay is how long after the first view of a move a member that
+// gave nothing up waits before it rejoins (onAssigned): long enough for the
+// other members' SyncGroup requests of that generation to reach the broker
+// first.
+const hurryDelay = 100 * time.Millisecond
 
 // onLost runs when a session ended in an error: expired, fenced, or the
 // coordinator out of reach for longer than the retries allow.

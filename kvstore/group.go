@@ -181,8 +181,11 @@ func (s *Store[V]) onAssign(v changelog.Assignment) {
 	}
 	for p, r := range role {
 		s.reps.update(int32(p), func(rep *replica) {
-			if r == RoleOwner && rep.role == RoleStandby && rep.followed {
-				// A standby may lag: served once it has caught up with the
+			if r == RoleOwner && rep.role != RoleOwner && rep.followed {
+				// A standby (or a partition given up and given back
+				// before the follower, busy with a restore, let go of it:
+				// another member may have served it meanwhile) may lag:
+				// served once it has caught up with the
 				// end the follower lists when it applies this view, and
 				// restoring until then (as a delta is), not following: its
 				// keys are not served yet.
