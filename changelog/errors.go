@@ -34,9 +34,10 @@ type PartitionError struct {
 	Topic     string
 	Partition int32
 	Offset    int64 // -1 if unknown
-	Err       error
+	Err       error // what went wrong
 }
 
+// Error names the topic, the partition, the offset if known, and Err.
 func (e *PartitionError) Error() string {
 	if e.Offset < 0 {
 		return fmt.Sprintf("changelog: topic %q partition %d: %v", e.Topic, e.Partition, e.Err)

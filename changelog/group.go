@@ -59,11 +59,20 @@ type Membership struct {
 // only what moves, in two rounds. In the first, the partitions that move
 // are taken from their owners (Owners says "" for them) and named Incoming
 // (and Standby) to the members they go to; in the second, their new owners
-// get them. A member that gives nothing up in the first round rejoins at
-// once (the members giving partitions up do so once they have), so that the
-// second round follows within a few round trips rather than at its next
-// heartbeat. So the first view of a member joining a running group may own
-// nothing; members starting together settle over a few generations.
+// get them. A member that gives nothing up in the first round of a move
+// rejoins 100 ms after it (the members giving partitions up do so once
+// they have), so that the second round follows then rather than at its
+// next heartbeat; should the move still be under way in the next
+// generation (a member slow to answer), the members wait for their
+// heartbeats. So the first view of a member joining a running group may
+// own nothing; members starting together settle over a few generations.
+//
+// Members offer two protocols: "compactkv-sticky-v2", whose assignments
+// name each moving partition's next owner (Assignment.Incoming), first, and
+// "compactkv-sticky-v1", the only one releases before it know. The broker
+// picks one every member offers, so a group speaks v1 while a member of an
+// earlier release is in it (Incoming is then empty) and v2 once the last
+// one has gone.
 // Partitions that no member owned (the first member, the partitions of a
 // member that left or died) are handed out in a single round, to their
 // standbys where the balance allows.

@@ -23,12 +23,13 @@ type Assignment struct {
 	// Incoming are the partitions of Standby that the group is moving to
 	// this member, ascending: in the first round of a cooperative
 	// rebalance they belong to nobody (Owners says "") while their owners
-	// give them up, and the second round, which follows at once, makes
-	// them Owned, unless the group changed meanwhile (they then go
+	// give them up, and the second round (about 100 ms later when every
+	// member answers promptly, a heartbeat interval or more otherwise)
+	// makes them Owned, unless the group changed meanwhile (they then go
 	// wherever the group says, as any standby). Kept warm meanwhile, so
-	// that the member can serve them as soon as they are its. Always empty
-	// while the group speaks protocol v1 (a rolling deploy from a release
-	// that knows no other: see JoinGroup).
+	// that the member can start restoring them before they are its. Always
+	// empty while the group speaks protocol v1 (a rolling deploy from a
+	// release that knows no other: see JoinGroup).
 	Incoming []int32
 	// Owners maps every partition of the topic to its owner's advertised
 	// address. It is "" while a partition has no owner: in the first

@@ -13,8 +13,8 @@ import (
 // Record is one data record of a partition. A nil Value is a tombstone.
 // Key and Value belong to the Reader's caller; they are not copied again.
 type Record struct {
-	Key, Value []byte
-	Offset     int64
+	Key, Value []byte // as written; Value is nil for a tombstone
+	Offset     int64  // the record's offset in its partition
 }
 
 // Batch is what one poll returned for one partition: the data records in
@@ -22,9 +22,9 @@ type Record struct {
 // record the broker returned, control records included. Resume from Next.
 type Batch struct {
 	Partition int32
-	Records   []Record
-	Next      int64
-	Bytes     int // key and value bytes of Records
+	Records   []Record // in offset order
+	Next      int64    // the offset to resume from
+	Bytes     int      // key and value bytes of Records
 }
 
 // Reader reads partitions of one topic from given start offsets with

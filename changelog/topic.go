@@ -14,7 +14,7 @@ import (
 
 // TopicInfo is what the store needs to know about its topic's identity.
 type TopicInfo struct {
-	Name string
+	Name string // the topic's name
 	// ID is the Kafka topic ID; it changes when a topic is deleted and created
 	// again under the same name.
 	ID [16]byte
@@ -27,7 +27,8 @@ type TopicInfo struct {
 	DeleteRetention time.Duration
 }
 
-// TopicSpec says how Open creates a missing topic.
+// TopicSpec says how Open creates a missing topic. Its fields are passed to
+// the broker as they are: 0 is not a default (Kafka refuses it), -1 is.
 type TopicSpec struct {
 	Partitions        int32             // -1: the broker's num.partitions
 	ReplicationFactor int16             // -1: the broker's default.replication.factor

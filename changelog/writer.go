@@ -18,7 +18,9 @@ import (
 type Config struct {
 	// Brokers are the bootstrap servers, "host:port". Required.
 	Brokers []string
-	// Spec is how Open creates a missing topic.
+	// Spec is how Open creates a missing topic. No default: the zero
+	// TopicSpec asks for 0 partitions, which the broker refuses; use -1
+	// for the broker's defaults.
 	Spec TopicSpec
 	// DeliveryTimeout bounds how long the producer keeps trying a record
 	// (retries included) before it fails it with ErrDeliveryTimeout.

@@ -158,9 +158,11 @@
 // and caught up). A member joining a running group hears which partitions
 // are moving to it before they are its own (incoming: kept warm as
 // standbys while their owners give them up) and starts that one pass then,
-// so that it serves them as soon as the group hands them over; in a group
-// still running members of a release before this one, it hears of them
-// only as they are handed over. A partition
+// rather than a restore of each as it is handed over (about 100 ms later):
+// it serves them once the pass is done and it has caught up with the end
+// listed when they became its own; in a group still running members of a
+// release before this one (protocol v1), it hears of them only as they are
+// handed over. A partition
 // taken away is not served from that moment, and its cache is kept for a
 // later delta. A member that loses the group (its session expired, or the
 // coordinator stopped answering) stops serving at once; the others take its

@@ -122,6 +122,8 @@ func partitionVerdict(m cacheMeta, p int32, info changelog.TopicInfo, start, end
 	switch off := now.Sub(cur); {
 	case !hasNext:
 		return &partGuard{p, GuardCorrupt, fmt.Sprintf("no checkpoint for partition %d", p)}
+	case !ok && n == 0: // partitioned mode: a partition this member never held
+		return &partGuard{p, GuardNoCache, fmt.Sprintf("partition %d was never restored into this cache", p)}
 	case !ok || off > info.DeleteRetention || off < -time.Minute:
 		why := "never recorded as current"
 		switch {

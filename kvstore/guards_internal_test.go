@@ -53,6 +53,8 @@ func TestTheGuardDecisionNamesTheFirstGuardThatRefusesACache(t *testing.T) {
 		{"a current time seconds ahead (clocks drift)", func(m *cacheMeta) { m.current[1] = now.Add(time.Second) }, GuardNone, "", nil},
 		{"a partition never recorded as current", func(m *cacheMeta) { delete(m.current, 0) }, GuardRetentionExceeded,
 			"partition 0 never recorded as current", []int32{0}},
+		{"a partition never restored here (partitioned mode)", func(m *cacheMeta) { delete(m.current, 0); m.next[0] = 0 }, GuardNoCache,
+			"partition 0 was never restored into this cache", []int32{0}},
 		{"a checkpoint below the log start", func(m *cacheMeta) { m.next[1] = 2 }, GuardBelowLogStart,
 			"checkpoint 2 of partition 1 is below the log start offset 3", []int32{1}},
 		{"a checkpoint above the end", func(m *cacheMeta) { m.next[0] = 11 }, GuardAboveEnd,

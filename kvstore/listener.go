@@ -35,7 +35,7 @@ type RestoreStart struct {
 // Start up to (not including) End.
 type PartitionRange struct {
 	Partition  int32
-	Start, End int64
+	Start, End int64 // the restore reads the offsets from Start up to End (excluded)
 }
 
 // BatchRestored describes one applied batch.

@@ -322,7 +322,9 @@ func Advertise(addr string) Option { return optFn(func(c *config) { c.advertise 
 // Standbys sets how many members other than a partition's owner keep it
 // warm (followed and checkpointed, not served), so that a failover promotes
 // a standby instead of restoring from the start. With fewer members than
-// n+1, every other member is a standby. Group only. Default 0.
+// n+1, every other member is a standby. Group only. Default 0. Whatever n,
+// a partition moving to this member in a rebalance shows as a standby here
+// (RoleStandby) until the group makes it this member's own.
 func Standbys(n int) Option { return optFn(func(c *config) { c.standbys = n }) }
 
 // SessionTimeout sets how long the broker keeps a member that stopped

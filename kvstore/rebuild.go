@@ -55,7 +55,8 @@ func (s *Store[V]) rebuildPartition(ctx context.Context, p int32, guard Guard, r
 // and the error is errStaleRefill.
 func (s *Store[V]) refillPartition(ctx context.Context, p int32, lo listed, guard Guard, reason string, still func() bool) (next, records, nbytes int64, err error) {
 	s.guards[guard].Add(1)
-	s.log.Warn("kvstore: a partition cannot be trusted, rebuilding that partition from the topic",
+	s.logRefused(guard, "kvstore: a partition cannot be trusted, rebuilding that partition from the topic",
+		"kvstore: restoring a partition this cache never held from the topic",
 		"partition", p, "guard", guard.String(), "reason", reason)
 	s.reps.rebuilding(p)
 	from, end := map[int32]int64{p: lo.start[p]}, map[int32]int64{p: lo.end[p]}
@@ -189,7 +190,8 @@ func (s *Store[V]) restoreTogether(ctx context.Context, gs []partGuard) (map[int
 			next[p] = 0
 		}
 	}
-	s.log.Warn("kvstore: partitions cannot be trusted, restoring them together from the topic",
+	s.logRefused(gs[0].guard, "kvstore: partitions cannot be trusted, restoring them together from the topic",
+		"kvstore: restoring partitions this cache never held together from the topic",
 		"partitions", len(gs), "guard", gs[0].guard.String(), "reason", gs[0].reason, "kept", len(keep))
 	if l := s.cfg.listener; l != nil {
 		l.OnRestoreStart(RestoreStart{Mode: "partition", Reason: gs[0].reason, Guard: gs[0].guard, Partitions: ranges})
@@ -325,4 +327,16 @@ func (s *Store[V]) copyBucket(w pagewriter.Writer, p int32) error {
 		}
 		return nil
 	})
+}
+
+// logRefused logs a restore of partitions the guards refused: warn as a
+// warning, or fresh as information when guard is GuardNoCache (there was
+// nothing to trust, a partition this member never held, not a cache gone
+// bad).
+func (s *Store[V]) logRefused(guard Guard, warn, fresh string, args ...any) {
+	if guard == GuardNoCache {
+		s.log.Info(fresh, args...)
+		return
+	}
+	s.log.Warn(warn, args...)
 }

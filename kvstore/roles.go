@@ -13,10 +13,13 @@ const (
 	// global mode).
 	RoleOwner PartitionRole = iota
 	// RoleStandby: the store follows the partition, so that it can take
-	// it over without a full restore, but does not serve it.
+	// it over without a full restore, but does not serve it: a standby
+	// (Standbys), or a partition a rebalance is moving to this member.
 	RoleStandby
 	// RoleNone: another member owns the partition; this store neither
-	// follows nor serves it, and keeps its bucket for a later delta.
+	// follows nor serves it, and keeps its bucket for a later delta. Right
+	// after a view takes a partition away, Stats may show it with its last
+	// state for a moment, until the follower lets go of it.
 	RoleNone
 )
 

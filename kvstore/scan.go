@@ -13,8 +13,8 @@ import (
 
 // Entry is one key and its value, as Scan yields them.
 type Entry[V any] struct {
-	Key   string
-	Value V
+	Key   string // the entry's key
+	Value V      // its value, decoded
 }
 
 // ScanOption configures Scan.

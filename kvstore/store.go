@@ -88,7 +88,11 @@ type RestoreStats struct {
 	// "delta" (it was brought up to date from its checkpoint), or
 	// "partition" (some partitions rebuilt alone, because their checkpoint
 	// lay outside their log or their next records were gone; the others
-	// brought up to date from their checkpoints, or left as they were).
+	// brought up to date from their checkpoints, or left as they were). In
+	// partitioned mode, Open's own restore is "partition" with nothing
+	// read (Reason "partitioned mode: partitions restore as they are
+	// assigned"): the partitions restore later, as the group assigns them,
+	// each reported to OnRestore as it is.
 	Mode string
 	// Reason says why a full restore was needed ("no cache", "topic ID
 	// changed", ...), or for "partition" why the (first) partition was

@@ -61,12 +61,13 @@ var (
 // SchemaError says which schema ID failed and why. It unwraps to one of the
 // sentinels above and to the underlying cause.
 type SchemaError struct {
-	Subject string
-	ID      int
-	Err     error // sentinel
+	Subject string // the registry subject, "" if not known
+	ID      int    // the schema ID the record names
+	Err     error  // sentinel
 	Cause   error
 }
 
+// Error names the sentinel, the subject, the schema ID and the cause.
 func (e *SchemaError) Error() string {
 	return fmt.Sprintf("%v (subject %q, schema id %d): %v", e.Err, e.Subject, e.ID, e.Cause)
 }
@@ -89,6 +90,7 @@ type TypeError struct {
 	Extra bool
 }
 
+// Error names the Go type, the field (if any) and the problem.
 func (e *TypeError) Error() string {
 	verb := "cannot hold the schema"
 	if e.Extra {
