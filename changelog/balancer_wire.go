@@ -59,10 +59,13 @@ func (g *groupMap) owners() map[int32]string {
 }
 
 // ownedBy returns the partitions member i owns, ascending.
-func (g *groupMap) ownedBy(i int) []int32 {
+func (g *groupMap) ownedBy(i int) []int32 { return partitionsOf(g.owner, i) }
+
+// partitionsOf returns the partitions p with member[p] == i, ascending.
+func partitionsOf(member []int, i int) []int32 {
 	var ps []int32
-	for p, o := range g.owner {
-		if o == i {
+	for p, m := range member {
+		if m == i {
 			ps = append(ps, int32(p))
 		}
 	}
@@ -83,15 +86,7 @@ func (g *groupMap) standbyOf(i int) []int32 {
 
 // incomingOf returns the partitions moving to member i, ascending: none in
 // a map of protocol v1.
-func (g *groupMap) incomingOf(i int) []int32 {
-	var ps []int32
-	for p, m := range g.incoming {
-		if m == i {
-			ps = append(ps, int32(p))
-		}
-	}
-	return ps
-}
+func (g *groupMap) incomingOf(i int) []int32 { return partitionsOf(g.incoming, i) }
 
 // moving says whether a partition has no owner: the map is of the first
 // round of a cooperative rebalance, and a second round follows.

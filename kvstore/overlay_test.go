@@ -57,11 +57,7 @@ func TestADeltaRestoreServesWhatItReadBeforeTheFileHoldsIt(t *testing.T) {
 	// Once the follower writes it, the file holds the topic's end.
 	release()
 	end := e.endOffsets()
-	require.Eventually(t, func() bool {
-		cp, _, err := kvstore.FileCheckpoint(s)
-		require.NoError(t, err)
-		return equalOffsets(cp, end)
-	}, 10*time.Second, 5*time.Millisecond)
+	awaitFileAt(t, s, end)
 	require.Equal(t, model, contents(t, s))
 	require.NoError(t, s.Close())
 
@@ -112,6 +108,16 @@ func TestADeltaLargerThanAQuarterOfRestoreMemoryIsInTheFileWhenOpenReturns(t *te
 	require.Equal(t, model, contents(t, s))
 }
 
+// awaitFileAt waits until s's cache file's checkpoint is end.
+func awaitFileAt(t *testing.T, s *kvstore.Store[User], end map[int32]int64) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		cp, _, err := kvstore.FileCheckpoint(s)
+		require.NoError(t, err)
+		return equalOffsets(cp, end)
+	}, 10*time.Second, 5*time.Millisecond)
+}
+
 func equalOffsets(a, b map[int32]int64) bool {
 	if len(a) != len(b) {
 		return false
@@ -147,11 +153,7 @@ func TestWritesDuringTheDeltaWindowWinAndTheFileEndsWithTheTopicsState(t *testin
 
 	release()
 	end := e.endOffsets()
-	require.Eventually(t, func() bool {
-		cp, _, err := kvstore.FileCheckpoint(s)
-		require.NoError(t, err)
-		return equalOffsets(cp, end)
-	}, 10*time.Second, 5*time.Millisecond)
+	awaitFileAt(t, s, end)
 	_, current, err = kvstore.FileCheckpoint(s)
 	require.NoError(t, err)
 	for p, at := range current {
