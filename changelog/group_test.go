@@ -443,16 +443,27 @@ func TestAJoiningMemberGetsPartitionsOnlyAfterTheirOwnersGaveThemUp(t *testing.T
 		}
 	}
 	require.True(t, sawNobody, "in the first round a moving partition has no owner")
-	incoming := map[int32]bool{}
+	// A newcomer that saw the first round (a member can miss a
+	// generation's map: its SyncGroup may meet the rebalance the members
+	// giving partitions up begin by rejoining) heard there which
+	// partitions were moving to it.
+	incoming, moving := map[int32]bool{}, map[int32]bool{}
 	for _, v := range d.seen() {
 		for _, p := range v.Incoming {
 			incoming[p] = true
+		}
+		for p, o := range v.Owners {
+			if o == "" && !slices.Contains(v.Owned, p) {
+				moving[p] = true
+			}
 		}
 		for _, p := range v.Owned {
 			at, ok := gaveUp[p]
 			require.True(t, ok, "partition %d: its previous owner gave it up", p)
 			require.True(t, at.Before(v.at), "partition %d: given up at %v, taken at %v", p, at, v.at)
-			require.True(t, incoming[p], "partition %d: the newcomer heard of it as incoming first", p)
+			if moving[p] {
+				require.True(t, incoming[p], "partition %d: the newcomer saw it move and heard it was coming to it", p)
+			}
 		}
 	}
 	require.Len(t, d.Assignment().Owned, 4)
