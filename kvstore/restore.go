@@ -177,49 +177,46 @@ func (s *Store[V]) runRestore(ctx context.Context, guard Guard, reason string, f
 			ov = newDeltaOverlay(s.cfg.restoreMemory)
 		}
 		next, records, nbytes, err = s.readUntil(ctx, r, from, end, prog, func(bs []changelog.Batch) error {
+			if len(bs) == 0 {
+				return nil
+			}
 			var at map[int32]time.Time
 			if reachedAll(pos, bs, end) {
 				at = allAt(s.info.Partitions, lo.at)
 			}
+			bs, err := s.screen(ctx, bs) // poison.go
+			if err != nil {
+				return err
+			}
+			s.checkPartitions(bs) // partition.go
+			if ov != nil && ov.fits(bs, s.part, s.info.Partitions) {
+				ov.hold(s.reps, bs)
+				for _, b := range bs {
+					pos[b.Partition] = b.Next
+				}
+				return nil
+			}
 			if ov != nil {
-				var err error
-				if bs, err = s.screen(ctx, bs); err != nil { // poison.go
-					return err
-				}
-				s.checkPartitions(bs) // partition.go
-				if ov.fits(bs, s.part, s.info.Partitions) {
-					ov.hold(s.reps, bs)
-					for _, b := range bs {
-						pos[b.Partition] = b.Next
-					}
-					return nil
-				}
-				// Not to be held: what is held goes into the file first, a
-				// poll a transaction, then this poll, and the rest as it
-				// comes.
+				// Not to be held: what is held goes into the file first,
+				// a poll a transaction, then this poll, and the rest as
+				// it comes.
 				for _, held := range ov.held {
 					if err := s.writeBatches(held, nil, nil); err != nil {
 						return err
 					}
 				}
-				if err := s.writeBatches(bs, nil, at); err != nil {
-					return err
-				}
-				for _, b := range bs {
-					pos[b.Partition] = b.Next
-				}
-				for p, n := range pos {
-					s.reps.all[p].reset(n) // drops the overlay's entries: the file holds them
-				}
-				ov = nil
-				current = current || (at != nil && len(bs) > 0)
-				return nil
 			}
-			if err := s.applyBatchesWith(ctx, bs, nil, at); err != nil {
+			if err := s.writeBatches(bs, nil, at); err != nil {
 				return err
 			}
 			for _, b := range bs {
 				pos[b.Partition] = b.Next
+			}
+			if ov != nil {
+				for p, n := range pos {
+					s.reps.all[p].reset(n) // drops the overlay's entries: the file holds them
+				}
+				ov = nil
 			}
 			current = current || (at != nil && len(bs) > 0)
 			return nil
