@@ -276,11 +276,13 @@ const unmetNotes = `
   (internal/extsort's BenchmarkRestore: 57 MiB at 1M and at 4M), and so is each fetch
   (4 MiB); one partition is flat (1.06x on both brokers). On 6 partitions the peak is
   190 MiB at 4M on both brokers and 148-156 MiB at 1M in this run (164 MiB in-process
-  in the last one, which made that ratio 1.18x): the Go heap's slack (GOGC's goal is
-  twice the live heap) over a live heap of the sort's 64 MiB and the fetches a restore
-  holds (up to three), which on 6 partitions spend longer in flight while the sort
-  spills (8 times at 4M, 2 at 1M). The heap stays bounded (it does not grow from 1M to
-  4M on 1 partition, and grows by a constant on 6), but not within 1.2x here.
+  in the last one, which made that ratio 1.18x). The peak is the Go heap's goal, twice
+  the live heap (GOGC): by hand (the child's /gc/heap/live:bytes, kfake, 2 runs each),
+  the live heap's maximum went from 61-66 MiB at 1M to 69-73 MiB at 4M on 1 partition,
+  and from 78 to 101-103 MiB on 6. A heap profile at 4M on 6 partitions shows the
+  sort's 57 MiB and kgo's decoded records and buffers (~15 MiB); what else grows with
+  the table on 6 partitions is not pinned down yet. The heap stays bounded, but not
+  within 1.2x here.
 - **Delta (1% changed) <= 5% of the full time (issue 6).** Met at 10% (issue 14's target)
   since a delta Open serves what it read from memory and the follower writes it into the
   file just after (the "Open and then Close" row: about 0.2 s until the file holds it);
