@@ -172,7 +172,7 @@ func writeReport(res *results, envs []*env, parts, lparts []int, took time.Durat
 	}
 	w("\n## Settings\n\n")
 	w("- N = %d records per topic (and %d in the table-growth section): random 16-byte keys, Avro User values (testdata/user-v2.avsc, Confluent framing, %s bytes on average)\n", *flagN, *flagLarge, avgVal(res))
-	w("- partitions: %s; records are partitioned with murmur2 (the store's default); producer: franz-go, linger 5 ms, no compression\n", *flagParts)
+	w("- partitions: %s; records are partitioned with murmur2 (the store's default); producer: franz-go, linger 5 ms, batches up to 1 MiB, snappy compression (franz-go's default)\n", *flagParts)
 	w("- runs: %d; Get/Put measurements run %v each; Put->visible: 200 samples per run\n", *flagRuns, *flagOpDur)
 	w("- ours: kvstore.Open on an empty cache directory in a subprocess of the bench binary (so its VmHWM is its own); RestoreMemory = %d MiB; records/s = records read / Open wall clock (connect, topic check, schema registration, restore, install)\n", *flagMem>>20)
 	w("- peak Go heap: /memory/classes/heap/objects:bytes (HeapAlloc) sampled every 1 ms during Open\n")
