@@ -44,6 +44,9 @@ func TestHelperRestoreProcess(t *testing.T) {
 		opts = append(opts, kvstore.Group(g), kvstore.Advertise("child:1"), kvstore.InstanceID("child"),
 			kvstore.SessionTimeout(6*time.Second))
 	}
+	if os.Getenv("COMPACTKV_CHILD_HOLD") != "" { // the delta Open serves from memory never reaches the file
+		kvstore.HoldOverlaid()
+	}
 	s, err := kvstore.Open[User](context.Background(), os.Getenv("COMPACTKV_CHILD_TOPIC"), opts...)
 	if err != nil {
 		fmt.Println("error:", err)
@@ -144,34 +147,55 @@ func TestAProcessKilledDuringRestoreEndsWithTheTopicsState(t *testing.T) {
 	dir := t.TempDir()
 
 	// Full restores killed at different points, then one that finishes.
-	kills := 0
-	for _, after := range []int{1, 3, 8, 20} {
-		if !e.runChild(dir, after) {
-			kills++
-		}
-	}
+	kills := e.killedRestores(dir, []int{1, 3, 8, 20})
 	e.runChild(dir, 0)
 
-	// Delta restores killed midway, then one that finishes.
+	// Delta restores killed midway; then one killed once Open has returned
+	// serving a delta from memory that its follower is kept from writing
+	// into the file (overlay.go); then one that finishes, and reads that
+	// delta again.
 	e.fillRaw(30_000, value, model, rng)
-	for _, after := range []int{1, 3} {
-		if !e.runChild(dir, after) {
+	kills += e.killedRestores(dir, []int{1, 3})
+	require.Positive(t, kills, "no kill landed during a restore")
+	e.runChild(dir, 0)
+	e.fillRaw(500, value, model, rng) // within a quarter of the child's 1 MiB RestoreMemory
+	require.True(t, e.runChild(dir, 0, "COMPACTKV_CHILD_HOLD=1"), "the delta restore returns")
+
+	s := e.open(dir)
+	require.Equal(t, "delta", s.Stats().Restore.Mode)
+	require.EqualValues(t, 500, s.Stats().Restore.Records, "the delta the killed process served from memory is read again")
+	got := e.requireModel(s, dir, model)
+	t.Logf("kills during restore: %d, keys: %d, last restore: %+v", kills, got, s.Stats().Restore)
+}
+
+// killedRestores runs the helper process on dir once for each of afters,
+// killed after that many batches, and returns how many kills landed
+// during a restore.
+func (e *env) killedRestores(dir string, afters []int, env ...string) int {
+	e.t.Helper()
+	kills := 0
+	for _, after := range afters {
+		if !e.runChild(dir, after, env...) {
 			kills++
 		}
 	}
-	require.Positive(t, kills, "no kill landed during a restore")
+	return kills
+}
 
-	s := e.open(dir)
+// requireModel checks that s holds exactly model's keys and that no
+// temporary restore file is left in dir, and returns the key count.
+func (e *env) requireModel(s *kvstore.Store[User], dir string, model map[string]bool) int {
+	e.t.Helper()
 	got := map[string]bool{}
-	for en, err := range s.Scan(ctxT(t), "") {
-		require.NoError(t, err)
+	for en, err := range s.Scan(ctxT(e.t), "") {
+		require.NoError(e.t, err)
 		got[en.Key] = true
 	}
-	require.Equal(t, len(model), len(got))
-	require.Equal(t, model, got)
+	require.Equal(e.t, len(model), len(got))
+	require.Equal(e.t, model, got)
 	left, _ := filepath.Glob(filepath.Join(dir, "*.tmp"))
-	require.Empty(t, left, "temporary restore files must be cleaned up")
-	t.Logf("kills during restore: %d, keys: %d, last restore: %+v", kills, len(got), s.Stats().Restore)
+	require.Empty(e.t, left, "temporary restore files must be cleaned up")
+	return len(got)
 }
 
 // A member of a partitioned-mode group killed while it restores its
@@ -191,25 +215,12 @@ func TestAMemberKilledDuringItsRestoreEndsWithTheTopicsState(t *testing.T) {
 	dir := t.TempDir()
 	group := "COMPACTKV_CHILD_GROUP=" + e.topic + "-members"
 
-	kills := 0
-	for _, after := range []int{1, 3, 8, 20} {
-		if !e.runChild(dir, after, group) {
-			kills++
-		}
-	}
+	kills := e.killedRestores(dir, []int{1, 3, 8, 20}, group)
 	require.Positive(t, kills, "no kill landed during a restore")
 	require.True(t, e.runChild(dir, 0, group), "the last member restores")
 
 	s := e.open(dir)
 	require.Equal(t, "delta", s.Stats().Restore.Mode, "the member's file is current")
-	got := map[string]bool{}
-	for en, err := range s.Scan(ctxT(t), "") {
-		require.NoError(t, err)
-		got[en.Key] = true
-	}
-	require.Equal(t, len(model), len(got))
-	require.Equal(t, model, got)
-	left, _ := filepath.Glob(filepath.Join(dir, "*.tmp"))
-	require.Empty(t, left, "temporary restore files must be cleaned up")
-	t.Logf("kills during restore: %d, keys: %d", kills, len(got))
+	got := e.requireModel(s, dir, model)
+	t.Logf("kills during restore: %d, keys: %d", kills, got)
 }
