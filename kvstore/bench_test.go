@@ -338,14 +338,26 @@ func BenchmarkGet(b *testing.B) {
 func BenchmarkGetParallel(b *testing.B) {
 	s, keys := openForGets(b)
 	ctx := context.Background()
+	parallelGets(b, len(keys), func(i int) bool {
+		if _, ok, err := s.Get(ctx, keys[i]); err != nil || !ok {
+			b.Error(err, ok)
+			return false
+		}
+		return true
+	})
+}
+
+// parallelGets runs get on GOMAXPROCS goroutines, each over the indexes
+// below n in its own order, until b.N calls or one returns false, and
+// reports gets/s and CPU per get.
+func parallelGets(b *testing.B, n int, get func(i int) bool) {
 	var seed atomic.Int64
 	b.ResetTimer()
 	start, cpu0 := time.Now(), cpuTime()
 	b.RunParallel(func(pb *testing.PB) {
 		i := int(seed.Add(1)) * 104729
 		for pb.Next() {
-			if _, ok, err := s.Get(ctx, keys[i%len(keys)]); err != nil || !ok {
-				b.Error(err, ok)
+			if !get(i % n) {
 				return
 			}
 			i += 7919
@@ -393,21 +405,13 @@ func BenchmarkBaselineBoltGet(b *testing.B) {
 // GOMAXPROCS goroutines: how far bbolt's own read transactions scale.
 func BenchmarkBaselineBoltGetParallel(b *testing.B) {
 	db, keys := boltForGets(b)
-	var seed atomic.Int64
-	b.ResetTimer()
-	start, cpu0 := time.Now(), cpuTime()
-	b.RunParallel(func(pb *testing.PB) {
-		i := int(seed.Add(1)) * 104729
-		for pb.Next() {
-			_ = db.View(func(tx *bolt.Tx) error {
-				_ = bytes.Clone(tx.Bucket([]byte("data")).Get(keys[i%len(keys)]))
-				return nil
-			})
-			i += 7919
-		}
+	parallelGets(b, len(keys), func(i int) bool {
+		_ = db.View(func(tx *bolt.Tx) error {
+			_ = bytes.Clone(tx.Bucket([]byte("data")).Get(keys[i]))
+			return nil
+		})
+		return true
 	})
-	reportRate(b, "gets/s", int64(b.N), time.Since(start))
-	reportCPU(b, cpu0)
 }
 
 // openForPuts restores a store of a small topic (1000 keys) to write to.
