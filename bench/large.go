@@ -34,9 +34,23 @@ func largeParts() ([]int, error) {
 // the restore's peak heap: whether the restore keeps up with the wire and
 // stays flat in memory as the table grows (issue 14).
 func benchLarge(e *env, parts int, res *results) error {
+	if *flagOnlyLarge {
+		if err := benchGrowth(e, parts, *flagN, "", res); err != nil {
+			return err
+		}
+	}
+	return benchGrowth(e, parts, *flagLarge, "large_", res)
+}
+
+// benchGrowth fills a topic of n records and, run by run, consumes it raw
+// and restores it in full, adding the figures under prefix ("" names them
+// as benchTopic does).
+func benchGrowth(e *env, parts, n int, prefix string, res *results) error {
 	ctx := context.Background()
-	n := *flagLarge
-	topic := fmt.Sprintf("bench-large-%d-%s", parts, e.suffix)
+	topic := fmt.Sprintf("bench-%sgrowth-%d-%d-%s", prefix, n, parts, e.suffix)
+	if prefix == "large_" {
+		topic = fmt.Sprintf("bench-large-%d-%s", parts, e.suffix)
+	}
 	d, err := filledTopic(ctx, e, topic, parts, n)
 	if err != nil {
 		return err
@@ -47,22 +61,23 @@ func benchLarge(e *env, parts int, res *results) error {
 	}
 	cacheDir := filepath.Join(e.tmp, topic)
 	defer os.RemoveAll(cacheDir)
-	add := func(fig string, v float64) { res.add(e.name, parts, fig, v) }
+	add := func(fig string, v float64) { res.add(e.name, parts, prefix+fig, v) }
 	for r := range *flagRuns {
-		log.Printf("  large run %d/%d", r+1, *flagRuns)
+		log.Printf("  %d records, run %d/%d", n, r+1, *flagRuns)
 		rn, rd, err := rawConsume(ctx, e, topic)
 		if err != nil {
 			return fmt.Errorf("raw consume: %w", err)
 		}
-		add("large_raw", float64(rn)/rd.Seconds())
+		add("raw", float64(rn)/rd.Seconds())
 		o, err := fullRestore(e, topic, cacheDir)
 		if err != nil {
 			return err
 		}
-		add("large_full", float64(o.Records)/o.Seconds)
-		add("large_full_s", o.Seconds)
-		add("large_heap", float64(o.HeapPeak))
-		add("large_rss", float64(o.RSSPeak))
+		log.Printf("    raw %.0f records/s, ours %.0f records/s (%.2fx), heap peak %d MiB", float64(rn)/rd.Seconds(), float64(o.Records)/o.Seconds, float64(o.Records)/o.Seconds/(float64(rn)/rd.Seconds()), o.HeapPeak>>20)
+		add("full", float64(o.Records)/o.Seconds)
+		add("full_s", o.Seconds)
+		add("full_heap", float64(o.HeapPeak))
+		add("full_rss", float64(o.RSSPeak))
 	}
 	return nil
 }

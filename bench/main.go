@@ -23,6 +23,7 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -30,6 +31,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/metrics"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -59,19 +61,20 @@ type User struct {
 }
 
 var (
-	flagN        = flag.Int("n", 1_000_000, "records per topic")
-	flagRuns     = flag.Int("runs", 3, "runs per figure (the table shows median (min, max))")
-	flagOut      = flag.String("out", "BENCHMARKS.md", "output file")
-	flagReal     = flag.String("real-brokers", os.Getenv("COMPACTKV_BROKERS"), "a real Kafka broker for the second set of rows (default $COMPACTKV_BROKERS; empty: skipped)")
-	flagParts    = flag.String("partitions", "1,6", "partition counts")
-	flagVersions = flag.Int("versions", 10, "versions per key of the compaction topic (n/versions keys)")
-	flagGoka     = flag.Bool("goka", true, "run goka's path (builds bench/goka)")
-	flagStreams  = flag.Bool("streams", true, "run Kafka Streams on the real broker (builds bench/streams if its jar is missing)")
-	flagOpDur    = flag.Duration("op-time", 2*time.Second, "how long each Get/Put measurement runs")
-	flagMem      = flag.Int("restore-memory", 64<<20, "kvstore.RestoreMemory for our restores")
-	flagQuick    = flag.Bool("quick", false, "shorthand for -n 20000 -runs 1 -op-time 300ms -large 40000")
-	flagOnlyPart = flag.Bool("only-partitioned", false, "run only partitioned mode's section (on the topics of 3 partitions or more): no baselines, full or delta restores, Get/Put, large tables or versions")
-	flagFailover = flag.Bool("failover", true, "time partitioned mode's failovers (each waits out a 6s session)")
+	flagN         = flag.Int("n", 1_000_000, "records per topic")
+	flagRuns      = flag.Int("runs", 3, "runs per figure (the table shows median (min, max))")
+	flagOut       = flag.String("out", "BENCHMARKS.md", "output file")
+	flagReal      = flag.String("real-brokers", os.Getenv("COMPACTKV_BROKERS"), "a real Kafka broker for the second set of rows (default $COMPACTKV_BROKERS; empty: skipped)")
+	flagParts     = flag.String("partitions", "1,6", "partition counts")
+	flagVersions  = flag.Int("versions", 10, "versions per key of the compaction topic (n/versions keys)")
+	flagGoka      = flag.Bool("goka", true, "run goka's path (builds bench/goka)")
+	flagStreams   = flag.Bool("streams", true, "run Kafka Streams on the real broker (builds bench/streams if its jar is missing)")
+	flagOpDur     = flag.Duration("op-time", 2*time.Second, "how long each Get/Put measurement runs")
+	flagMem       = flag.Int("restore-memory", 64<<20, "kvstore.RestoreMemory for our restores")
+	flagQuick     = flag.Bool("quick", false, "shorthand for -n 20000 -runs 1 -op-time 300ms -large 40000")
+	flagOnlyPart  = flag.Bool("only-partitioned", false, "run only partitioned mode's section (on the topics of 3 partitions or more): no baselines, full or delta restores, Get/Put, large tables or versions")
+	flagOnlyLarge = flag.Bool("only-large", false, "run only the large-table section (raw consume against full restore at -n and -large): the quickest way to re-measure the restore ratio and heap targets")
+	flagFailover  = flag.Bool("failover", true, "time partitioned mode's failovers (each waits out a 6s session)")
 
 	// child mode
 	flagChild    = flag.Bool("child-restore", false, "internal: open a store, print its restore as JSON, exit")
@@ -132,10 +135,26 @@ func childRestore() {
 			}
 		}
 	}()
+	opts := []kvstore.Option{kvstore.Brokers(*flagBrokers), kvstore.Registry(*flagRegistry),
+		kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(*flagDir), kvstore.RestoreMemory(*flagMem)}
+	if os.Getenv("COMPACTKV_BENCH_LOG") != "" {
+		// The restore's own log line (its reading and writing phases) on stderr.
+		opts = append(opts, kvstore.Logger(slog.New(slog.NewTextHandler(os.Stderr, nil))))
+	}
+	if path := os.Getenv("COMPACTKV_BENCH_CPUPROFILE"); path != "" {
+		// A CPU profile of Open, for finding where a restore's time goes.
+		f, err := os.Create(path)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+	}
 	began := time.Now()
-	s, err := kvstore.Open[User](context.Background(), *flagTopic,
-		kvstore.Brokers(*flagBrokers), kvstore.Registry(*flagRegistry),
-		kvstore.ValueSchema(testdata.UserV2Schema), kvstore.Dir(*flagDir), kvstore.RestoreMemory(*flagMem))
+	s, err := kvstore.Open[User](context.Background(), *flagTopic, opts...)
+	pprof.StopCPUProfile()
 	took := time.Since(began)
 	close(stop)
 	<-done
@@ -291,6 +310,9 @@ func run() error {
 		}
 		e.cl, e.adm = cl, kadm.NewClient(cl)
 		for _, p := range parts {
+			if *flagOnlyLarge {
+				break
+			}
 			if err := benchTopic(e, p, res, gokaBin, streamsJar); err != nil {
 				return fmt.Errorf("%s, %d partitions: %w", e.name, p, err)
 			}
@@ -302,7 +324,7 @@ func run() error {
 				}
 			}
 		}
-		if !e.real && !*flagOnlyPart {
+		if !e.real && !*flagOnlyPart && !*flagOnlyLarge {
 			if err := benchVersions(e, res); err != nil {
 				return fmt.Errorf("%s, versions: %w", e.name, err)
 			}
