@@ -13,11 +13,14 @@
 //
 // It holds about limit bytes in memory: the records' bytes plus a fixed
 // overhead per record (its entry in the sort's two buffers, counted by
-// their capacity, and slack). Beyond that it sorts what it holds, drops the
-// versions that later ones replace, writes the rest to a run file in dir
-// (spills) and starts afresh in the same buffers; Each then merges the runs
-// and what is still in memory, k-way, newest input winning among equal
-// keys.
+// their capacity, and slack). Once the records added hold half of that, it
+// spills them: a goroutine of its own sorts them, drops the versions that
+// later ones replace and writes the rest to a run file in dir, while Add
+// goes on filling the other half. An Add that fills the other half before
+// that spill has ended waits for it, so sorting and writing a run overlap
+// the next records' arrival and memory stays within limit. Each then
+// merges the runs and what is still in memory, k-way, newest input winning
+// among equal keys.
 //
 // # Durability
 //
@@ -34,9 +37,12 @@
 // so a limit far below the data's size costs memory and file descriptors in
 // proportion to the number of runs. There is no second merge pass.
 //
-// A Sorter is not safe for concurrent use. Slices handed to Each's callback
-// belong to the Sorter and are valid only during the call; an empty value
-// may come as nil or as an empty slice. Once a spill fails, the Sorter
-// returns that error from every later Add and Each; only Close is of use
-// then.
+// A Sorter is not safe for concurrent use (its spills' goroutines are its
+// own business). Slices handed to Each's callback belong to the Sorter and
+// are valid only during the call; an empty value may come as nil or as an
+// empty slice. Once a spill fails, the Sorter returns that error from every
+// later Add and Each; only Close is of use then. A run that cannot be
+// created fails the Add that spills it; one that cannot be written fails
+// the next Add that spills, or Each, since it is written after its Add has
+// returned.
 package extsort

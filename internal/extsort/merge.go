@@ -19,8 +19,8 @@ import (
 // returned as is; an error reading a run is returned wrapped; after Close,
 // Each returns ErrClosed.
 func (s *Sorter) Each(fn func(part int32, key, val []byte) error) error {
-	if s.err != nil {
-		return s.err
+	if err := s.wait(); err != nil {
+		return err
 	}
 	ents := s.sortDedup()
 	if len(s.runs) > 0 {
@@ -62,7 +62,7 @@ type source struct {
 	pos, end int
 	left     int64
 	// memory
-	s    *Sorter
+	m    *mem
 	ents []entry
 }
 
@@ -90,7 +90,7 @@ func (src *source) next() error {
 		e := &src.ents[0]
 		src.ents = src.ents[1:]
 		src.part, src.pfx, src.ord = e.part, e.pfx, partOrd(e.part)
-		src.key, src.val, src.tomb = src.s.rec(e)
+		src.key, src.val, src.tomb = src.m.rec(e)
 		return nil
 	}
 	if src.end-src.pos < maxHeader && src.left > 0 {
@@ -237,9 +237,9 @@ func (t *loserTree) replay() {
 	tree[0] = w
 }
 
-// merge k-way merges the runs and the sorted in-memory entries mem (newest);
-// for equal keys the newest input wins.
-func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) error {
+// merge k-way merges the runs and the sorted in-memory entries ents
+// (newest); for equal keys the newest input wins.
+func (s *Sorter) merge(ents []entry, fn func(part int32, key, val []byte) error) error {
 	srcs := make([]source, 0, len(s.runs)+1)
 	defer func() {
 		for i := range srcs {
@@ -264,8 +264,8 @@ func (s *Sorter) merge(mem []entry, fn func(part int32, key, val []byte) error) 
 			return fmt.Errorf("extsort: read run %s: %w", name, err)
 		}
 	}
-	if len(mem) > 0 {
-		srcs = append(srcs, source{idx: len(s.runs), s: s, ents: mem})
+	if len(ents) > 0 {
+		srcs = append(srcs, source{idx: len(s.runs), m: &s.mem, ents: ents})
 		srcs[len(srcs)-1].next()
 	}
 	t := newLoserTree(srcs)

@@ -27,14 +27,32 @@ type Sorter struct {
 	pattern string // run file names, for os.CreateTemp
 	err     error  // sticky: a failed spill, or ErrClosed
 
+	mem             // the records added since the last spill: at most half of limit
+	free  [][]byte  // emptied chunks of chunkSize, for the next records
+	runs  []string  // spilled run files, oldest first (the one being written too)
+	spare mem       // the sort buffers of the last spill that ended, emptied: the next records' (no chunks)
+	bg    *spillJob // the spill being sorted and written on its own goroutine; nil if none
+	wbuf  []byte    // a run's bytes on their way to its file; bg's while it runs
+}
+
+// mem is a set of records in memory and the buffers that sort them. Add
+// fills one while a spill sorts and writes the other.
+type mem struct {
 	chunks   [][]byte // arena; entries point into it
-	free     [][]byte // emptied chunks of chunkSize, for the next records
 	used     int      // bytes in chunks, both sort buffers' capacity, the rest of entOverhead for each entry
 	recBytes int      // bytes in chunks
 	ents     []entry
-	scratch  []entry  // the radix sort's other buffer, kept across spills
-	wbuf     []byte   // a run's bytes on their way to its file
-	runs     []string // spilled run files, oldest first
+	scratch  []entry // the radix sort's other buffer, kept across spills
+}
+
+// spillJob is one spill: m's records sorted, deduplicated and written to f
+// on a goroutine of its own; done is closed when it has ended, with err.
+type spillJob struct {
+	m    mem
+	f    *os.File
+	wbuf []byte
+	err  error
+	done chan struct{}
 }
 
 // entry is one record in memory: 24 bytes, what the radix sort moves. The
@@ -57,9 +75,11 @@ const (
 )
 
 // New returns a Sorter that holds about limit bytes of records in memory
-// (a limit of 0 or less spills at every Add) and spills sorted runs to files
-// in dir named by pattern, as os.CreateTemp takes it (a "*" is replaced by a
-// random string). dir must exist once the first run is spilled.
+// and spills sorted runs to files in dir named by pattern, as
+// os.CreateTemp takes it (a "*" is replaced by a random string), each time
+// the records added since the last spill hold half of limit (a limit of 1
+// or less spills at every Add). dir must exist once the first run is
+// spilled.
 func New(limit int, dir, pattern string) *Sorter {
 	return &Sorter{limit: limit, dir: dir, pattern: pattern}
 }
@@ -68,8 +88,8 @@ func New(limit int, dir, pattern string) *Sorter {
 // tombstone: the key is deleted. Of the records added with the same
 // partition and key, the last wins, whenever it was added (before or after
 // a spill, or an Each). Add copies key and val; the caller may reuse them.
-// It returns an error if spilling a run fails (the Sorter is then unusable)
-// or ErrClosed.
+// It returns an error if spilling a run fails (the Sorter is then unusable:
+// see the package doc for which Add reports it) or ErrClosed.
 func (s *Sorter) Add(part int32, key, val []byte) error {
 	if s.err != nil {
 		return s.err
@@ -100,10 +120,10 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 	if len(s.ents) > cap(s.scratch) {
 		s.used += entSize // the sort's copy to come
 	}
-	if len(s.free) > 0 && s.used+len(s.free)*chunkSize > s.limit {
+	if len(s.free) > 0 && s.used+s.others()+len(s.free)*chunkSize > s.limit {
 		s.trimFree()
 	}
-	if s.used >= s.limit {
+	if s.used >= s.half() {
 		if err := s.spill(); err != nil {
 			s.err = err
 			return err
@@ -141,7 +161,7 @@ func (s *Sorter) growEnts() bool {
 	n := len(s.ents)
 	more := max(n, 16)
 	if n > 0 {
-		est := max((s.limit-s.used)/(s.recBytes/n+entOverhead), 0)
+		est := max((s.half()-s.used)/(s.recBytes/n+entOverhead), 0)
 		if n >= 4096 && est < n/16 {
 			return false
 		}
@@ -160,11 +180,25 @@ func (s *Sorter) growEnts() bool {
 	return true
 }
 
-// trimFree lets go of emptied chunks until what they and used count fit
-// in limit: records unlike the last spill's (fewer bytes and more entries,
-// or records too large for a chunk) would not refill them.
+// half is what the records being added may hold, of limit: the other half
+// is the spill's that sorts and writes the records before them.
+func (s *Sorter) half() int { return s.limit / 2 }
+
+// others is what the Sorter holds besides the records being added and the
+// emptied chunks: the spill in progress, or the sort buffers the last one
+// left for the next.
+func (s *Sorter) others() int {
+	if s.bg != nil {
+		return s.bg.m.used
+	}
+	return (cap(s.spare.ents) + cap(s.spare.scratch)) * entSize
+}
+
+// trimFree lets go of emptied chunks until what they, used and others
+// count fit in limit: records unlike the last spill's (fewer bytes and more
+// entries, or records too large for a chunk) would not refill them.
 func (s *Sorter) trimFree() {
-	for len(s.free) > 0 && s.used+len(s.free)*chunkSize > s.limit {
+	for len(s.free) > 0 && s.used+s.others()+len(s.free)*chunkSize > s.limit {
 		s.free[len(s.free)-1] = nil
 		s.free = s.free[:len(s.free)-1]
 	}
@@ -177,13 +211,14 @@ func (s *Sorter) Runs() int { return len(s.runs) }
 // first failure to remove a run, if any; it is idempotent, and after it Add
 // and Each return ErrClosed.
 func (s *Sorter) Close() error {
+	s.wait() // its error was the last Add's or Each's to report, if any
 	var err error
 	for _, r := range s.runs {
 		if rerr := os.Remove(r); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) && err == nil {
 			err = fmt.Errorf("extsort: remove run: %w", rerr)
 		}
 	}
-	s.runs, s.chunks, s.free, s.ents, s.scratch, s.wbuf, s.used, s.recBytes = nil, nil, nil, nil, nil, nil, 0, 0
+	s.runs, s.mem, s.spare, s.free, s.wbuf = nil, mem{}, mem{}, nil, nil
 	s.err = ErrClosed
 	return err
 }
@@ -199,23 +234,6 @@ func (s *Sorter) newChunk() []byte {
 		return c
 	}
 	return make([]byte, 0, chunkSize)
-}
-
-// reset empties the memory after a spill, keeping the chunks of chunkSize
-// for the next records (the records that filled them were no more than
-// limit, and the next ones are no more either) and dropping larger ones.
-func (s *Sorter) reset() {
-	for i, c := range s.chunks {
-		if cap(c) == chunkSize {
-			s.free = append(s.free, c[:0])
-		}
-		s.chunks[i] = nil
-	}
-	s.chunks, s.ents = s.chunks[:0], s.ents[:0]
-	if cap(s.scratch) > cap(s.ents) { // the sort swaps them: fill the larger
-		s.ents, s.scratch = s.scratch[:0], s.ents
-	}
-	s.used, s.recBytes = (cap(s.ents)+cap(s.scratch))*entSize, 0 // the sort buffers stay
 }
 
 func keyPrefix(k []byte) uint64 {
@@ -237,7 +255,7 @@ func uvarintLen(x uint64) int {
 
 // rec returns e's key and value, and whether it is a tombstone (its value
 // then nil).
-func (s *Sorter) rec(e *entry) (key, val []byte, tomb bool) {
+func (s *mem) rec(e *entry) (key, val []byte, tomb bool) {
 	r := s.chunks[e.chunk][e.off : e.off+e.rlen : e.off+e.rlen]
 	var kl, vl1 uint64
 	var h int
@@ -256,7 +274,7 @@ func (s *Sorter) rec(e *entry) (key, val []byte, tomb bool) {
 	return key, r[h+int(kl):], false
 }
 
-func (s *Sorter) key(e *entry) []byte {
+func (s *mem) key(e *entry) []byte {
 	k, _, _ := s.rec(e)
 	return k
 }
@@ -267,7 +285,7 @@ func (s *Sorter) key(e *entry) []byte {
 // prefixes; only those runs are then sorted by their full keys, stably too.
 // Sorted entries stay in order before entries added later, so sorting again
 // after more Adds still lets the last added win.
-func (s *Sorter) sortDedup() []entry {
+func (s *mem) sortDedup() []entry {
 	ents := s.radixSort()
 	for i := 0; i < len(ents); {
 		j := i + 1
@@ -299,7 +317,7 @@ func (s *Sorter) sortDedup() []entry {
 // signed integers (their sign bit flipped). One pass counts every byte's
 // values; the other buffer is kept for the next sort (used counts it by
 // capacity).
-func (s *Sorter) radixSort() []entry {
+func (s *mem) radixSort() []entry {
 	src := s.ents
 	if len(src) < 2 {
 		return src
@@ -363,55 +381,102 @@ func (s *Sorter) radixSort() []entry {
 	return src
 }
 
-// spill writes the sorted, deduplicated entries to a new run file and
-// empties the memory. A run is a sequence of records: partition (uint32 big
-// endian), key length (uvarint), value length plus one (uvarint, 0 for a
-// tombstone), key, value.
+// spill hands the records in memory to a goroutine that sorts them, drops
+// the versions later ones replace and writes the rest to a new run file,
+// and starts afresh in the other half of the memory: the buffers of the
+// spill before, which it waits for first. A run is a sequence of records:
+// partition (uint32 big endian), key length (uvarint), value length plus
+// one (uvarint, 0 for a tombstone), key, value. It returns the error of the
+// spill before, or of creating the run file; a failure to write this run
+// is reported by the next spill, Each, or the wait that Each and Close do.
 func (s *Sorter) spill() error {
-	ents := s.sortDedup()
-	f, err := os.CreateTemp(s.dir, s.pattern)
+	if err := s.wait(); err != nil {
+		return err
+	}
+	f, err := createRun(s.dir, s.pattern)
 	if err != nil {
 		return fmt.Errorf("extsort: spill run: %w", err)
 	}
 	s.runs = append(s.runs, f.Name())
-	err = s.writeRun(f, ents)
-	if cerr := f.Close(); err == nil {
+	j := &spillJob{m: s.mem, f: f, wbuf: s.wbuf, done: make(chan struct{})}
+	s.mem, s.spare, s.wbuf = s.spare, mem{}, nil
+	s.used = (cap(s.ents) + cap(s.scratch)) * entSize // the sort buffers stay
+	s.bg = j
+	go j.run()
+	return nil
+}
+
+// createRun creates a run file; tests replace it.
+var createRun = os.CreateTemp
+
+func (j *spillJob) run() {
+	defer close(j.done)
+	var err error
+	j.wbuf, err = writeRun(j.f, &j.m, j.m.sortDedup(), j.wbuf)
+	if cerr := j.f.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("extsort: spill run %s: %w", f.Name(), err)
+		j.err = fmt.Errorf("extsort: spill run %s: %w", j.f.Name(), err)
 	}
-	s.reset()
-	return nil
+}
+
+// wait waits for the spill in progress, if any, and takes its memory back:
+// its chunks of chunkSize for the next records (larger ones are dropped),
+// its sort buffers for the next spill. It returns the spill's error, which
+// is then the Sorter's.
+func (s *Sorter) wait() error {
+	j := s.bg
+	if j == nil {
+		return s.err
+	}
+	<-j.done
+	s.bg, s.wbuf = nil, j.wbuf
+	for i, c := range j.m.chunks {
+		if cap(c) == chunkSize {
+			s.free = append(s.free, c[:0])
+		}
+		j.m.chunks[i] = nil
+	}
+	s.spare = mem{chunks: j.m.chunks[:0], ents: j.m.ents[:0], scratch: j.m.scratch[:0]}
+	if cap(s.spare.scratch) > cap(s.spare.ents) { // the sort swaps them: fill the larger
+		s.spare.ents, s.spare.scratch = s.spare.scratch, s.spare.ents
+	}
+	if j.err != nil && s.err == nil {
+		s.err = j.err
+	}
+	s.trimFree()
+	return s.err
 }
 
 // writeBufSize is how many bytes of a run are gathered before a write.
 const writeBufSize = 1 << 20
 
-// writeRun writes ents' records to f through s.wbuf. Records larger than
+// writeRun writes ents' records, which are m's, to f through wbuf (nil: a
+// new one) and returns the buffer for the next run. Records larger than
 // maxInlineRec go to f directly.
-func (s *Sorter) writeRun(f *os.File, ents []entry) error {
-	if s.wbuf == nil {
-		s.wbuf = make([]byte, 0, writeBufSize)
+func writeRun(f *os.File, m *mem, ents []entry, wbuf []byte) ([]byte, error) {
+	if wbuf == nil {
+		wbuf = make([]byte, 0, writeBufSize)
 	}
-	b := s.wbuf[:0]
+	b := wbuf[:0]
 	for i := range ents {
 		e := &ents[i]
 		if len(b) > writeBufSize-(4+2*binary.MaxVarintLen32+maxInlineRec) {
 			if _, err := f.Write(b); err != nil {
-				return err
+				return wbuf, err
 			}
 			b = b[:0]
 		}
 		b = binary.BigEndian.AppendUint32(b, uint32(e.part))
-		r := s.chunks[e.chunk][e.off : e.off+e.rlen]
+		r := m.chunks[e.chunk][e.off : e.off+e.rlen]
 		if len(r) > maxInlineRec {
 			if _, err := f.Write(b); err != nil {
-				return err
+				return wbuf, err
 			}
 			b = b[:0]
 			if _, err := f.Write(r); err != nil {
-				return err
+				return wbuf, err
 			}
 			continue
 		}
@@ -419,8 +484,8 @@ func (s *Sorter) writeRun(f *os.File, ents []entry) error {
 	}
 	if len(b) > 0 {
 		if _, err := f.Write(b); err != nil {
-			return err
+			return wbuf, err
 		}
 	}
-	return nil
+	return b, nil
 }

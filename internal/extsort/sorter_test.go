@@ -204,6 +204,31 @@ func TestSorterSpillFailureIsSticky(t *testing.T) {
 	require.NoError(t, s.Close())
 }
 
+// A run whose writing fails on the spill's own goroutine fails the next
+// Add that spills, and every later Add and Each with it; Close still
+// removes every run.
+func TestSorterFailureToWriteARunIsSticky(t *testing.T) {
+	dir := t.TempDir()
+	defer func(c func(string, string) (*os.File, error)) { createRun = c }(createRun)
+	createRun = func(dir, pattern string) (*os.File, error) { // a file no write can go to
+		f, err := os.CreateTemp(dir, pattern)
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
+		return os.Open(f.Name())
+	}
+	s := New(0, dir, "run-*.tmp") // a run per Add
+	require.NoError(t, s.Add(0, []byte("k1"), []byte("v")), "the first run is written after Add returns")
+	err := s.Add(0, []byte("k2"), []byte("v"))
+	require.ErrorContains(t, err, "extsort: spill run")
+	require.ErrorContains(t, err, "write", "the write failed, not the file's creation")
+	require.Equal(t, err, s.Add(0, []byte("k3"), []byte("v")))
+	require.Equal(t, err, s.Each(func(int32, []byte, []byte) error { return nil }))
+	require.NoError(t, s.Close())
+	require.Empty(t, runFiles(t, dir))
+}
+
 // A run that went missing or was cut short makes Each fail with an error
 // that says so, never a silent partial result.
 func TestSorterEachReportsADamagedRun(t *testing.T) {
@@ -253,7 +278,8 @@ func TestSorterEachReportsADamagedRun(t *testing.T) {
 }
 
 // held is what s holds in memory for records: its chunks, emptied ones
-// kept for reuse, and both sort buffers' capacity.
+// kept for reuse, both sort buffers' capacity, and what the spill in
+// progress holds or the sort buffers the last one left.
 func (s *Sorter) held() int {
 	n := (cap(s.ents) + cap(s.scratch)) * entSize
 	for _, c := range s.chunks {
@@ -262,7 +288,7 @@ func (s *Sorter) held() int {
 	for _, c := range s.free {
 		n += cap(c)
 	}
-	return n
+	return n + s.others()
 }
 
 // What the Sorter holds for records stays within its limit (plus the
@@ -310,7 +336,7 @@ func TestSorterSpillsRatherThanGrowingItsEntriesByLittle(t *testing.T) {
 		s.used -= (cap(s.ents) - len(s.ents)) * entSize
 		s.ents = slices.Clip(s.ents)
 	}
-	for s.used < s.limit*7/8 {
+	for s.used < s.half()*7/8 {
 		add()
 	}
 	require.Zero(t, s.Runs())
@@ -318,7 +344,7 @@ func TestSorterSpillsRatherThanGrowingItsEntriesByLittle(t *testing.T) {
 		add()
 	}
 	require.Equal(t, 1, len(s.ents), "spilled before the last Add placed its record")
-	require.Less(t, s.used, s.limit/4)
+	require.Less(t, s.used, s.half()/4)
 	for s.Runs() < 3 {
 		add()
 	}
