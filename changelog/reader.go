@@ -49,12 +49,14 @@ func newReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, er
 		// next to the restore's sort memory: the heap must not grow with the
 		// topic. A restore holds up to three polls at once (kgo's next fetch,
 		// the poll being screened, the one being sorted), each about three
-		// times its bytes on the heap (kgo's records, ours, the batches):
-		// 8 MiB fetches made a 4M-record restore's peak heap 1.5x a 1M one's
-		// on 6 partitions; 4 MiB ones keep it within 1.15x at the same speed
-		// (go run ./bench, and by hand against Kafka 4.1.1).
-		kgo.FetchMaxBytes(4 << 20),
-		kgo.FetchMaxPartitionBytes(2 << 20),
+		// times its bytes on the heap (kgo's records, ours, the batches).
+		// 4 MiB fetches (2 MiB a partition) made a 4M-record restore's peak
+		// heap 1.16x a 1M one's on 6 partitions; 2 MiB ones (1 MiB a
+		// partition) keep it within 1.08x and restore as fast; 1 MiB ones
+		// gain nothing more (go run ./bench -only-large, in-process and
+		// against Kafka 4.1.1). A batch larger than a fetch still comes whole.
+		kgo.FetchMaxBytes(2 << 20),
+		kgo.FetchMaxPartitionBytes(1 << 20),
 		kgo.FetchMaxWait(500 * time.Millisecond),
 	}, opts...)
 	all = append(all,

@@ -245,13 +245,14 @@ func KeyPartitioner(p Partitioner) Option {
 
 // RestoreMemory bounds the memory a full restore uses to sort records before
 // loading them; beyond it sorted runs are spilled to files in the cache
-// directory. Default 64 MiB; at least 1 MiB. A quarter of it bounds what a
-// delta restore in Open holds in memory for the follower to write into the
-// file after Open returns (each record counted as its key twice, its value
-// and 152 bytes); a larger delta is written into the file as it is read. A
-// full restore also holds up to
-// three fetches of the topic at once (4 MiB each, 2 MiB a partition; a
-// kgo.FetchMaxBytes or kgo.FetchMaxPartitionBytes given with KafkaOpts
+// directory (each half of it, sorted and written on a goroutine of its own
+// while the restore reads into the other half). Default 64 MiB; at least
+// 1 MiB. A quarter of it bounds what a delta restore in Open holds in
+// memory for the follower to write into the file after Open returns (each
+// record counted as its key twice, its value and 152 bytes); a larger
+// delta is written into the file as it is read. A full restore also holds
+// up to three fetches of the topic at once (2 MiB each, 1 MiB a partition;
+// a kgo.FetchMaxBytes or kgo.FetchMaxPartitionBytes given with KafkaOpts
 // changes them), and the Go heap's own slack: at the defaults a restore's
 // peak Go heap was 124 to 202 MiB at 1M and at 4M records of ~58 bytes
 // (BENCHMARKS.md). Its peak RSS also counts the pages of the cache file it
