@@ -225,12 +225,16 @@ func (t *loserTree) build(n int) int {
 	return a
 }
 
-// replay places the winner again after its source moved on.
+// replay places the winner again after its source moved on. It compares
+// partitions and prefixes inline, as less does, and calls less only when
+// both tie (rare for keys that differ in their first 8 bytes).
 func (t *loserTree) replay() {
 	srcs, tree := t.srcs, t.tree
 	w := tree[0]
 	for n := (w + len(srcs)) / 2; n > 0; n /= 2 {
-		if l := tree[n]; less(&srcs[l], &srcs[w]) {
+		l := tree[n]
+		a, b := &srcs[l], &srcs[w]
+		if a.ord < b.ord || a.ord == b.ord && (a.pfx < b.pfx || a.pfx == b.pfx && less(a, b)) {
 			tree[n], w = w, l
 		}
 	}
