@@ -43,8 +43,8 @@ func benchLarge(e *env, parts int, res *results) error {
 }
 
 // benchGrowth fills a topic of n records and, run by run, consumes it raw
-// and restores it in full, adding the figures under prefix ("" names them
-// as benchTopic does).
+// and restores it in full, adding the figures as benchTopic names them
+// (prefix "") or as the large-table rows do (prefix "large_").
 func benchGrowth(e *env, parts, n int, prefix string, res *results) error {
 	ctx := context.Background()
 	topic := fmt.Sprintf("bench-%sgrowth-%d-%d-%s", prefix, n, parts, e.suffix)
@@ -61,7 +61,12 @@ func benchGrowth(e *env, parts, n int, prefix string, res *results) error {
 	}
 	cacheDir := filepath.Join(e.tmp, topic)
 	defer os.RemoveAll(cacheDir)
-	add := func(fig string, v float64) { res.add(e.name, parts, prefix+fig, v) }
+	// the figures' names: benchTopic's at -n, and "large_" ones at -large
+	name := map[string]string{"raw": "raw", "full": "full", "full_s": "full_s", "heap": "full_heap", "rss": "full_rss"}
+	if prefix != "" {
+		name = map[string]string{"raw": "large_raw", "full": "large_full", "full_s": "large_full_s", "heap": "large_heap", "rss": "large_rss"}
+	}
+	add := func(fig string, v float64) { res.add(e.name, parts, name[fig], v) }
 	for r := range *flagRuns {
 		log.Printf("  %d records, run %d/%d", n, r+1, *flagRuns)
 		rn, rd, err := rawConsume(ctx, e, topic)
@@ -76,8 +81,8 @@ func benchGrowth(e *env, parts, n int, prefix string, res *results) error {
 		log.Printf("    raw %.0f records/s, ours %.0f records/s (%.2fx), heap peak %d MiB", float64(rn)/rd.Seconds(), float64(o.Records)/o.Seconds, float64(o.Records)/o.Seconds/(float64(rn)/rd.Seconds()), o.HeapPeak>>20)
 		add("full", float64(o.Records)/o.Seconds)
 		add("full_s", o.Seconds)
-		add("full_heap", float64(o.HeapPeak))
-		add("full_rss", float64(o.RSSPeak))
+		add("heap", float64(o.HeapPeak))
+		add("rss", float64(o.RSSPeak))
 	}
 	return nil
 }
