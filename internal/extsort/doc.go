@@ -18,7 +18,10 @@
 // later ones replace and writes the rest to a run file in dir, while Add
 // goes on filling the other half. An Add that fills the other half before
 // that spill has ended waits for it, so sorting and writing a run overlap
-// the next records' arrival and memory stays within limit. Each then
+// the next records' arrival and memory stays within limit. Both halves'
+// chunks, sort buffers and partly filled last chunks are counted by what is
+// allocated; a small limit takes smaller chunks (1 MiB at most, limit/8
+// down to 16 KiB). Each then
 // merges the runs and what is still in memory, k-way, newest input winning
 // among equal keys.
 //
@@ -32,17 +35,20 @@
 // # Caveats
 //
 // The bound is on the records held, not on everything: Each's merge reads
-// every run at once, through a 256 KiB buffer each (larger for a record
-// that does not fit in it) and one open file each,
-// so a limit far below the data's size costs memory and file descriptors in
-// proportion to the number of runs. There is no second merge pass.
+// up to 64 runs at once, each through one open file and a read buffer of
+// 256 KiB (less for a small limit: limit/65, 16 KiB at least; larger for a
+// record that does not fit in it). With more runs than that, Each first
+// merges the oldest 64 into one run, as often as needed (a pass over their
+// data each time), so open files and buffers stay bounded however far the
+// data outgrows the limit. Runs are half the limit each: the data's size
+// over half the limit is how many there are.
 //
 // A Sorter is not safe for concurrent use (its spills' goroutines are its
 // own business). Slices handed to Each's callback belong to the Sorter and
 // are valid only during the call; an empty value may come as nil or as an
 // empty slice. Once a spill fails, the Sorter returns that error from every
 // later Add and Each; only Close is of use then. A run that cannot be
-// created fails the Add that spills it; one that cannot be written fails
-// the next Add that spills, or Each, since it is written after its Add has
-// returned.
+// created fails the Add that spills it; one that cannot be written is
+// written after that Add has returned, and fails the first Add after the
+// spill has ended (or the next spilling Add, which waits for it), or Each.
 package extsort

@@ -22,9 +22,12 @@ func (s *Sorter) Each(fn func(part int32, key, val []byte) error) error {
 	if err := s.wait(); err != nil {
 		return err
 	}
+	if err := s.compactRuns(); err != nil {
+		return err
+	}
 	ents := s.sortDedup()
 	if len(s.runs) > 0 {
-		return s.merge(ents, fn)
+		return s.merge(s.runs, ents, fn)
 	}
 	for i := range ents {
 		e := &ents[i]
@@ -71,8 +74,63 @@ const doneOrd = 1 << 32
 
 func partOrd(p int32) uint64 { return uint64(uint32(p) ^ (1 << 31)) }
 
-// runBufSize is the size of each run's read buffer.
-const runBufSize = 256 << 10
+// maxFanIn is the most runs a merge reads at once. Beyond it, Each first
+// merges the oldest runs into one (compactRuns), so that the open files and
+// read buffers stay bounded however far the data outgrows the limit.
+const maxFanIn = 64
+
+// runBuf returns the size of each run's read buffer: 256 KiB, or less when
+// maxFanIn of them would hold more than the limit (16 KiB at least).
+func (s *Sorter) runBuf() int {
+	return min(256<<10, max(16<<10, s.limit/(maxFanIn+1)))
+}
+
+// compactRuns merges the oldest runs into one new run until at most
+// maxFanIn are left. The merge starts at the oldest run, so nothing older
+// than the runs it merges exists: it keeps only each key's last live
+// version and drops tombstones, as Each does. The runs it merged are
+// removed once the new one is written; on an error they stay as they were.
+func (s *Sorter) compactRuns() error {
+	for len(s.runs) > maxFanIn {
+		k := min(maxFanIn, len(s.runs)-maxFanIn+1)
+		f, err := createRun(s.dir, s.pattern)
+		if err != nil {
+			return fmt.Errorf("extsort: merge runs: %w", err)
+		}
+		if s.wbuf == nil {
+			s.wbuf = make([]byte, 0, writeBufSize)
+		}
+		b := s.wbuf[:0]
+		err = s.merge(s.runs[:k], nil, func(part int32, key, val []byte) error {
+			b = binary.BigEndian.AppendUint32(b, uint32(part))
+			b = binary.AppendUvarint(b, uint64(len(key)))
+			b = binary.AppendUvarint(b, uint64(len(val))+1)
+			b = append(b, key...)
+			b = append(b, val...)
+			if len(b) >= writeBufSize {
+				_, err := f.Write(b)
+				b = b[:0]
+				return err
+			}
+			return nil
+		})
+		if err == nil && len(b) > 0 {
+			_, err = f.Write(b)
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(f.Name())
+			return fmt.Errorf("extsort: merge runs into %s: %w", f.Name(), err)
+		}
+		for _, r := range s.runs[:k] {
+			os.Remove(r)
+		}
+		s.runs = append([]string{f.Name()}, s.runs[k:]...)
+	}
+	return nil
+}
 
 // maxHeader is the longest a record's header can be in a run.
 const maxHeader = 4 + 2*binary.MaxVarintLen64
@@ -241,10 +299,10 @@ func (t *loserTree) replay() {
 	tree[0] = w
 }
 
-// merge k-way merges the runs and the sorted in-memory entries ents
-// (newest); for equal keys the newest input wins.
-func (s *Sorter) merge(ents []entry, fn func(part int32, key, val []byte) error) error {
-	srcs := make([]source, 0, len(s.runs)+1)
+// merge k-way merges the runs (oldest first) and the sorted in-memory
+// entries ents (newest); for equal keys the newest input wins.
+func (s *Sorter) merge(runs []string, ents []entry, fn func(part int32, key, val []byte) error) error {
+	srcs := make([]source, 0, len(runs)+1)
 	defer func() {
 		for i := range srcs {
 			if srcs[i].f != nil {
@@ -252,12 +310,12 @@ func (s *Sorter) merge(ents []entry, fn func(part int32, key, val []byte) error)
 			}
 		}
 	}()
-	for i, name := range s.runs {
+	for i, name := range runs {
 		f, err := os.Open(name)
 		if err != nil {
 			return fmt.Errorf("extsort: read run: %w", err)
 		}
-		srcs = append(srcs, source{idx: i, name: name, f: f, buf: make([]byte, runBufSize)})
+		srcs = append(srcs, source{idx: i, name: name, f: f, buf: make([]byte, s.runBuf())})
 		src := &srcs[len(srcs)-1]
 		fi, err := f.Stat()
 		if err == nil {
@@ -269,7 +327,7 @@ func (s *Sorter) merge(ents []entry, fn func(part int32, key, val []byte) error)
 		}
 	}
 	if len(ents) > 0 {
-		srcs = append(srcs, source{idx: len(s.runs), m: &s.mem, ents: ents})
+		srcs = append(srcs, source{idx: len(runs), m: &s.mem, ents: ents})
 		srcs[len(srcs)-1].next()
 	}
 	t := newLoserTree(srcs)

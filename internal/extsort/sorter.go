@@ -23,12 +23,13 @@ import (
 // to comparing bytes only when those tie.
 type Sorter struct {
 	limit   int
+	chunk   int // the size of a chunk: chunkSize, or less for a small limit
 	dir     string
 	pattern string // run file names, for os.CreateTemp
 	err     error  // sticky: a failed spill, or ErrClosed
 
 	mem             // the records added since the last spill: at most half of limit
-	free  [][]byte  // emptied chunks of chunkSize, for the next records
+	free  [][]byte  // emptied chunks of s.chunk bytes, for the next records
 	runs  []string  // spilled run files, oldest first (the one being written too)
 	spare mem       // the sort buffers of the last spill that ended, emptied: the next records' (no chunks)
 	bg    *spillJob // the spill being sorted and written on its own goroutine; nil if none
@@ -68,20 +69,25 @@ type entry struct {
 }
 
 const (
-	chunkSize    = 1 << 20
+	chunkSize    = 1 << 20 // the most a chunk holds; a small limit takes smaller ones (New)
+	minChunk     = 16 << 10
 	entOverhead  = 72 // an entry, its copy in the sort's other buffer (both counted by capacity) and slack, counted against the limit
 	entSize      = int(unsafe.Sizeof(entry{}))
-	maxInlineRec = chunkSize / 4
+	maxInlineRec = chunkSize / 4 // a record larger than this goes to a run file apart from writeRun's buffer
 )
 
 // New returns a Sorter that holds about limit bytes of records in memory
 // and spills sorted runs to files in dir named by pattern, as
 // os.CreateTemp takes it (a "*" is replaced by a random string), each time
-// the records added since the last spill hold half of limit (a limit of 1
-// or less spills at every Add). dir must exist once the first run is
+// the records added since the last spill hold half of limit (a limit too
+// small for two records, 0 included, spills at every Add). dir must exist once the first run is
 // spilled.
 func New(limit int, dir, pattern string) *Sorter {
-	return &Sorter{limit: limit, dir: dir, pattern: pattern}
+	chunk := chunkSize // small enough that both halves' chunks, each with one partly filled, fit the limit
+	for chunk > minChunk && chunk > limit/8 {
+		chunk /= 2
+	}
+	return &Sorter{limit: limit, chunk: chunk, dir: dir, pattern: pattern}
 }
 
 // Add records the value val of key in partition part; a nil val is a
@@ -91,6 +97,15 @@ func New(limit int, dir, pattern string) *Sorter {
 // It returns an error if spilling a run fails (the Sorter is then unusable:
 // see the package doc for which Add reports it) or ErrClosed.
 func (s *Sorter) Add(part int32, key, val []byte) error {
+	if s.bg != nil {
+		select {
+		case <-s.bg.done: // ended: report its error now, and take its memory back
+			if err := s.wait(); err != nil {
+				return err
+			}
+		default:
+		}
+	}
 	if s.err != nil {
 		return s.err
 	}
@@ -120,10 +135,10 @@ func (s *Sorter) Add(part int32, key, val []byte) error {
 	if len(s.ents) > cap(s.scratch) {
 		s.used += entSize // the sort's copy to come
 	}
-	if len(s.free) > 0 && s.used+s.others()+len(s.free)*chunkSize > s.limit {
+	if len(s.free) > 0 && s.used+s.others()+len(s.free)*s.chunk > s.limit {
 		s.trimFree()
 	}
-	if s.used >= s.half() {
+	if s.used >= s.half() || s.bg != nil && s.used+s.others() >= s.limit {
 		if err := s.spill(); err != nil {
 			s.err = err
 			return err
@@ -142,7 +157,7 @@ func (s *Sorter) place(n int) int {
 	if ci >= 0 {
 		s.used += cap(s.chunks[ci]) - len(s.chunks[ci]) // left unused
 	}
-	if n > maxInlineRec {
+	if n > s.chunk/4 {
 		s.chunks = append(s.chunks, make([]byte, 0, n))
 	} else {
 		s.chunks = append(s.chunks, s.newChunk())
@@ -198,7 +213,7 @@ func (s *Sorter) others() int {
 // count fit in limit: records unlike the last spill's (fewer bytes and more
 // entries, or records too large for a chunk) would not refill them.
 func (s *Sorter) trimFree() {
-	for len(s.free) > 0 && s.used+s.others()+len(s.free)*chunkSize > s.limit {
+	for len(s.free) > 0 && s.used+s.others()+len(s.free)*s.chunk > s.limit {
 		s.free[len(s.free)-1] = nil
 		s.free = s.free[:len(s.free)-1]
 	}
@@ -223,7 +238,7 @@ func (s *Sorter) Close() error {
 	return err
 }
 
-// newChunk returns an empty chunk of chunkSize, one a spill emptied if
+// newChunk returns an empty chunk of s.chunk bytes, one a spill emptied if
 // there is one: refilling it costs neither an allocation nor clearing fresh
 // memory.
 func (s *Sorter) newChunk() []byte {
@@ -233,7 +248,7 @@ func (s *Sorter) newChunk() []byte {
 		s.free = s.free[:n-1]
 		return c
 	}
-	return make([]byte, 0, chunkSize)
+	return make([]byte, 0, s.chunk)
 }
 
 func keyPrefix(k []byte) uint64 {
@@ -399,6 +414,15 @@ func (s *Sorter) spill() error {
 	}
 	s.runs = append(s.runs, f.Name())
 	j := &spillJob{m: s.mem, f: f, wbuf: s.wbuf, done: make(chan struct{})}
+	// What the spill holds, counted as it will be: used counts the last
+	// chunk by its bytes and the sort's other buffer by the entries, but
+	// both are allocated whole.
+	if n := len(j.m.chunks); n > 0 {
+		j.m.used += cap(j.m.chunks[n-1]) - len(j.m.chunks[n-1])
+	}
+	if cap(j.m.scratch) < len(j.m.ents) {
+		j.m.used += (cap(j.m.ents) - len(j.m.ents)) * entSize
+	}
 	s.mem, s.spare, s.wbuf = s.spare, mem{}, nil
 	s.used = (cap(s.ents) + cap(s.scratch)) * entSize // the sort buffers stay
 	s.bg = j
@@ -422,7 +446,7 @@ func (j *spillJob) run() {
 }
 
 // wait waits for the spill in progress, if any, and takes its memory back:
-// its chunks of chunkSize for the next records (larger ones are dropped),
+// its chunks of s.chunk bytes for the next records (larger ones are dropped),
 // its sort buffers for the next spill. It returns the spill's error, which
 // is then the Sorter's.
 func (s *Sorter) wait() error {
@@ -433,7 +457,7 @@ func (s *Sorter) wait() error {
 	<-j.done
 	s.bg, s.wbuf = nil, j.wbuf
 	for i, c := range j.m.chunks {
-		if cap(c) == chunkSize {
+		if cap(c) == s.chunk {
 			s.free = append(s.free, c[:0])
 		}
 		j.m.chunks[i] = nil

@@ -229,6 +229,30 @@ func TestSorterFailureToWriteARunIsSticky(t *testing.T) {
 	require.Empty(t, runFiles(t, dir))
 }
 
+// Once a spill has failed on its own goroutine, the next Add reports it,
+// spilling or not: a restore stops reading as soon as its disk fails.
+func TestSorterTheAddAfterAFailedSpillEndedReportsIt(t *testing.T) {
+	dir := t.TempDir()
+	defer func(c func(string, string) (*os.File, error)) { createRun = c }(createRun)
+	createRun = func(dir, pattern string) (*os.File, error) { // a file no write can go to
+		f, err := os.CreateTemp(dir, pattern)
+		if err != nil {
+			return nil, err
+		}
+		f.Close()
+		return os.Open(f.Name())
+	}
+	s := New(64<<10, dir, "run-*.tmp")
+	defer s.Close()
+	for i := 0; s.Runs() == 0; i++ {
+		require.NoError(t, s.Add(0, fmt.Appendf(nil, "k%06d", i), make([]byte, 100)))
+	}
+	<-s.bg.done
+	err := s.Add(0, []byte("after"), []byte("v"))
+	require.ErrorContains(t, err, "extsort: spill run")
+	require.Equal(t, err, s.Each(func(int32, []byte, []byte) error { return nil }))
+}
+
 // A run that went missing or was cut short makes Each fail with an error
 // that says so, never a silent partial result.
 func TestSorterEachReportsADamagedRun(t *testing.T) {
@@ -277,42 +301,55 @@ func TestSorterEachReportsADamagedRun(t *testing.T) {
 	}
 }
 
-// held is what s holds in memory for records: its chunks, emptied ones
-// kept for reuse, both sort buffers' capacity, and what the spill in
-// progress holds or the sort buffers the last one left.
+// held is what s holds in memory for records, by the capacity of what is
+// allocated: its chunks, emptied ones kept for reuse, both sort buffers,
+// the spare sort buffers, and the spill in progress's chunks and buffers
+// (waiting for that spill to end, without taking its memory back).
 func (s *Sorter) held() int {
-	n := (cap(s.ents) + cap(s.scratch)) * entSize
+	n := (cap(s.ents) + cap(s.scratch) + cap(s.spare.ents) + cap(s.spare.scratch)) * entSize
 	for _, c := range s.chunks {
 		n += cap(c)
 	}
 	for _, c := range s.free {
 		n += cap(c)
 	}
-	return n + s.others()
+	if j := s.bg; j != nil {
+		<-j.done
+		n += (cap(j.m.ents) + cap(j.m.scratch)) * entSize
+		for _, c := range j.m.chunks {
+			n += cap(c)
+		}
+	}
+	return n
 }
 
 // What the Sorter holds for records stays within its limit (plus the
 // chunk being filled, and a record) however many spills reuse its buffers,
 // with records of every size from a few bytes to a few kilobytes.
 func TestSorterHoldsNoMoreThanItsLimit(t *testing.T) {
-	for _, limit := range []int{1 << 20, 8 << 20} {
-		t.Run(fmt.Sprintf("limit=%d", limit), func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(1, uint64(limit)))
-			s := New(limit, t.TempDir(), "run-*.tmp")
-			defer s.Close()
-			most := 0
-			for i := range 200000 {
-				size := 1 << rng.IntN(12)
-				if i > 100000 {
-					size = rng.IntN(16) // small records after large ones
+	for _, limit := range []int{1 << 20, 2 << 20, 8 << 20} {
+		for _, sizes := range []string{"mixed", "restore-like"} {
+			t.Run(fmt.Sprintf("limit=%d/%s", limit, sizes), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(1, uint64(limit)))
+				s := New(limit, t.TempDir(), "run-*.tmp")
+				defer s.Close()
+				most := 0
+				for i := range 200000 {
+					size := 1 << rng.IntN(12)
+					if i > 100000 {
+						size = rng.IntN(16) // small records after large ones
+					}
+					if sizes == "restore-like" {
+						size = 40 + rng.IntN(8) // the bench's values: ~42 bytes after 16-byte keys
+					}
+					require.NoError(t, s.Add(0, fmt.Appendf(nil, "k%d", rng.IntN(1<<20)), make([]byte, size)))
+					most = max(most, s.held())
 				}
-				require.NoError(t, s.Add(0, fmt.Appendf(nil, "k%d", rng.IntN(1<<20)), make([]byte, size)))
-				most = max(most, s.held())
-			}
-			require.Greater(t, s.Runs(), 3)
-			t.Logf("most held %d, limit %d", most, limit)
-			require.LessOrEqual(t, most, limit+chunkSize+4096, "most held")
-		})
+				require.Greater(t, s.Runs(), 3)
+				t.Logf("most held %d (%.2fx), limit %d", most, float64(most)/float64(limit), limit)
+				require.LessOrEqual(t, most, limit+4096, "most held")
+			})
+		}
 	}
 }
 
@@ -378,4 +415,53 @@ func TestSorterLastVersionWinsAcrossRunsAndMemory(t *testing.T) {
 	require.Equal(t, []rec{{1, "prefix-a", "short"}, {1, "prefix-a1", "back"}}, collect(t, s))
 	require.NoError(t, s.Add(1, []byte("prefix-a1"), nil))
 	require.Equal(t, []rec{{1, "prefix-a", "short"}}, collect(t, s))
+}
+
+// However many runs a small limit spills, Each reads at most maxFanIn at
+// once: it first merges the oldest ones into one, keeping each key's last
+// version (a tombstone in an old run still hides an older value, and a
+// newer run still overrides a merged one). Close removes the merged run too.
+func TestSorterMergesTheOldestRunsFirstWhenThereAreTooManyToReadAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	s := New(0, dir, "run-*.tmp") // a run per Add
+	var m model
+	rng := rand.New(rand.NewPCG(7, 7))
+	add := func(part int32, key, val []byte) {
+		require.NoError(t, s.Add(part, key, val))
+		m.add(part, key, val)
+	}
+	for i := range 3*maxFanIn + 5 {
+		key := fmt.Appendf(nil, "k%02d", rng.IntN(40))
+		switch {
+		case i%7 == 3:
+			add(int32(i%3), key, nil)
+		default:
+			add(int32(i%3), key, fmt.Appendf(nil, "v%d", i))
+		}
+	}
+	require.Greater(t, s.Runs(), maxFanIn)
+	open := func() int { // file descriptors open in this process, where that can be told
+		fds, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			return -1
+		}
+		return len(fds)
+	}
+	before, most := open(), 0
+	var got []rec
+	require.NoError(t, s.Each(func(part int32, key, val []byte) error {
+		most = max(most, open())
+		got = append(got, rec{part, string(key), string(val)})
+		return nil
+	}))
+	require.Equal(t, m.want(), got)
+	require.LessOrEqual(t, s.Runs(), maxFanIn)
+	require.Len(t, runFiles(t, dir), s.Runs(), "the merged runs' files are gone")
+	if before >= 0 {
+		require.LessOrEqual(t, most-before, maxFanIn+1, "files open during the merge")
+	}
+	add(1, []byte("k01"), []byte("after the merge"))
+	require.Equal(t, m.want(), collect(t, s))
+	require.NoError(t, s.Close())
+	require.Empty(t, runFiles(t, dir))
 }
