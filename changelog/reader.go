@@ -52,7 +52,7 @@ func newReader(topic string, from map[int32]int64, opts ...kgo.Opt) (*Reader, er
 		// times its bytes on the heap (kgo's records, ours, the batches).
 		// 4 MiB fetches (2 MiB a partition) made a 4M-record restore's peak
 		// heap 1.16x a 1M one's on 6 partitions; 2 MiB ones (1 MiB a
-		// partition) keep it within 1.08x and restore as fast; 1 MiB ones
+		// partition) keep it within 1.02-1.09x and restore as fast; 1 MiB ones
 		// gain nothing more (go run ./bench -only-large, in-process and
 		// against Kafka 4.1.1). A batch larger than a fetch still comes whole.
 		kgo.FetchMaxBytes(2 << 20),

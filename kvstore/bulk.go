@@ -30,8 +30,9 @@ type sorter struct {
 
 // feedDepth is how many polls' batches addBatches queues while the sorting
 // goroutine is busy: none, so a restore holds at most the poll being sorted
-// and the one being screened (each at most a fetch's bytes: see changelog's
-// reader), besides the sort's RestoreMemory.
+// and the one being screened (each a fetch's bytes, one fetch per broker,
+// and more for a record batch larger than a fetch: see changelog's reader),
+// besides the sort's RestoreMemory.
 const feedDepth = 0
 
 // newSorter returns a sorter holding about limit bytes in memory that spills

@@ -246,18 +246,29 @@ func KeyPartitioner(p Partitioner) Option {
 // RestoreMemory bounds the memory a full restore uses to sort records before
 // loading them; beyond it sorted runs are spilled to files in the cache
 // directory (each half of it, sorted and written on a goroutine of its own
-// while the restore reads into the other half). Default 64 MiB; at least
-// 1 MiB. A quarter of it bounds what a delta restore in Open holds in
-// memory for the follower to write into the file after Open returns (each
-// record counted as its key twice, its value and 152 bytes); a larger
-// delta is written into the file as it is read. A full restore also holds
-// up to three fetches of the topic at once (2 MiB each, 1 MiB a partition;
-// a kgo.FetchMaxBytes or kgo.FetchMaxPartitionBytes given with KafkaOpts
-// changes them), and the Go heap's own slack: at the defaults a restore's
-// peak Go heap was 124 to 202 MiB at 1M and at 4M records of ~58 bytes
-// (BENCHMARKS.md). Its peak RSS also counts the pages of the cache file it
-// wrote and then checked, which grow with the table (about 220 MiB at 1M,
-// 440 to 500 MiB at 4M): file pages the kernel can reclaim, not heap.
+// while the restore reads into the other half; the merge reads at most 64
+// at once, merging the oldest first when there are more). Default 64 MiB;
+// at least 1 MiB. A quarter of it bounds what a delta restore in Open holds
+// in memory for the follower to write into the file after Open returns
+// (each record counted as its key twice, its value and 152 bytes); a larger
+// delta is written into the file as it is read.
+//
+// Besides it, a full restore holds up to three polls of the topic at once:
+// fetches of 2 MiB, 1 MiB a partition (a kgo.FetchMaxBytes or
+// kgo.FetchMaxPartitionBytes given with KafkaOpts changes them), one per
+// broker, and a record batch larger than that comes whole (up to the
+// topic's max.message.bytes). At the defaults, against one broker with
+// batches of up to 1 MiB, a restore's peak Go heap was 115 to 142 MiB at 1M
+// and at 4M records of ~58 bytes (BENCHMARKS.md). Its peak RSS also counts
+// the pages of the cache file it wrote and then checked, which grow with
+// the table (about 210 MiB at 1M, 425 to 445 MiB at 4M): file pages the
+// kernel can reclaim, not heap.
+//
+// On disk, a full restore needs room in the cache directory for the runs
+// and the new file at once (up to about twice the new file), next
+// to the old file, which it replaces at the end. A process killed during a
+// restore leaves its runs behind; the next Open of that directory removes
+// them.
 func RestoreMemory(bytes int) Option { return optFn(func(c *config) { c.restoreMemory = bytes }) }
 
 // LockTimeout bounds how long Open waits for the cache file while another
