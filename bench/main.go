@@ -537,6 +537,8 @@ func rawConsumes(ctx context.Context, e *env, topic string) (fresh, warm float64
 // rawConsume reads every record up to the current end offsets and drops
 // them, timed from the client's creation.
 func rawConsume(ctx context.Context, e *env, topic string) (int64, time.Duration, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute) // a record count that is never reached fails, not hangs
+	defer cancel()
 	ends, err := e.adm.ListEndOffsets(ctx, topic)
 	if err != nil {
 		return 0, 0, err

@@ -256,25 +256,38 @@ func writeReport(res *results, envs []*env, parts, lparts []int, took time.Durat
 
 // unmetNotes says what stands in the way of the targets this design misses.
 const unmetNotes = `
+### How the restore target is judged (since stop 19)
+
+The bench redefined baseline 1 in stop 19. Until then it was timed only in the bench's
+own process, whose heap producing the topic had already grown, while the restore was
+always timed in a process of its own (for its own VmHWM). It is now timed both ways, and
+the target "full restore >= 0.4 of a raw consume" judges against the raw consume in a
+process of its own, both timed from their client's creation. Against the raw consume in
+the bench's process (the "in the bench's process" rows), the only figure before stop 19,
+the restore is still short or on the line: 0.36-0.40x against Kafka in this file. By hand
+against Kafka (3 runs at 1M and at 4M, 1 partition), the same consume read 1.4-1.8x faster
+in the bench's process than in a fresh one. What makes the difference is not pinned down:
+not the collector (with GOGC=800 the fresh consume was no faster, 2 runs at 1M and at 4M);
+memory a fresh process must first get from the kernel is a guess. The issue's own raw-consume
+figure, 4.2-4.5M records/s, is nearer the fresh figures here (3.2-4.2M) than the warm
+ones (5.1-5.9M), and its gloss of the target, "about 1.6M records/s", is met: the restore
+reads Kafka at 2.0-2.3M records/s. The asymmetries left favour the baseline: it reads with
+64 MiB fetches (the restore with 2 MiB ones, for a flat heap), and its timer starts after
+it has listed the end offsets, while the restore's includes connecting, checking the
+topic, the schema and the offsets.
+
+Where a 1M-record restore's ~0.45 s goes against Kafka on 1 partition, by hand with
+timestamps at each step: ~20 ms until the first fetch returns; ~0.31 s reading (kgo's
+1 MiB fetches, the screen, the sort; spills sort and write on a goroutine of their own
+since stop 19, which took the reading phase at 4M from 1.30-1.34 s to 0.99-1.03 s);
+~30 ms for the last spill and the sort of what is still in memory; ~90 ms merging the runs
+into pages; ~25 ms for the file's self-check; ~1 ms for the meta transaction and the
+rename. Mapping the runs (mmap) for the merge was tried and was no faster (4M, merge alone,
+2 alternated rounds: 364/366 ms before, 378/407 ms after). Fetches of 16 and 64 MiB made
+the heap grow with the table and were no faster.
+
 ### What stands in the way
 
-- **Full restore >= 0.4 of a raw consume (issue 14): how it is judged.** Since stop 19
-  the target judges the restore against baseline 1 run in a process of its own, as the
-  restore runs (it runs in a child for its own VmHWM); both are timed from their client's
-  creation. The same consume timed in the bench's own process, whose heap producing the
-  topic has already grown, reads 1.4-1.8x faster (by hand against Kafka, 3 runs at 1M and
-  at 4M, 1 partition), and against that figure the restore is at 0.36-0.40 of it (the
-  rows "in the bench's process"). The issue's own raw consume, 4.2-4.5M records/s, is the
-  fresh-process figure (4.0-4.2M at 4M here). Where the restore's time goes, by hand with
-  timestamps at each step, 1M records against Kafka, 1 partition (~0.45 s): ~20 ms before
-  the first fetch returns, ~0.31 s reading (kgo's fetches of 1 MiB, the screen, the sort;
-  spills sort and write on a goroutine of their own since stop 19, which took the reading
-  phase at 4M from 1.30-1.34 s to 0.99-1.03 s), ~30 ms for the last spill and the sort of
-  what is still in memory, ~90 ms merging the runs into pages, ~25 ms for the file's
-  self-check, ~1 ms for the meta transaction and the rename. Mapping the runs instead of
-  reading them (mmap) was tried and was no faster (4M, merge alone, 2 alternated rounds:
-  364/366 ms before, 378/407 ms after); larger fetches (16 and 64 MiB) made the heap grow
-  with the table and were no faster.
 - **Delta (1% changed) <= 5% of the full time (issue 6).** Met at 10% (issue 14's target)
   since a delta Open serves what it read from memory and the follower writes it into the
   file just after (the "Open and then Close" row: about 0.2 s until the file holds it);
@@ -392,12 +405,12 @@ func targets(res *results, envs []*env, parts []int, lparts []int) string {
 		w(" %s |\n", rows)
 	}
 	for _, p := range parts {
-		row(fmt.Sprintf("full restore >= 0.4 of a raw consume, N=%d, %d partition(s) (14)", *flagN, p),
+		row(fmt.Sprintf("full restore >= 0.4 of a raw consume in a process of its own, N=%d, %d partition(s) (14)", *flagN, p),
 			"ratio: ours / raw consume", ratioAtLeast(p, "full", "raw", 0.4))
 	}
 	if *flagLarge > 0 {
 		for _, p := range lparts {
-			row(fmt.Sprintf("full restore >= 0.4 of a raw consume, N=%d, %d partition(s) (14)", *flagLarge, p),
+			row(fmt.Sprintf("full restore >= 0.4 of a raw consume in a process of its own, N=%d, %d partition(s) (14)", *flagLarge, p),
 				fmt.Sprintf("table-growth section: N=%d: ours / raw consume", *flagLarge), ratioAtLeast(p, "large_full", "large_raw", 0.4))
 		}
 		for _, p := range lparts {
