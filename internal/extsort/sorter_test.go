@@ -204,13 +204,11 @@ func TestSorterSpillFailureIsSticky(t *testing.T) {
 	require.NoError(t, s.Close())
 }
 
-// A run whose writing fails on the spill's own goroutine fails the next
-// Add that spills, and every later Add and Each with it; Close still
-// removes every run.
-func TestSorterFailureToWriteARunIsSticky(t *testing.T) {
-	dir := t.TempDir()
-	defer func(c func(string, string) (*os.File, error)) { createRun = c }(createRun)
-	createRun = func(dir, pattern string) (*os.File, error) { // a file no write can go to
+// unwritableRuns makes every run file one that no write can go to (opened
+// read-only), until t ends.
+func unwritableRuns(t *testing.T) {
+	old := createRun
+	createRun = func(dir, pattern string) (*os.File, error) {
 		f, err := os.CreateTemp(dir, pattern)
 		if err != nil {
 			return nil, err
@@ -218,6 +216,15 @@ func TestSorterFailureToWriteARunIsSticky(t *testing.T) {
 		f.Close()
 		return os.Open(f.Name())
 	}
+	t.Cleanup(func() { createRun = old })
+}
+
+// A run whose writing fails on the spill's own goroutine fails the next
+// Add that spills, and every later Add and Each with it; Close still
+// removes every run.
+func TestSorterFailureToWriteARunIsSticky(t *testing.T) {
+	dir := t.TempDir()
+	unwritableRuns(t)
 	s := New(0, dir, "run-*.tmp") // a run per Add
 	require.NoError(t, s.Add(0, []byte("k1"), []byte("v")), "the first run is written after Add returns")
 	err := s.Add(0, []byte("k2"), []byte("v"))
@@ -233,15 +240,7 @@ func TestSorterFailureToWriteARunIsSticky(t *testing.T) {
 // spilling or not: a restore stops reading as soon as its disk fails.
 func TestSorterTheAddAfterAFailedSpillEndedReportsIt(t *testing.T) {
 	dir := t.TempDir()
-	defer func(c func(string, string) (*os.File, error)) { createRun = c }(createRun)
-	createRun = func(dir, pattern string) (*os.File, error) { // a file no write can go to
-		f, err := os.CreateTemp(dir, pattern)
-		if err != nil {
-			return nil, err
-		}
-		f.Close()
-		return os.Open(f.Name())
-	}
+	unwritableRuns(t)
 	s := New(64<<10, dir, "run-*.tmp")
 	defer s.Close()
 	for i := 0; s.Runs() == 0; i++ {
