@@ -80,8 +80,8 @@ const (
 // and spills sorted runs to files in dir named by pattern, as
 // os.CreateTemp takes it (a "*" is replaced by a random string), each time
 // the records added since the last spill hold half of limit (a limit too
-// small for two records, 0 included, spills at every Add). dir must exist once the first run is
-// spilled.
+// small for two records, 0 included, spills at every Add). dir must exist
+// once the first run is spilled.
 func New(limit int, dir, pattern string) *Sorter {
 	chunk := chunkSize // small enough that both halves' chunks, each with one partly filled, fit the limit
 	for chunk > minChunk && chunk > limit/8 {
@@ -403,7 +403,8 @@ func (s *mem) radixSort() []entry {
 // partition (uint32 big endian), key length (uvarint), value length plus
 // one (uvarint, 0 for a tombstone), key, value. It returns the error of the
 // spill before, or of creating the run file; a failure to write this run
-// is reported by the next spill, Each, or the wait that Each and Close do.
+// is reported by the first Add after the spill has ended, the next spill,
+// or Each (Close waits for the spill and drops its error).
 func (s *Sorter) spill() error {
 	if err := s.wait(); err != nil {
 		return err
