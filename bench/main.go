@@ -17,7 +17,8 @@
 // are not comparable with others).
 //
 // Baselines: (1) franz-go consuming the topic and dropping the records (the
-// broker-side ceiling), (2) bbolt alone inserting the same keys, presorted,
+// broker-side ceiling), in a process of its own as our restores run (the
+// targets' figure) and in this process (its heap grown by producing), (2) bbolt alone inserting the same keys, presorted,
 // in large transactions (the storage-side ceiling), (3) goka's recovery path
 // (bench/goka, built and run as a subprocess), (4) a Kafka Streams
 // GlobalKTable restore (bench/streams, real broker only).
