@@ -121,7 +121,8 @@ func TestAFreshCacheRestoredFromTheTopicEqualsTheModel(t *testing.T) {
 			randomOps(t, w, model, 1500, rand.New(rand.NewPCG(1, uint64(parts))))
 			require.Equal(t, model, contents(t, w))
 
-			// Tiny restore memory forces spilled runs and a merge.
+			// At the smallest restore memory, which 1,500 records still fit
+			// in (spilled runs and their merge: manyruns_test.go).
 			r := e.open("", kvstore.RestoreMemory(1<<20))
 			require.Equal(t, model, contents(t, r))
 			st := r.Stats().Restore
