@@ -258,10 +258,10 @@ func KeyPartitioner(p Partitioner) Option {
 // kgo.FetchMaxPartitionBytes given with KafkaOpts changes them), one per
 // broker, and a record batch larger than that comes whole (up to the
 // topic's max.message.bytes). At the defaults, against one broker with
-// batches of up to 1 MiB, a restore's peak Go heap was 115 to 142 MiB at 1M
+// batches of up to 1 MiB, a restore's peak Go heap was 99 to 138 MiB at 1M
 // and at 4M records of ~58 bytes (BENCHMARKS.md). Its peak RSS also counts
 // the pages of the cache file it wrote and then checked, which grow with
-// the table (about 210 MiB at 1M, 425 to 445 MiB at 4M): file pages the
+// the table (about 190 to 220 MiB at 1M, 415 to 435 MiB at 4M): file pages the
 // kernel can reclaim, not heap.
 //
 // On disk, a full restore needs room in the cache directory for the runs
