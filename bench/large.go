@@ -36,24 +36,26 @@ func largeParts() ([]int, error) {
 // stays flat in memory as the table grows (issue 14).
 func benchLarge(e *env, parts int, res *results) error {
 	if *flagOnlyLarge {
-		if err := benchGrowth(e, parts, *flagN, "", res); err != nil {
+		if err := benchGrowth(e, parts, *flagN, false, res); err != nil {
 			return err
 		}
 	}
 	if *flagLarge == 0 {
 		return nil
 	}
-	return benchGrowth(e, parts, *flagLarge, "large_", res)
+	return benchGrowth(e, parts, *flagLarge, true, res)
 }
 
 // benchGrowth fills a topic of n records and, run by run, consumes it raw
-// and restores it in full, adding the figures as benchTopic names them
-// (prefix "") or as the large-table rows do (prefix "large_").
-func benchGrowth(e *env, parts, n int, prefix string, res *results) error {
+// and restores it in full, adding the figures as benchTopic names them, or,
+// if large, as the large-table rows do.
+func benchGrowth(e *env, parts, n int, large bool, res *results) error {
 	ctx := context.Background()
-	topic := fmt.Sprintf("bench-%sgrowth-%d-%d-%s", prefix, n, parts, e.suffix)
-	if prefix == "large_" {
+	topic := fmt.Sprintf("bench-growth-%d-%d-%s", n, parts, e.suffix)
+	name := map[string]string{"raw": "raw", "raw_warm": "raw_warm", "full": "full", "full_s": "full_s", "heap": "full_heap", "rss": "full_rss"}
+	if large {
 		topic = fmt.Sprintf("bench-large-%d-%s", parts, e.suffix)
+		name = map[string]string{"raw": "large_raw", "raw_warm": "large_raw_warm", "full": "large_full", "full_s": "large_full_s", "heap": "large_heap", "rss": "large_rss"}
 	}
 	d, err := filledTopic(ctx, e, topic, parts, n)
 	if err != nil {
@@ -65,11 +67,6 @@ func benchGrowth(e *env, parts, n int, prefix string, res *results) error {
 	}
 	cacheDir := filepath.Join(e.tmp, topic)
 	defer os.RemoveAll(cacheDir)
-	// the figures' names: benchTopic's at -n, and "large_" ones at -large
-	name := map[string]string{"raw": "raw", "raw_warm": "raw_warm", "full": "full", "full_s": "full_s", "heap": "full_heap", "rss": "full_rss"}
-	if prefix != "" {
-		name = map[string]string{"raw": "large_raw", "raw_warm": "large_raw_warm", "full": "large_full", "full_s": "large_full_s", "heap": "large_heap", "rss": "large_rss"}
-	}
 	add := func(fig string, v float64) { res.add(e.name, parts, name[fig], v) }
 	for r := range *flagRuns {
 		log.Printf("  %d records, run %d/%d", n, r+1, *flagRuns)
@@ -86,7 +83,7 @@ func benchGrowth(e *env, parts, n int, prefix string, res *results) error {
 		ours := float64(o.Records) / o.Seconds
 		log.Printf("    raw %.0f records/s (in the bench's process: %.0f), ours %.0f records/s (%.2fx; %.2fx), heap peak %d MiB",
 			fresh, warm, ours, ours/fresh, ours/warm, o.HeapPeak>>20)
-		add("full", float64(o.Records)/o.Seconds)
+		add("full", ours)
 		add("full_s", o.Seconds)
 		add("heap", float64(o.HeapPeak))
 		add("rss", float64(o.RSSPeak))
