@@ -122,7 +122,7 @@ func TestAFreshCacheRestoredFromTheTopicEqualsTheModel(t *testing.T) {
 			require.Equal(t, model, contents(t, w))
 
 			// At the smallest restore memory, which 1,500 records still fit
-			// in (spilled runs and their merge: manyruns_test.go).
+			// in (spilled runs and their merge: restorelarge_test.go).
 			r := e.open("", kvstore.RestoreMemory(1<<20))
 			require.Equal(t, model, contents(t, r))
 			st := r.Stats().Restore
